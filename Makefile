@@ -1,0 +1,37 @@
+# The two commands a newcomer needs: `make demo` and `make test`. Both create .venv and install first.
+# CPU machines install torch from constraints-cpu.txt (the CPU wheel); GPU hosts: `make install GPU=1`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS ?= constraints-cpu.txt
+EXTRAS ?= test
+# the CPU torch wheel lies in /opt/wheels on our build machines; elsewhere pip finds it on its index
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check $(FIND_LINKS)
+DEMO_DIR ?= demo-out
+
+.PHONY: demo test install lint clean
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
+	$(PYTHON) -m venv $(VENV)
+ifdef GPU
+	$(PIP_INSTALL) -e '.[$(EXTRAS),gpu]'
+else
+	$(PIP_INSTALL) -c $(CONSTRAINTS) -e '.[$(EXTRAS)]'
+endif
+	@touch $@
+
+install: $(VENV)/.installed
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/edge-bridge demo --out $(DEMO_DIR)
+
+test: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR) .pytest_cache .ruff_cache

@@ -1,0 +1,198 @@
+"""Windows of one or two modalities cut from the same recordings, aligned in time, ready for a model.
+
+Each modality keeps its own rate (WESAD: ECG 100 Hz and PPG 125 Hz; ISRUC: EEG 200 Hz and ECG 100 Hz); a
+pair is the same span of seconds seen by both. Windows failing either modality's quality gate are left out
+and counted, never repaired.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_bridge.errors import RecordingError, SignalError
+from edge_bridge.recordings.recording import Recording
+from edge_bridge.signals import Preprocessing, assess_quality, cut_windows, process_windows
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Windows:
+    """Processed windows of one modality (or a pair), with labels and provenance.
+
+    Attributes
+    ----------
+    x : dict of str -> ndarray of float32, shape (n, n_channels, n_samples)
+        One entry per role (``"source"``, ``"target"``) or per modality.
+    labels : ndarray of int64, shape (n,)
+        Index into ``classes``; -1 where the window is not covered by one labelled segment.
+    starts : ndarray of float64, shape (n,)
+        Window start in seconds from the recording start.
+    subjects : ndarray of str, shape (n,)
+    classes : tuple of str
+    skipped : int
+        Windows left out by the quality gate.
+    """
+
+    x: dict[str, np.ndarray]
+    labels: np.ndarray
+    starts: np.ndarray
+    subjects: np.ndarray
+    classes: tuple[str, ...] = ()
+    skipped: int = 0
+    skipped_reasons: dict[str, int] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, mask: np.ndarray) -> Windows:
+        """Windows where ``mask`` (bool or indices) selects; e.g. one subject's."""
+        return Windows({k: v[mask] for k, v in self.x.items()}, self.labels[mask], self.starts[mask],
+                       self.subjects[mask], self.classes, 0, {})
+
+    def by_subjects(self, subjects: Iterable[str]) -> Windows:
+        return self.subset(np.isin(self.subjects, list(subjects)))
+
+    @staticmethod
+    def concatenate(parts: Sequence[Windows]) -> Windows:
+        if not parts:
+            raise SignalError("nothing to concatenate: no windows were produced")
+        keys = set(parts[0].x)
+        if any(set(p.x) != keys or p.classes != parts[0].classes for p in parts):
+            raise SignalError("cannot concatenate windows with different roles or classes")
+        reasons: dict[str, int] = {}
+        for p in parts:
+            for k, v in p.skipped_reasons.items():
+                reasons[k] = reasons.get(k, 0) + v
+        return Windows(
+            {k: np.concatenate([p.x[k] for p in parts]) for k in sorted(keys)},
+            np.concatenate([p.labels for p in parts]),
+            np.concatenate([p.starts for p in parts]),
+            np.concatenate([p.subjects for p in parts]),
+            parts[0].classes,
+            sum(p.skipped for p in parts),
+            reasons,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Save as ``.npz`` (plain arrays only, so loading never unpickles)."""
+        from edge_bridge.fileio import atomic_path
+
+        arrays = {f"x_{k}": v for k, v in self.x.items()}
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, labels=self.labels, starts=self.starts, subjects=self.subjects.astype(str),
+                     classes=np.array(self.classes, dtype=str), skipped=np.array(self.skipped), **arrays)
+
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> Windows:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                x = {k[2:]: z[k] for k in z.files if k.startswith("x_")}
+                return Windows(x, z["labels"], z["starts"], z["subjects"], tuple(z["classes"].tolist()),
+                               int(z["skipped"]))
+        except (OSError, KeyError, ValueError) as exc:
+            raise RecordingError(f"{path}: not a windows file written by edge-bridge: {exc}") from None
+
+
+def _raw_windows(rec: Recording, spec: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """Raw windows of ``spec.channels`` and their start times in seconds; checks names and rate."""
+    missing = [c for c in spec.channels if c not in rec.channel_names]
+    if missing:
+        raise RecordingError(
+            f"{rec.meta.get('source_file', 'recording')}: no channel(s) {missing} for the {spec.modality} spec; "
+            f"it has {rec.channel_names}"
+        )
+    data, rate = rec.data(spec.channels)
+    if abs(rate - spec.input_rate) > 1e-6:
+        raise SignalError(
+            f"{rec.meta.get('source_file', 'recording')}: {list(spec.channels)} are sampled at {rate:g} Hz "
+            f"but the {spec.modality} spec expects {spec.input_rate:g} Hz; use a spec with "
+            f"input_rate={rate:g} (the pipeline resamples to output_rate)"
+        )
+    raw, starts = cut_windows(data, spec)
+    return raw, starts / rate
+
+
+def _gate(raw: np.ndarray, spec: Preprocessing) -> np.ndarray:
+    return (assess_quality(raw, spec.quality) == 0).all(axis=1)
+
+
+def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str] = ()) -> Windows:
+    """Processed windows of one modality, keyed by ``spec.modality``."""
+    raw, starts = _raw_windows(rec, spec)
+    good = _gate(raw, spec)
+    return _finish(rec, {spec.modality: (raw, spec)}, starts, good, classes, spec.window_s)
+
+
+def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
+                   classes: Sequence[str] = ()) -> Windows:
+    """Time-aligned windows of the source and target modality of one recording.
+
+    Both specs must use the same window and hop in seconds, so that window *k* covers the same span of
+    time in both modalities. Windows where either modality fails the quality gate are left out.
+
+    Returns
+    -------
+    Windows
+        With ``x["source"]`` and ``x["target"]``.
+    """
+    if abs(source.window_s - target.window_s) > 1e-9 or abs(source.hop_s - target.hop_s) > 1e-9:
+        raise SignalError(
+            f"paired windows need the same window and hop in both modalities, got source "
+            f"{source.window_s:g}/{source.hop_s:g} s and target {target.window_s:g}/{target.hop_s:g} s"
+        )
+    raw_s, t_s = _raw_windows(rec, source)
+    raw_t, t_t = _raw_windows(rec, target)
+    n = min(len(raw_s), len(raw_t))
+    raw_s, raw_t, t_s, t_t = raw_s[:n], raw_t[:n], t_s[:n], t_t[:n]
+    if not np.allclose(t_s, t_t, atol=0.5 / min(source.input_rate, target.input_rate)):
+        raise SignalError("source and target windows do not start at the same times; check the rates")
+    good = _gate(raw_s, source) & _gate(raw_t, target)
+    return _finish(rec, {"source": (raw_s, source), "target": (raw_t, target)}, t_s, good, classes,
+                   source.window_s)
+
+
+def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], starts: np.ndarray,
+            good: np.ndarray, classes: Sequence[str], window_s: float) -> Windows:
+    skipped = int((~good).sum())
+    if skipped:
+        logger.info("%s: %d of %d windows fail the quality gate and are left out",
+                    rec.subject or rec.meta.get("source_file", "recording"), skipped, len(good))
+    x = {role: process_windows(raw[good], spec) for role, (raw, spec) in parts.items()}
+    starts = starts[good]
+    labels = np.array([rec.label_at(t, t + window_s, classes) for t in starts], dtype=np.int64)
+    if not classes:
+        labels = np.full(len(starts), -1, dtype=np.int64)
+    subjects = np.full(len(starts), rec.subject or "", dtype=object).astype(str)
+    return Windows(x, labels, starts.astype(np.float64), subjects, tuple(classes), skipped,
+                   {"quality": skipped} if skipped else {})
+
+
+def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preprocessing,
+                       target: Preprocessing | None = None, classes: Sequence[str] = (),
+                       *, progress: bool = False) -> Windows:
+    """Read EDF+ recordings and cut windows (paired when ``target`` is given) from all of them."""
+    from edge_bridge.recordings.edf import read_edf
+
+    paths = sorted(Path(p) for p in paths)
+    if not paths:
+        raise RecordingError("no recordings given")
+    it: Iterable[Path] = paths
+    if progress:
+        from tqdm import tqdm
+
+        it = tqdm(paths, desc="windows", unit="rec")
+    parts = []
+    for p in it:
+        rec = read_edf(p)
+        if not rec.subject:
+            rec.subject = p.stem
+        parts.append(paired_windows(rec, source, target, classes) if target is not None
+                     else modality_windows(rec, source, classes))
+    return Windows.concatenate(parts)

@@ -1,0 +1,20 @@
+"""One preprocessing pipeline for host and device: spec, windowing, filtering, quality (numpy/scipy only)."""
+
+from edge_bridge.signals.processing import cut_windows, process_window, process_windows
+from edge_bridge.signals.quality import Quality, assess_quality, describe_flags
+from edge_bridge.signals.spec import DEFAULT_QUALITY, MODALITIES, Preprocessing, QualityLimits
+from edge_bridge.signals.stream import StreamWindower
+
+__all__ = [
+    "DEFAULT_QUALITY",
+    "MODALITIES",
+    "Preprocessing",
+    "Quality",
+    "QualityLimits",
+    "StreamWindower",
+    "assess_quality",
+    "cut_windows",
+    "describe_flags",
+    "process_window",
+    "process_windows",
+]

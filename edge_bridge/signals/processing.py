@@ -1,0 +1,127 @@
+"""The one preprocessing implementation: window, band-pass, notch, resample, normalise.
+
+Training, export checks, calibration and the live loop all call :func:`process_windows` (or its
+single-window form), so a window cut from a file on the host and the same samples arriving through a live
+buffer on the device become identical tensors. Everything is numpy/scipy; no torch.
+
+Filtering is done per window (zero-phase, forward-backward) rather than once over a whole recording,
+precisely so that the host and the streaming device compute the same thing.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from scipy import signal as sps
+
+from edge_bridge.errors import QualityError, SignalError
+from edge_bridge.signals.quality import assess_quality, describe_flags
+from edge_bridge.signals.spec import Preprocessing
+
+NOTCH_Q = 30.0  # quality factor of the powerline notch: ~2 Hz wide at 50 Hz
+
+
+@lru_cache(maxsize=64)
+def _filter_sos(rate: float, bandpass: tuple[float, float] | None, notch: float | None, order: int) -> np.ndarray | None:
+    """Second-order sections of the band-pass (and notch) at ``rate``; cached because specs repeat."""
+    sections = []
+    if bandpass is not None:
+        lo, hi = bandpass
+        if lo > 0:
+            sections.append(sps.butter(order, [lo, hi], btype="bandpass", fs=rate, output="sos"))
+        else:
+            sections.append(sps.butter(order, hi, btype="lowpass", fs=rate, output="sos"))
+    if notch is not None:
+        b, a = sps.iirnotch(notch, NOTCH_Q, fs=rate)
+        sections.append(sps.tf2sos(b, a))
+    if not sections:
+        return None
+    return np.concatenate(sections, axis=0)
+
+
+def cut_windows(data: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
+    """Cut raw ``(n_channels, n_samples)`` data at ``spec.input_rate`` into overlapping windows.
+
+    Returns
+    -------
+    windows : ndarray, shape (n_windows, n_channels, spec.window_samples)
+        A view where possible; copy before writing to it.
+    starts : ndarray of int, shape (n_windows,)
+        Start sample of each window.
+    """
+    x = np.asarray(data)
+    if x.ndim != 2 or x.shape[0] != spec.n_channels:
+        raise SignalError(
+            f"expected data of shape ({spec.n_channels}, n_samples) for channels {list(spec.channels)}, "
+            f"got {x.shape}"
+        )
+    n, w, h = x.shape[1], spec.window_samples, spec.hop_samples
+    if n < w:
+        return np.empty((0, spec.n_channels, w), dtype=x.dtype), np.empty(0, dtype=np.int64)
+    starts = np.arange(0, n - w + 1, h, dtype=np.int64)
+    view = np.lib.stride_tricks.sliding_window_view(x, w, axis=1)  # (n_ch, n - w + 1, w)
+    return view[:, starts].transpose(1, 0, 2), starts
+
+
+def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: bool = True) -> np.ndarray:
+    """Turn raw windows into model inputs.
+
+    Parameters
+    ----------
+    windows : ndarray, shape (n_windows, n_channels, spec.window_samples)
+        Raw samples in physical units at ``spec.input_rate``.
+    spec : Preprocessing
+        The modality's spec.
+    check_quality : bool
+        If True (default), refuse any window that fails the quality gate; callers that want to skip bad
+        windows run :func:`assess_quality` first and pass only the good ones.
+
+    Returns
+    -------
+    x : ndarray of float32, shape (n_windows, n_channels, spec.output_samples)
+
+    Raises
+    ------
+    QualityError
+        If a window contains NaN/inf (always) or fails the quality gate (when ``check_quality``).
+    """
+    x = np.asarray(windows, dtype=np.float64)
+    expected = (spec.n_channels, spec.window_samples)
+    if x.ndim != 3 or x.shape[1:] != expected:
+        raise SignalError(
+            f"expected windows of shape (n, {expected[0]}, {expected[1]}) "
+            f"({spec.window_s:g} s of {list(spec.channels)} at {spec.input_rate:g} Hz), got {x.shape}; "
+            "check the sampling rate and channel order"
+        )
+    if len(x) == 0:
+        return np.empty((0, *spec.input_shape), dtype=np.float32)
+    flags = assess_quality(x, spec.quality)
+    bad_mask = (flags != 0) if check_quality else (flags & 1).astype(bool)
+    if bad_mask.any():
+        k = int(np.flatnonzero(bad_mask.any(axis=1))[0])
+        raise QualityError(
+            f"{int(bad_mask.any(axis=1).sum())} of {len(x)} window(s) fail the quality gate, first is window "
+            f"{k}: {describe_flags(flags[k], spec.channels)}; run assess_quality() and skip them",
+            flags=flags,
+        )
+
+    sos = _filter_sos(float(spec.input_rate), spec.bandpass, spec.notch, spec.filter_order)
+    if sos is not None:
+        x = sps.sosfiltfilt(sos, x, axis=-1)
+    up, down = spec.resample_ratio
+    if (up, down) != (1, 1):
+        x = sps.resample_poly(x, up, down, axis=-1)
+    if spec.normalise == "zscore":
+        mean = x.mean(axis=-1, keepdims=True)
+        std = x.std(axis=-1, keepdims=True)
+        x = (x - mean) / np.maximum(std, 1e-12)
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def process_window(window: np.ndarray, spec: Preprocessing, *, check_quality: bool = True) -> np.ndarray:
+    """Single-window form of :func:`process_windows` (the live loop's entry point); same maths."""
+    w = np.asarray(window)
+    if w.ndim != 2:
+        raise SignalError(f"expected one window of shape (n_channels, n_samples), got {w.shape}")
+    return process_windows(w[None], spec, check_quality=check_quality)[0]

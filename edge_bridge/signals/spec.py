@@ -1,0 +1,237 @@
+"""The preprocessing spec: everything needed to turn raw samples of one modality into a model input.
+
+The spec is data, not code, because it travels: the host writes it into the bundle manifest and the device
+reads it back, so both run :func:`edge_bridge.signals.process_window` with identical settings.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import asdict, dataclass, field, fields
+from fractions import Fraction
+from typing import Any
+
+from edge_bridge.errors import SpecError
+
+SCHEMA_VERSION = 1
+MODALITIES = ("ecg", "ppg", "eeg", "emg", "resp", "eda", "acc")
+NORMALISATIONS = ("zscore", "none")
+
+
+@dataclass(frozen=True)
+class QualityLimits:
+    """Thresholds of the signal-quality gate, in the channel's physical unit.
+
+    Attributes
+    ----------
+    flat_ptp : float
+        A channel whose peak-to-peak range in a window is below this is flat-lined (lead off, dead sensor).
+    max_abs : float
+        A sample whose magnitude exceeds this is implausible for the modality (motion artefact, wrong unit).
+    clip_fraction : float
+        A channel with more than this fraction of its samples pinned at the window's extreme value is
+        clipped (saturated amplifier or ADC rail).
+    """
+
+    flat_ptp: float
+    max_abs: float
+    clip_fraction: float = 0.02
+
+    def __post_init__(self) -> None:
+        if not (self.flat_ptp >= 0 and self.max_abs > 0 and 0 < self.clip_fraction <= 1):
+            raise SpecError(
+                "quality limits need flat_ptp >= 0, max_abs > 0 and 0 < clip_fraction <= 1, got "
+                f"flat_ptp={self.flat_ptp}, max_abs={self.max_abs}, clip_fraction={self.clip_fraction}"
+            )
+
+
+# Physical units as the simulator and the dataset readers store them: ECG/EMG mV, EEG uV, PPG arbitrary units
+# (normalised so a pulse is ~1), respiration a.u., EDA uS. Limits are generous: they catch broken signals,
+# not merely noisy ones.
+DEFAULT_QUALITY: dict[str, QualityLimits] = {
+    "ecg": QualityLimits(flat_ptp=0.02, max_abs=20.0),
+    "ppg": QualityLimits(flat_ptp=1e-3, max_abs=1e4),
+    "eeg": QualityLimits(flat_ptp=0.5, max_abs=2000.0),
+    "emg": QualityLimits(flat_ptp=1e-3, max_abs=50.0),
+    "resp": QualityLimits(flat_ptp=1e-3, max_abs=1e4),
+    "eda": QualityLimits(flat_ptp=0.0, max_abs=200.0),
+    "acc": QualityLimits(flat_ptp=0.0, max_abs=1e3),
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How one modality's raw window becomes a model input.
+
+    Attributes
+    ----------
+    modality : str
+        One of ``MODALITIES``.
+    channels : tuple of str
+        Channel names, in the order the model expects them.
+    input_rate : float
+        Sampling rate of the raw signal in Hz. A signal at another rate is refused, not guessed at.
+    output_rate : float
+        Rate the model was trained at, in Hz; reached by rational resampling (``resample_poly``).
+    bandpass : tuple of float or None
+        Zero-phase Butterworth band-pass edges in Hz, applied at the input rate. ``None`` skips it.
+    notch : float or None
+        Powerline frequency to notch out (50 or 60 Hz), or ``None``.
+    window_s, hop_s : float
+        Window length and hop in seconds.
+    normalise : str
+        ``"zscore"`` (per window and channel) or ``"none"``.
+    filter_order : int
+        Butterworth order of the band-pass (applied forwards and backwards, so the effective order doubles).
+    quality : QualityLimits
+        Thresholds of the quality gate; defaults per modality.
+    """
+
+    modality: str
+    channels: tuple[str, ...]
+    input_rate: float
+    output_rate: float
+    window_s: float
+    hop_s: float
+    bandpass: tuple[float, float] | None = None
+    notch: float | None = None
+    normalise: str = "zscore"
+    filter_order: int = 4
+    quality: QualityLimits = field(default=None)  # type: ignore[assignment]
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise SpecError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if not self.channels or len(set(self.channels)) != len(self.channels):
+            raise SpecError(f"channels must be a non-empty list of unique names, got {list(self.channels)}")
+        for name in ("input_rate", "output_rate", "window_s", "hop_s"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise SpecError(f"{name} must be a positive number, got {value!r}")
+        if self.normalise not in NORMALISATIONS:
+            raise SpecError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+        if self.bandpass is not None:
+            lo, hi = (float(v) for v in self.bandpass)
+            object.__setattr__(self, "bandpass", (lo, hi))
+            if not 0 <= lo < hi < self.input_rate / 2:
+                raise SpecError(
+                    f"bandpass must satisfy 0 <= low < high < input_rate/2 = {self.input_rate / 2:g} Hz, "
+                    f"got ({lo:g}, {hi:g})"
+                )
+            if hi >= self.output_rate / 2:
+                raise SpecError(
+                    f"bandpass high edge {hi:g} Hz is at or above the output Nyquist "
+                    f"{self.output_rate / 2:g} Hz; lower it or raise output_rate"
+                )
+        if self.notch is not None and not 0 < self.notch < self.input_rate / 2:
+            raise SpecError(f"notch must lie in (0, {self.input_rate / 2:g}) Hz, got {self.notch!r}")
+        if not isinstance(self.filter_order, int) or not 1 <= self.filter_order <= 10:
+            raise SpecError(f"filter_order must be an integer in [1, 10], got {self.filter_order!r}")
+        if self.quality is None:
+            object.__setattr__(self, "quality", DEFAULT_QUALITY[self.modality])
+        for rate_name in ("input_rate", "output_rate"):
+            n = getattr(self, rate_name) * self.window_s
+            if abs(n - round(n)) > 1e-6:
+                raise SpecError(
+                    f"window_s={self.window_s:g} s is not a whole number of samples at "
+                    f"{rate_name}={getattr(self, rate_name):g} Hz"
+                )
+        hop_n = self.input_rate * self.hop_s
+        if abs(hop_n - round(hop_n)) > 1e-6:
+            raise SpecError(f"hop_s={self.hop_s:g} s is not a whole number of samples at {self.input_rate:g} Hz")
+        self.resample_ratio  # noqa: B018 - validates that the rates have a rational ratio
+
+    # --- derived sizes -------------------------------------------------------------------------------
+    @property
+    def n_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def window_samples(self) -> int:
+        """Raw samples per window, at ``input_rate``."""
+        return round(self.input_rate * self.window_s)
+
+    @property
+    def hop_samples(self) -> int:
+        """Raw samples per hop, at ``input_rate``."""
+        return round(self.input_rate * self.hop_s)
+
+    @property
+    def output_samples(self) -> int:
+        """Samples per processed window, at ``output_rate``."""
+        return round(self.output_rate * self.window_s)
+
+    @property
+    def resample_ratio(self) -> tuple[int, int]:
+        """``(up, down)`` for ``resample_poly``; rates must have a small rational ratio."""
+        ratio = Fraction(self.output_rate).limit_denominator(1000) / Fraction(self.input_rate).limit_denominator(
+            1000
+        )
+        if abs(float(ratio) - self.output_rate / self.input_rate) > 1e-9 or max(ratio.numerator, ratio.denominator) > 10_000:
+            raise SpecError(
+                f"output_rate/input_rate = {self.output_rate:g}/{self.input_rate:g} is not a small rational "
+                "ratio; pick rates whose ratio has a numerator and denominator below 10000"
+            )
+        return ratio.numerator, ratio.denominator
+
+    @property
+    def input_shape(self) -> tuple[int, int]:
+        """``(n_channels, output_samples)``: the tensor one window becomes."""
+        return (self.n_channels, self.output_samples)
+
+    # --- serialisation -------------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["channels"] = list(self.channels)
+        d["bandpass"] = list(self.bandpass) if self.bandpass is not None else None
+        d["schema_version"] = SCHEMA_VERSION
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Preprocessing:
+        """Rebuild a spec; unknown keys (from a newer tool) are dropped with a warning, missing ones raise."""
+        if not isinstance(data, dict):
+            raise SpecError(f"a preprocessing spec must be a JSON object, got {type(data).__name__}")
+        data = dict(data)
+        version = data.pop("schema_version", SCHEMA_VERSION)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise SpecError(
+                f"preprocessing spec has schema_version {version!r}, this tool reads up to {SCHEMA_VERSION}; "
+                "upgrade edge-bridge"
+            )
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            warnings.warn(
+                f"ignoring unknown preprocessing keys {unknown} (written by a newer edge-bridge?); "
+                "upgrade to use them",
+                stacklevel=2,
+            )
+        required = {f.name for f in fields(cls) if f.default is not None and f.name in
+                    ("modality", "channels", "input_rate", "output_rate", "window_s", "hop_s")}
+        missing = sorted(required - set(data))
+        if missing:
+            raise SpecError(f"preprocessing spec is missing required key(s) {missing}")
+        kwargs = {k: v for k, v in data.items() if k in known}
+        if kwargs.get("bandpass") is not None:
+            kwargs["bandpass"] = tuple(kwargs["bandpass"])
+        if kwargs.get("quality") is not None:
+            try:
+                kwargs["quality"] = QualityLimits(**kwargs["quality"])
+            except TypeError as exc:
+                raise SpecError(f"bad quality limits {kwargs['quality']!r}: {exc}") from None
+        return cls(**kwargs)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Preprocessing:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise SpecError(f"preprocessing spec is not valid JSON: {exc}") from None
+        return cls.from_dict(data)
