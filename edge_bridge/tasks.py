@@ -1,0 +1,74 @@
+"""The paper's tasks as presets: which modality is source and target, their preprocessing, the classes.
+
+The simulator writes recordings with exactly these channel names and raw rates, and the readers of the
+published datasets map their channels onto them, so every step downstream can start from a task name.
+
+=========  =====================  ======================  =================================  ==========
+task       source (rate in->out)  target (rate in->out)   classes                            window/hop
+=========  =====================  ======================  =================================  ==========
+stress     ECG 250 -> 100 Hz      wrist PPG 64 -> 125 Hz  baseline, stress, amusement        60 s / 5 s
+sleep      6 EEG 200 -> 200 Hz    ECG 200 -> 100 Hz       wake, sleep                        30 s / 30 s
+=========  =====================  ======================  =================================  ==========
+
+(WESAD's chest ECG is 700 Hz; use :func:`Task.with_rates` to adapt a preset to another device's rate.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from edge_bridge.errors import SpecError
+from edge_bridge.signals.spec import Preprocessing
+
+EEG_CHANNELS = ("F3-A2", "C3-A2", "O1-A2", "F4-A1", "C4-A1", "O2-A1")
+
+
+@dataclass(frozen=True)
+class Task:
+    """A bridging task: the source modality has the labels and task model, the target is what we wear."""
+
+    name: str
+    source: Preprocessing
+    target: Preprocessing
+    classes: tuple[str, ...]
+
+    def with_rates(self, *, source_rate: float | None = None, target_rate: float | None = None) -> Task:
+        """The same task for a device whose raw rates differ (the output rates, i.e. the models, stay)."""
+        src = dataclasses.replace(self.source, input_rate=source_rate or self.source.input_rate)
+        tgt = dataclasses.replace(self.target, input_rate=target_rate or self.target.input_rate)
+        return dataclasses.replace(self, source=src, target=tgt)
+
+    def with_window(self, window_s: float, hop_s: float) -> Task:
+        """The same task with another window and hop (e.g. shorter windows for a quick demo)."""
+        src = dataclasses.replace(self.source, window_s=window_s, hop_s=hop_s)
+        tgt = dataclasses.replace(self.target, window_s=window_s, hop_s=hop_s)
+        return dataclasses.replace(self, source=src, target=tgt)
+
+
+TASKS: dict[str, Task] = {
+    "stress": Task(
+        "stress",
+        source=Preprocessing("ecg", ("ECG",), input_rate=250, output_rate=100, window_s=60, hop_s=5,
+                             bandpass=(0.5, 40.0), notch=50.0),
+        target=Preprocessing("ppg", ("PPG",), input_rate=64, output_rate=125, window_s=60, hop_s=5,
+                             bandpass=(0.5, 8.0)),
+        classes=("baseline", "stress", "amusement"),
+    ),
+    "sleep": Task(
+        "sleep",
+        source=Preprocessing("eeg", EEG_CHANNELS, input_rate=200, output_rate=200, window_s=30, hop_s=30,
+                             bandpass=(0.3, 35.0), notch=50.0),
+        target=Preprocessing("ecg", ("ECG",), input_rate=200, output_rate=100, window_s=30, hop_s=30,
+                             bandpass=(0.5, 40.0), notch=50.0),
+        classes=("wake", "sleep"),
+    ),
+}
+
+
+def get_task(name: str) -> Task:
+    """Look up a task preset by name; the error lists the valid ones."""
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise SpecError(f"unknown task {name!r}; choose one of {', '.join(TASKS)}") from None
