@@ -33,7 +33,8 @@ def _summary(doc: str | None) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="edge-bridge",
-        description="Carry a biosignal task model to a new modality by model bridging, and run it on the edge.",
+        description="Carry a biosignal task model to a new modality by model bridging, "
+        "and run it on the edge.",
         epilog="Run `edge-bridge COMMAND --help` for a command's options. Start with `edge-bridge demo`.",
     )
     parser.add_argument("--version", action="version", version=f"edge-bridge {__version__}")

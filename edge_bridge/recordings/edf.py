@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import math
 import os
 import warnings
 from collections.abc import Mapping
-from fractions import Fraction
 from pathlib import Path
 
 import edfio
@@ -48,12 +46,10 @@ def guess_modality(label: str, transducer: str = "") -> str | None:
 
 def _record_duration(rates: list[float], duration: float) -> float:
     """Shortest data-record length (s) that holds a whole number of samples of every channel."""
-    denom = 1
-    for r in rates:
-        denom = math.lcm(denom, Fraction(r).limit_denominator(1000).numerator)
-    # record duration d must make r*d integral for every r: d = k / gcd-ish; try 1 s, then fractions
+    # 1 s records suit integer rates; shorter or longer ones cover fractional rates and durations
     for d in (1.0, 0.5, 0.25, 0.2, 0.1, 2.0, 5.0, 10.0):
-        if all(abs(r * d - round(r * d)) < 1e-9 for r in rates) and abs(duration / d - round(duration / d)) < 1e-9:
+        whole_samples = all(abs(r * d - round(r * d)) < 1e-9 for r in rates)
+        if whole_samples and abs(duration / d - round(duration / d)) < 1e-9:
             return d
     raise RecordingError(
         f"cannot fit channels at {rates} Hz and {duration:g} s into whole EDF data records; "

@@ -105,8 +105,8 @@ def _raw_windows(rec: Recording, spec: Preprocessing) -> tuple[np.ndarray, np.nd
     missing = [c for c in spec.channels if c not in rec.channel_names]
     if missing:
         raise RecordingError(
-            f"{rec.meta.get('source_file', 'recording')}: no channel(s) {missing} for the {spec.modality} spec; "
-            f"it has {rec.channel_names}"
+            f"{rec.meta.get('source_file', 'recording')}: no channel(s) {missing} for the "
+            f"{spec.modality} spec; it has {rec.channel_names}"
         )
     data, rate = rec.data(spec.channels)
     if abs(rate - spec.input_rate) > 1e-6:

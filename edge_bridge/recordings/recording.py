@@ -48,10 +48,13 @@ class Channel:
         if self.data.ndim != 1:
             raise SignalError(f"channel {self.name!r}: data must be 1-D, got shape {self.data.shape}")
         if not (math.isfinite(self.rate) and self.rate > 0):
-            raise SignalError(f"channel {self.name!r}: rate must be a positive number of Hz, got {self.rate!r}")
+            raise SignalError(
+                f"channel {self.name!r}: rate must be a positive number of Hz, got {self.rate!r}"
+            )
         if self.modality not in MODALITIES:
             raise SignalError(
-                f"channel {self.name!r}: modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}"
+                f"channel {self.name!r}: modality must be one of {', '.join(MODALITIES)}, "
+                f"got {self.modality!r}"
             )
 
     @property
@@ -144,7 +147,7 @@ class Recording:
         if not 0 <= tmin < tmax:
             raise RecordingError(f"crop needs 0 <= tmin < tmax, got tmin={tmin}, tmax={tmax}")
         for c in self.channels:
-            c.data = c.data[int(round(tmin * c.rate)) : int(round(tmax * c.rate))]
+            c.data = c.data[round(tmin * c.rate) : round(tmax * c.rate)]
         kept = []
         for a in self.annotations:
             lo, hi = max(a.onset, tmin), min(a.onset + a.duration, tmax)

@@ -23,7 +23,9 @@ NOTCH_Q = 30.0  # quality factor of the powerline notch: ~2 Hz wide at 50 Hz
 
 
 @lru_cache(maxsize=64)
-def _filter_sos(rate: float, bandpass: tuple[float, float] | None, notch: float | None, order: int) -> np.ndarray | None:
+def _filter_sos(
+    rate: float, bandpass: tuple[float, float] | None, notch: float | None, order: int
+) -> np.ndarray | None:
     """Second-order sections of the band-pass (and notch) at ``rate``; cached because specs repeat."""
     sections = []
     if bandpass is not None:

@@ -18,6 +18,7 @@ from edge_bridge.errors import SpecError
 SCHEMA_VERSION = 1
 MODALITIES = ("ecg", "ppg", "eeg", "emg", "resp", "eda", "acc")
 NORMALISATIONS = ("zscore", "none")
+REQUIRED_KEYS = ("modality", "channels", "input_rate", "output_rate", "window_s", "hop_s")
 
 
 @dataclass(frozen=True)
@@ -141,7 +142,9 @@ class Preprocessing:
                 )
         hop_n = self.input_rate * self.hop_s
         if abs(hop_n - round(hop_n)) > 1e-6:
-            raise SpecError(f"hop_s={self.hop_s:g} s is not a whole number of samples at {self.input_rate:g} Hz")
+            raise SpecError(
+                f"hop_s={self.hop_s:g} s is not a whole number of samples at {self.input_rate:g} Hz"
+            )
         self.resample_ratio  # noqa: B018 - validates that the rates have a rational ratio
 
     # --- derived sizes -------------------------------------------------------------------------------
@@ -167,10 +170,10 @@ class Preprocessing:
     @property
     def resample_ratio(self) -> tuple[int, int]:
         """``(up, down)`` for ``resample_poly``; rates must have a small rational ratio."""
-        ratio = Fraction(self.output_rate).limit_denominator(1000) / Fraction(self.input_rate).limit_denominator(
-            1000
-        )
-        if abs(float(ratio) - self.output_rate / self.input_rate) > 1e-9 or max(ratio.numerator, ratio.denominator) > 10_000:
+        out = Fraction(self.output_rate).limit_denominator(1000)
+        ratio = out / Fraction(self.input_rate).limit_denominator(1000)
+        inexact = abs(float(ratio) - self.output_rate / self.input_rate) > 1e-9
+        if inexact or max(ratio.numerator, ratio.denominator) > 10_000:
             raise SpecError(
                 f"output_rate/input_rate = {self.output_rate:g}/{self.input_rate:g} is not a small rational "
                 "ratio; pick rates whose ratio has a numerator and denominator below 10000"
@@ -210,9 +213,7 @@ class Preprocessing:
                 "upgrade to use them",
                 stacklevel=2,
             )
-        required = {f.name for f in fields(cls) if f.default is not None and f.name in
-                    ("modality", "channels", "input_rate", "output_rate", "window_s", "hop_s")}
-        missing = sorted(required - set(data))
+        missing = sorted(set(REQUIRED_KEYS) - set(data))
         if missing:
             raise SpecError(f"preprocessing spec is missing required key(s) {missing}")
         kwargs = {k: v for k, v in data.items() if k in known}
