@@ -28,7 +28,8 @@ def test_every_verb_has_help_with_an_example(verb, capsys):
 
 
 def test_console_script_runs():
-    out = subprocess.run([sys.executable, "-m", "edge_bridge.cli", "--version"], capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "edge_bridge.cli", "--version"]
+    out = subprocess.run(cmd, capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("edge-bridge ")
 
 

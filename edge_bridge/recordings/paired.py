@@ -2,7 +2,8 @@
 
 Each modality keeps its own rate (WESAD: ECG 100 Hz and PPG 125 Hz; ISRUC: EEG 200 Hz and ECG 100 Hz); a
 pair is the same span of seconds seen by both. Windows failing either modality's quality gate are left out
-and counted, never repaired.
+and counted, never repaired. So are windows that overlap an annotation whose label starts with ``BAD``
+(MNE's convention; readers mark lost samples ``BAD_gap``), so a window never straddles a gap in the data.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class Windows:
     subjects : ndarray of str, shape (n,)
     classes : tuple of str
     skipped : int
-        Windows left out by the quality gate.
+        Windows left out, by the quality gate or for overlapping a ``BAD`` annotation.
+    skipped_reasons : dict of str -> int
+        The same count by reason: ``"quality"``, ``"bad_span"``.
     """
 
     x: dict[str, np.ndarray]
@@ -158,20 +161,42 @@ def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
                    source.window_s)
 
 
+def _in_bad_span(rec: Recording, starts: np.ndarray, window_s: float) -> np.ndarray:
+    """True for windows ``[t, t + window_s)`` that overlap an annotation labelled ``BAD...``.
+
+    A zero-length ``BAD`` annotation marks a point between two samples (e.g. where samples were lost): a
+    window that starts or ends exactly there does not straddle it and is kept.
+    """
+    bad = np.zeros(len(starts), dtype=bool)
+    eps = 1e-9
+    for a in rec.annotations:
+        if not a.label.startswith("BAD"):
+            continue
+        if a.duration > 0:
+            bad |= (starts < a.onset + a.duration - eps) & (starts + window_s > a.onset + eps)
+        else:
+            bad |= (starts < a.onset - eps) & (starts + window_s > a.onset + eps)
+    return bad
+
+
 def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], starts: np.ndarray,
             good: np.ndarray, classes: Sequence[str], window_s: float) -> Windows:
-    skipped = int((~good).sum())
+    in_bad = _in_bad_span(rec, starts, window_s)
+    reasons = {"bad_span": int(in_bad.sum()), "quality": int((~good & ~in_bad).sum())}
+    reasons = {k: v for k, v in reasons.items() if v}
+    keep = good & ~in_bad
+    skipped = int((~keep).sum())
     if skipped:
-        logger.info("%s: %d of %d windows fail the quality gate and are left out",
-                    rec.subject or rec.meta.get("source_file", "recording"), skipped, len(good))
-    x = {role: process_windows(raw[good], spec) for role, (raw, spec) in parts.items()}
-    starts = starts[good]
+        logger.info("%s: %d of %d windows left out (%s)",
+                    rec.subject or rec.meta.get("source_file", "recording"), skipped, len(keep),
+                    ", ".join(f"{k}: {v}" for k, v in reasons.items()))
+    x = {role: process_windows(raw[keep], spec) for role, (raw, spec) in parts.items()}
+    starts = starts[keep]
     labels = np.array([rec.label_at(t, t + window_s, classes) for t in starts], dtype=np.int64)
     if not classes:
         labels = np.full(len(starts), -1, dtype=np.int64)
     subjects = np.full(len(starts), rec.subject or "", dtype=object).astype(str)
-    return Windows(x, labels, starts.astype(np.float64), subjects, tuple(classes), skipped,
-                   {"quality": skipped} if skipped else {})
+    return Windows(x, labels, starts.astype(np.float64), subjects, tuple(classes), skipped, reasons)
 
 
 def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preprocessing,

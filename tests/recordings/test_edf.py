@@ -58,7 +58,7 @@ def test_truncated_file_is_an_error_naming_it(tmp_path, cut):
     path = write_edf(_recording(), tmp_path / "s.edf")
     short = tmp_path / "short.edf"
     short.write_bytes(path.read_bytes()[:cut])
-    with pytest.raises(RecordingError, match="short.edf"):
+    with pytest.raises(RecordingError, match=r"short\.edf"):
         read_edf(short)
 
 

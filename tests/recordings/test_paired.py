@@ -17,9 +17,10 @@ def _rec(seconds=60, subject="S01", hr=1.2):
     t_e = np.arange(250 * seconds) / 250
     t_p = np.arange(64 * seconds) / 64
     rng = np.random.default_rng(len(subject))
+    ecg = np.sin(2 * np.pi * hr * t_e) + 0.01 * rng.standard_normal(t_e.size)
+    ppg = np.sin(2 * np.pi * hr * (t_p - 0.2)) + 0.01 * rng.standard_normal(t_p.size)
     return Recording(
-        [Channel("ECG", np.sin(2 * np.pi * hr * t_e) + 0.01 * rng.standard_normal(t_e.size), 250, "ecg", "mV"),
-         Channel("PPG", np.sin(2 * np.pi * hr * (t_p - 0.2)) + 0.01 * rng.standard_normal(t_p.size), 64, "ppg")],
+        [Channel("ECG", ecg, 250, "ecg", "mV"), Channel("PPG", ppg, 64, "ppg")],
         [Annotation(0, 30, "baseline"), Annotation(30, 30, "stress")],
         subject=subject,
     )
