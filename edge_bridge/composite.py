@@ -1,0 +1,141 @@
+"""The composite model: ``target_front = target[:i]`` -> ``bridge`` -> ``source_back = source[j:] + head``.
+
+The composite *wraps* the two frozen backbones (it does not copy them), and freezing follows the structure:
+every parameter reachable from a backbone gets ``requires_grad=False`` and the backbones stay in eval mode
+even when the composite is put in training mode, so only the bridge trains. The three parts are also
+available as modules of their own (:meth:`Composite.parts`), which is what export writes one graph for.
+
+Tensor names at the cuts (per window): ``x_target (C_t, L_t)`` -> ``h (d_in)`` -> ``z (T, D_out)`` ->
+``logits (n_classes)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_bridge.bridge import Bridge, BridgeError
+from edge_bridge.models.backbone import Backbone
+
+
+class TargetFront(nn.Module):
+    """Target window -> block-*i* output mean-pooled over tokens: ``(batch, d_in)``."""
+
+    def __init__(self, target: Backbone, i: int) -> None:
+        super().__init__()
+        self.target = target
+        self.i = target.position(i)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.target.pool(self.target.front(x, self.i))  # (B, d_in)
+
+
+class SourceBack(nn.Module):
+    """Canonical ``(batch, T, D_out)`` tokens at source block *j*'s input -> logits."""
+
+    def __init__(self, source: Backbone, j: int) -> None:
+        super().__init__()
+        self.source = source
+        self.j = source.position(j)
+
+    def last_block(self, z: torch.Tensor) -> torch.Tensor:
+        """Source last-block output (native layout) for bridge tokens ``z``: the Y_hat of the objective."""
+        return self.source.blocks_from(self.source.from_tokens(z), self.j)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.source.head_forward(self.last_block(z))  # (B, n_classes)
+
+
+class SourceFront(nn.Module):
+    """Source window -> canonical tokens at block *j*'s input (what the bridge imitates; for calibration)."""
+
+    def __init__(self, source: Backbone, j: int) -> None:
+        super().__init__()
+        self.source = source
+        self.j = source.position(j)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.source.embed(x)
+        for block in self.source.blocks[: self.j]:
+            h = block(h)
+        return self.source.to_tokens(h)  # (B, T, D_out)
+
+
+def check_fit(target: Backbone, source: Backbone, bridge: Bridge, i: int, j: int) -> None:
+    """Raise :class:`BridgeError` unless the bridge's sizes match target block *i* and source block *j*."""
+    b_in, b_out = target.block_output(i), source.block_input(j)
+    want = (b_in.features, b_out.tokens, b_out.features)
+    got = (bridge.d_in, bridge.tokens, bridge.d_out)
+    if want != got:
+        raise BridgeError(f"the bridge maps d_in={got[0]} to (T={got[1]}, D_out={got[2]}), but target "
+                          f"block {i} "
+                          f"outputs {want[0]} features and source block {j} expects (T={want[1]}, "
+                          f"D_out={want[2]}); build the bridge for these positions")
+
+
+class Composite(nn.Module):
+    """Target front, bridge and source back as one classifier of target windows.
+
+    Parameters
+    ----------
+    target, source : Backbone
+        Frozen here (``requires_grad=False``, eval mode); the source must have a head.
+    bridge : Bridge
+    i : int or str
+        Target block whose output feeds the bridge.
+    j : int or str
+        Source block whose input the bridge produces.
+    """
+
+    def __init__(self, target: Backbone, source: Backbone, bridge: Bridge, i: int | str,
+                 j: int | str) -> None:
+        super().__init__()
+        self.i, self.j = target.position(i), source.position(j)
+        check_fit(target, source, bridge, self.i, self.j)
+        if source.head is None:
+            raise BridgeError("the source backbone has no head; a composite needs the source task model "
+                              "(run edge-bridge fit-source)")
+        target.freeze()
+        source.freeze()
+        self.target_front = TargetFront(target, self.i)
+        self.bridge = bridge
+        self.source_back = SourceBack(source, self.j)
+
+    @property
+    def target(self) -> Backbone:
+        return self.target_front.target
+
+    @property
+    def source(self) -> Backbone:
+        return self.source_back.source
+
+    def train(self, mode: bool = True) -> Composite:
+        """Only the bridge changes mode; the frozen backbones stay in eval (BatchNorm, dropout)."""
+        self.training = mode
+        self.bridge.train(mode)
+        self.target.eval()
+        self.source.eval()
+        return self
+
+    def forward(self, x_target: torch.Tensor) -> torch.Tensor:
+        h = self.target_front(x_target)  # (B, d_in)
+        z = self.bridge(h)  # (B, T, D_out)
+        return self.source_back(z)  # (B, n_classes)
+
+    def count_parameters(self) -> tuple[int, int]:
+        """``(trainable, total)`` parameter elements; trainable must equal the bridge's count."""
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable, total
+
+    def parts(self) -> dict[str, nn.Module]:
+        """The modules export writes one graph for each: target_front, bridge, source_back, source_front."""
+        return {"target_front": self.target_front, "bridge": self.bridge, "source_back": self.source_back,
+                "source_front": SourceFront(self.source, self.j)}
+
+    def describe(self) -> dict[str, Any]:
+        trainable, total = self.count_parameters()
+        return {"i": self.i, "j": self.j, "bridge": self.bridge.kind, "bridge_config": self.bridge.config,
+                "trainable_parameters": trainable, "total_parameters": total}

@@ -1,0 +1,103 @@
+"""A small patch-embedding transformer for ECG and EEG (in the spirit of HuBERT-ECG and LaBraM).
+
+Layout ``"btd"`` at every boundary: ``(batch, tokens, d_model)``. A window is cut into non-overlapping
+patches of ``patch`` samples (all channels together), each projected to ``d_model`` and given a learned
+position embedding; pre-LayerNorm blocks follow. With the default 100-sample patch a 60 s ECG window at
+100 Hz becomes 60 tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from edge_bridge.models.backbone import Backbone, BackboneError
+from edge_bridge.models.registry import config_from_dict, register_backbone
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Architecture of :class:`PatchTransformer`; defaults fit the stress task's ECG (1 x 6000 at 100 Hz)."""
+
+    in_channels: int = 1
+    input_samples: int = 6000
+    patch: int = 100  # samples per token: 1 s at 100 Hz
+    d_model: int = 64
+    n_blocks: int = 4
+    n_heads: int = 4
+    mlp_ratio: float = 2.0
+    dropout: float = 0.0
+    n_classes: int = 0  # 0 = no head
+
+    def __post_init__(self) -> None:
+        if self.input_samples % self.patch:
+            raise BackboneError(f"transformer: input_samples={self.input_samples} must be a multiple of "
+                                f"patch={self.patch} (the patches tile the window)")
+        if self.d_model % self.n_heads:
+            raise BackboneError(f"transformer: d_model={self.d_model} must be divisible by "
+                                f"n_heads={self.n_heads}")
+        if self.n_blocks < 1 or self.d_model < 1:
+            raise BackboneError(f"transformer: n_blocks and d_model must be positive, got {self.n_blocks}, "
+                                f"{self.d_model}")
+
+
+class PatchEmbed(nn.Module):
+    """Non-overlapping patches -> linear projection -> plus learned positions."""
+
+    def __init__(self, in_channels: int, patch: int, d_model: int, n_tokens: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv1d(in_channels, d_model, patch, stride=patch)
+        self.pos = nn.Parameter(torch.zeros(1, n_tokens, d_model))
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.proj(x).transpose(1, 2)  # (B, T, D)
+        return h + self.pos
+
+
+class Block(nn.Module):
+    """Pre-LN transformer block: x + attn(LN(x)); x + mlp(LN(x))."""
+
+    def __init__(self, d_model: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.ln2 = nn.LayerNorm(d_model)
+        hidden = int(d_model * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model),
+                                 nn.Dropout(dropout))
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        a = self.ln1(h)  # (B, T, D)
+        h = h + self.attn(a, a, a, need_weights=False)[0]  # (B, T, D)
+        return h + self.mlp(self.ln2(h))  # (B, T, D)
+
+
+class PatchTransformer(Backbone):
+    """Patch-embedding transformer backbone; see :class:`TransformerConfig`."""
+
+    kind = "transformer"
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        cfg = config_from_dict(TransformerConfig, dict(config or {}), what="transformer")
+        super().__init__(asdict(cfg))
+        n_tokens = cfg.input_samples // cfg.patch
+        self.embed = PatchEmbed(cfg.in_channels, cfg.patch, cfg.d_model, n_tokens)
+        self.blocks = nn.ModuleList(
+            Block(cfg.d_model, cfg.n_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.n_blocks)
+        )
+        self.norm = nn.LayerNorm(cfg.d_model)
+        self.head = nn.Linear(cfg.d_model, cfg.n_classes) if cfg.n_classes else None
+        self._finish_init()
+
+    @property
+    def layout(self) -> str:
+        return "btd"
+
+
+@register_backbone("transformer")
+def build_transformer(config: dict[str, Any]) -> Backbone:
+    return PatchTransformer(config)

@@ -1,0 +1,245 @@
+"""The method's steps over a run directory (:mod:`edge_bridge.runs`), one function per CLI verb.
+
+``pretrain`` -> ``fit_source`` -> ``select`` -> ``train`` (+ KD baseline) -> ``evaluate``. Each step reads
+what earlier steps wrote and writes its own folder, so the CLI verbs stay thin and the benchmark can call
+the same functions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from edge_bridge.fitting import FitConfig
+from edge_bridge.models import Backbone, build_backbone, load_backbone, save_backbone
+from edge_bridge.runs import Run, RunError
+from edge_bridge.signals.spec import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+
+def default_backbone(spec: Preprocessing) -> tuple[str, dict[str, Any]]:
+    """Reference backbone for a modality: a 1-D ResNet for PPG (PaPaGei-like), a patch transformer otherwise.
+
+    Patches are sized so a window becomes about 60 tokens (transformer) or 150 steps (ResNet stem).
+    """
+    c, n = spec.input_shape
+    if spec.modality == "ppg":
+        patch = max(1, round(spec.output_rate * 0.4))
+        return "resnet1d", {"in_channels": c, "input_samples": n, "patch": patch}
+    patch = max(1, n // 60)
+    while n % patch:
+        patch -= 1
+    return "transformer", {"in_channels": c, "input_samples": n, "patch": patch}
+
+
+def _new_backbone(spec: Preprocessing, name: str | None, config: dict[str, Any] | None) -> Backbone:
+    kind, cfg = default_backbone(spec)
+    if name is not None and name != kind:
+        kind, cfg = name, {"in_channels": cfg["in_channels"], "input_samples": cfg["input_samples"]}
+    return build_backbone(kind, {**cfg, **(config or {})})
+
+
+# --- pretrain ---------------------------------------------------------------------------------------------
+def pretrain(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: dict[str, Any] | None = None,
+             progress: bool = False) -> dict[str, Any]:
+    """Self-supervised target backbone on the target signal of every non-test subject (no labels)."""
+    from edge_bridge.pretrain import pretrain_contrastive
+
+    torch.manual_seed(cfg.seed)
+    model = _new_backbone(run.task.target, backbone, config)
+    splits = run.splits()
+    x = run.windows().by_subjects(splits["train"] + splits["paired"]).x["target"]
+    xv = run.role("val").x["target"]
+    res = pretrain_contrastive(model, x, xv, cfg, progress=progress)
+    save_backbone(model, run.target_backbone,
+                  meta={**run.spec_meta("target"), "recipe": "contrastive", "fit": res.to_dict()})
+    return {"windows": len(x), "best_epoch": res.best_epoch, "val_loss": -res.best_score,
+            "seconds_per_epoch": res.seconds_per_epoch, "parameters": model.num_parameters()}
+
+
+# --- fit-source --------------------------------------------------------------------------------------------
+def fit_source(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: dict[str, Any] | None = None,
+               progress: bool = False) -> dict[str, Any]:
+    """Source backbone + linear head trained with labels on the source signal of the train subjects."""
+    from edge_bridge.evaluate import classification_metrics
+    from edge_bridge.fitting import fit_supervised, predict
+
+    torch.manual_seed(cfg.seed)
+    model = _new_backbone(run.task.source, backbone, {**(config or {}), "n_classes": len(run.task.classes)})
+    tr, va = run.role("train", labelled=True), run.role("val", labelled=True)
+    res = fit_supervised(model, tr.x["source"], tr.labels, va.x["source"], va.labels, cfg, progress=progress,
+                         desc="source model")
+    val = classification_metrics(va.labels, predict(model, va.x["source"]).argmax(1), model.n_classes)
+    save_backbone(model, run.source_model, meta={**run.spec_meta("source"), "recipe": "supervised",
+                                                 "fit": res.to_dict(), "val": val})
+    return {"windows": len(tr), "best_epoch": res.best_epoch, "val": val,
+            "parameters": model.num_parameters()}
+
+
+def supervised_target(run: Run, cfg: FitConfig, *, progress: bool = False) -> dict[str, Any]:
+    """Upper bound: target backbone (pretrained weights) + head trained with labels on the target signal."""
+    from edge_bridge.fitting import fit_supervised
+
+    model, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+    torch.manual_seed(cfg.seed)
+    model.set_head(len(run.task.classes))
+    tr, va = run.role("train", labelled=True), run.role("val", labelled=True)
+    res = fit_supervised(model, tr.x["target"], tr.labels, va.x["target"], va.labels, cfg, progress=progress,
+                         desc="target supervised")
+    save_backbone(model, run.target_supervised,
+                  meta={**run.spec_meta("target"), "recipe": "supervised (upper bound)",
+                        "fit": res.to_dict()})
+    return {"windows": len(tr), "best_epoch": res.best_epoch}
+
+
+# --- select ------------------------------------------------------------------------------------------------
+def select(run: Run, *, progress: bool = False) -> Any:
+    """Two-stage position selection on the paired subjects; writes selection.json and selection.png."""
+    from edge_bridge.select import select_positions
+
+    target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+    source, _ = load_backbone(run.require(run.source_model, "fit-source"))
+    paired = run.role("paired")
+    sel = select_positions(target, source, paired.x["target"], paired.x["source"], seed=run.seed,
+                           progress=progress)
+    sel.save(run.selection)
+    sel.plot(run.path / "selection.png")
+    return sel
+
+
+# --- train -------------------------------------------------------------------------------------------------
+@dataclass
+class BridgeSettings:
+    kind: str = "prototype"
+    rank: int = 8
+    prototypes: int = 16
+    prototype_init: str = "kmeans"
+
+
+def make_bridge(target: Backbone, source: Backbone, i: int, j: int, settings: BridgeSettings,
+                x_source: np.ndarray, seed: int = 0) -> Any:
+    """A fresh bridge sized for (i, j); prototypes from real source block-*j* tokens when it has them."""
+    from edge_bridge.bridge import build_bridge, init_prototypes
+    from edge_bridge.features import source_tokens
+
+    t_out, s_in = target.block_output(i), source.block_input(j)
+    torch.manual_seed(seed)
+    kw: dict[str, Any] = {"d_in": t_out.features, "tokens": s_in.tokens, "d_out": s_in.features}
+    if settings.kind in ("prototype", "lowrank"):
+        kw["rank"] = settings.rank
+    if settings.kind == "prototype":
+        kw["prototypes"] = settings.prototypes
+    bridge = build_bridge(settings.kind, **kw)
+    if settings.kind == "prototype":
+        tokens = source_tokens(source, x_source, j).flatten(0, 1)  # (n*T, D_out)
+        init_prototypes(bridge, tokens, settings.prototype_init, seed=seed)
+    bridge.meta.update({"i": i, "j": j, "target_kind": target.kind, "source_kind": source.kind})
+    return bridge
+
+
+def positions(run: Run, i: int | None, j: int | None) -> tuple[int, int]:
+    """(i, j) from the arguments, else from selection.json."""
+    if i is not None and j is not None:
+        return i, j
+    from edge_bridge.select import Selection
+
+    sel = Selection.load(run.require(run.selection, "select"))
+    return (sel.i if i is None else i), (sel.j if j is None else j)
+
+
+def train(run: Run, cfg: Any, settings: BridgeSettings, *, i: int | None = None, j: int | None = None,
+          resume: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Train the bridge on the paired subjects (validation: the val subjects' pairs); DDP under torchrun."""
+    from edge_bridge.features import bridge_cache
+    from edge_bridge.train import init_distributed, train_bridge
+
+    rank, world = init_distributed()
+    target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+    source, _ = load_backbone(run.require(run.source_model, "fit-source"))
+    i, j = positions(run, i, j)
+    i, j = target.position(i), source.position(j)
+    paired, val = run.role("paired"), run.role("val")
+    t0 = time.perf_counter()
+    cache = bridge_cache(target, source, paired.x["target"], paired.x["source"], i, progress=progress)
+    vcache = bridge_cache(target, source, val.x["target"], val.x["source"], i)
+    t_feat = time.perf_counter() - t0
+    bridge = make_bridge(target, source, i, j, settings, paired.x["source"], cfg.seed)
+    bridge.meta["settings"] = settings.__dict__
+    res = train_bridge(bridge, source, j, cache, vcache, cfg, out_dir=run.bridge, resume=resume,
+                       progress=progress)
+    trainable, _ = bridge.count_parameters()
+    out = {"i": i, "j": j, "bridge": bridge.kind, "trainable_parameters": trainable,
+           "best_epoch": res.best_epoch, "best_val_loss": res.best_val,
+           "seconds_per_epoch": res.seconds_per_epoch, "feature_seconds": t_feat, "world_size": world,
+           "paired_windows": len(paired)}
+    if rank == 0:
+        from edge_bridge.fileio import atomic_write_text
+
+        atomic_write_text(run.bridge / "train_summary.json", json.dumps(out, indent=1))
+    return out
+
+
+def train_kd(run: Run, cfg: FitConfig, *, temperature: float = 2.0, progress: bool = False) -> dict[str, Any]:
+    """KD baseline: target backbone + head on the paired subjects, soft labels from the source model."""
+    from edge_bridge.fitting import predict
+    from edge_bridge.kd import fit_kd
+
+    student, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+    source, _ = load_backbone(run.require(run.source_model, "fit-source"))
+    torch.manual_seed(cfg.seed)
+    student.set_head(source.n_classes)
+    paired, val = run.role("paired"), run.role("val")
+    teacher = predict(source, paired.x["source"])
+    teacher_val = predict(source, val.x["source"])
+    res = fit_kd(student, paired.x["target"], teacher, val.x["target"], teacher_val, cfg,
+                 temperature=temperature, progress=progress)
+    save_backbone(student, run.kd_student, meta={**run.spec_meta("target"), "recipe": "kd",
+                                                 "temperature": temperature, "fit": res.to_dict()})
+    return {"trainable_parameters": student.num_parameters(), "best_epoch": res.best_epoch,
+            "seconds_per_epoch": res.seconds_per_epoch}
+
+
+# --- evaluate ----------------------------------------------------------------------------------------------
+def evaluate(run: Run, *, upper_bound_cfg: FitConfig | None = None, progress: bool = False) -> dict[str, Any]:
+    """Metrics on the test subjects' labelled windows; writes metrics.json."""
+    from edge_bridge.bridge import load_bridge
+    from edge_bridge.composite import Composite
+    from edge_bridge.evaluate import classification_metrics
+    from edge_bridge.fileio import atomic_write_text
+    from edge_bridge.fitting import predict
+
+    test = run.role("test", labelled=True)
+    k = len(run.task.classes)
+    target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+    source, _ = load_backbone(run.require(run.source_model, "fit-source"))
+    bridge = load_bridge(run.require(run.bridge, "train"))
+    comp = Composite(target, source, bridge, bridge.meta["i"], bridge.meta["j"])
+    models: dict[str, dict[str, Any]] = {}
+    models["bridge (composite)"] = {"input": "target", **classification_metrics(
+        test.labels, predict(comp, test.x["target"]).argmax(1), k), **comp.describe()}
+    models["source model"] = {"input": "source", **classification_metrics(
+        test.labels, predict(source, test.x["source"]).argmax(1), k)}
+    if run.kd_student.exists():
+        kd, _ = load_backbone(run.kd_student)
+        models["kd student"] = {"input": "target", **classification_metrics(
+            test.labels, predict(kd, test.x["target"]).argmax(1), k)}
+    if upper_bound_cfg is not None and not run.target_supervised.exists():
+        supervised_target(run, upper_bound_cfg, progress=progress)
+    if run.target_supervised.exists():
+        sup, _ = load_backbone(run.target_supervised)
+        models["target supervised"] = {"input": "target", **classification_metrics(
+            test.labels, predict(sup, test.x["target"]).argmax(1), k)}
+    out = {"schema_version": 1, "task": run.task.name, "classes": list(run.task.classes),
+           "test_subjects": run.splits()["test"], "models": models}
+    atomic_write_text(run.metrics, json.dumps(out, indent=1))
+    return out
+
+
+__all__ = ["BridgeSettings", "RunError", "evaluate", "fit_source", "pretrain", "select", "train", "train_kd"]

@@ -1,0 +1,220 @@
+"""Position selection, as the BioX-Bridge code does it: where to cut the target model and where to enter
+the source model, from paired data and no labels.
+
+Cost: one forward pass of each model over the paired set (:func:`edge_bridge.features.pooled_boundaries`).
+
+Stage 1, bridge input *i*
+    Pseudo-labels are the source model's argmax on the source signal. For every target block, a logistic-
+    regression probe on its mean-pooled output is scored by 5-fold cross-validated macro-F1; the best block
+    wins. (Features are standardised inside each fold so the probe's regularisation treats blocks alike.)
+Stage 2, bridge output *j*
+    Linear CKA between the chosen target features and every source block's mean-pooled *input*; the best
+    block wins.
+
+The result (:class:`Selection`) keeps every candidate's score; :meth:`Selection.save` writes
+``selection.json`` and :meth:`Selection.plot` a PNG with F1 per target block and CKA per source block.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_bridge import __version__
+from edge_bridge.errors import EdgeBridgeError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class SelectionError(EdgeBridgeError, ValueError):
+    """Position selection cannot run on the data given (too few windows, a single pseudo-class)."""
+
+
+def linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Linear centred kernel alignment of two representations of the same windows.
+
+    ``CKA = ||Yc^T Xc||_F^2 / (||Xc^T Xc||_F ||Yc^T Yc||_F)``; invariant to orthogonal transforms and
+    isotropic scaling of either side, 1 for identical inputs, 0 for a constant one.
+
+    Parameters
+    ----------
+    x : ndarray, shape (n, p)
+    y : ndarray, shape (n, q)
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or y.ndim != 2 or len(x) != len(y):
+        raise SelectionError(f"CKA needs two 2-D arrays with the same number of rows, got {x.shape} and "
+                             f"{y.shape}")
+    x = x - x.mean(0)
+    y = y - y.mean(0)
+    cross = np.linalg.norm(y.T @ x) ** 2
+    denom = np.linalg.norm(x.T @ x) * np.linalg.norm(y.T @ y)
+    return float(cross / denom) if denom > 0 else 0.0
+
+
+def probe_f1(features: np.ndarray, labels: np.ndarray, folds: int = 5, seed: int = 0) -> float:
+    """5-fold (stratified) cross-validated macro-F1 of a logistic-regression probe."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    _, counts = np.unique(labels, return_counts=True)
+    n_splits = int(min(folds, counts.min()))
+    if n_splits < 2:
+        raise SelectionError("a probe needs at least 2 windows of every pseudo-label")
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    cv = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # convergence chatter on near-separable blocks
+        scores = cross_val_score(probe, features, labels, cv=cv, scoring="f1_macro")
+    return float(np.mean(scores))
+
+
+@dataclass
+class Selection:
+    """The chosen positions and every candidate's score.
+
+    Attributes
+    ----------
+    i : int
+        Target block whose output feeds the bridge (argmax of ``f1``).
+    j : int
+        Source block whose input the bridge produces (argmax of ``cka``).
+    f1 : list of float
+        Stage 1 score of each target block (probe macro-F1 on pseudo-labels).
+    cka : list of float
+        Stage 2 score of each source block (linear CKA with target block *i*).
+    """
+
+    i: int
+    j: int
+    f1: list[float]
+    cka: list[float]
+    n_windows: int
+    pseudo_label_counts: dict[str, int] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+    target_paths: list[str] = field(default_factory=list)
+    source_paths: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "tool_version": __version__, **asdict(self)}
+
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write ``selection.json``."""
+        from edge_bridge.fileio import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+        return Path(path)
+
+    @staticmethod
+    def load(path: str | os.PathLike[str]) -> Selection:
+        from edge_bridge.models.io import read_versioned_json
+
+        d = read_versioned_json(path, required=("i", "j", "f1", "cka", "n_windows"),
+                                known=("pseudo_label_counts", "seconds", "target_paths", "source_paths"))
+        return Selection(**d)
+
+    def plot(self, path: str | os.PathLike[str]) -> Path:
+        """A PNG a user can read: probe F1 per target block and CKA per source block, choices marked."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
+        for ax, scores, pick, title, ylabel in (
+            (axes[0], self.f1, self.i, "Stage 1: target block output (bridge input i)", "probe macro-F1"),
+            (axes[1], self.cka, self.j, f"Stage 2: source block input (bridge output j), i={self.i}",
+             "linear CKA"),
+        ):
+            colours = ["tab:orange" if k == pick else "tab:blue" for k in range(len(scores))]
+            ax.bar(range(len(scores)), scores, color=colours)
+            ax.set_xticks(range(len(scores)))
+            ax.set_xlabel("block")
+            ax.set_ylabel(ylabel)
+            ax.set_title(title, fontsize=9)
+            ax.set_ylim(0, max(1.0, max(scores) * 1.05))
+            for k, s in enumerate(scores):
+                ax.text(k, s, f"{s:.2f}", ha="center", va="bottom", fontsize=8)
+        fig.suptitle(f"Position selection on {self.n_windows} paired windows (chosen in orange)", fontsize=10)
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return Path(path)
+
+
+def select_from_features(target_outputs: list[np.ndarray], source_inputs: list[np.ndarray],
+                         pseudo_labels: np.ndarray, *, folds: int = 5, seed: int = 0) -> Selection:
+    """Two-stage selection on already pooled features.
+
+    Parameters
+    ----------
+    target_outputs : list of ndarray, each shape (n, d_k)
+        Pooled output of each target block (index = block).
+    source_inputs : list of ndarray, each shape (n, e_k)
+        Pooled input of each source block (index = block).
+    pseudo_labels : ndarray of int, shape (n,)
+        Source model's argmax on the source signal.
+    """
+    labels = np.asarray(pseudo_labels)
+    n = len(labels)
+    if any(len(f) != n for f in (*target_outputs, *source_inputs)):
+        raise SelectionError("every feature array must have one row per paired window")
+    classes, counts = np.unique(labels, return_counts=True)
+    if len(classes) < 2:
+        raise SelectionError(f"the source model predicts a single class ({classes.tolist()}) on all {n} "
+                             "paired "
+                             "windows, so stage 1 has nothing to probe; check the source model and the "
+                             "pairing")
+    keep = np.isin(labels, classes[counts >= 2])  # a class seen once cannot be stratified
+    t0 = time.perf_counter()
+    f1 = [probe_f1(f[keep], labels[keep], folds, seed) for f in target_outputs]
+    t1 = time.perf_counter()
+    i = int(np.argmax(f1))
+    cka = [linear_cka(target_outputs[i], s) for s in source_inputs]
+    j = int(np.argmax(cka))
+    t2 = time.perf_counter()
+    logger.info("selected target block i=%d (F1 %s) and source block j=%d (CKA %s)", i,
+                [round(v, 3) for v in f1], j, [round(v, 3) for v in cka])
+    return Selection(i=i, j=j, f1=f1, cka=cka, n_windows=n,
+                     pseudo_label_counts={str(c): int(k) for c, k in zip(classes, counts, strict=True)},
+                     seconds={"stage1": t1 - t0, "stage2": t2 - t1})
+
+
+def select_positions(target: Any, source: Any, x_target: np.ndarray, x_source: np.ndarray, *,
+                     folds: int = 5, seed: int = 0, batch_size: int = 128,
+                     progress: bool = False) -> Selection:
+    """Run one forward pass of each model over the paired windows, then the two-stage selection.
+
+    Parameters
+    ----------
+    target, source : Backbone
+        The source must have a head (its argmax gives the pseudo-labels).
+    x_target : ndarray, shape (n, C_t, L_t)
+    x_source : ndarray, shape (n, C_s, L_s)
+    """
+    from edge_bridge.features import pooled_boundaries
+
+    if source.head is None:
+        raise SelectionError("the source backbone has no head, so it gives no pseudo-labels; run fit-source")
+    t0 = time.perf_counter()
+    t_pooled, _ = pooled_boundaries(target, x_target, batch_size, progress=progress)
+    s_pooled, logits = pooled_boundaries(source, x_source, batch_size, progress=progress)
+    t1 = time.perf_counter()
+    sel = select_from_features(t_pooled[1:], s_pooled[:-1], logits.argmax(1), folds=folds, seed=seed)
+    sel.seconds = {"forward": t1 - t0, **sel.seconds, "total": time.perf_counter() - t0}
+    sel.target_paths = target.block_paths
+    sel.source_paths = source.block_paths
+    return sel

@@ -1,0 +1,280 @@
+"""Bridge training: the BioX-Bridge alignment objective, Adam on the bridge only, resumable, DDP-ready.
+
+Objective (official code): mean over windows of ``1 - cos(vec Y_hat, vec Y)`` where ``Y`` is the source
+model's last-block output on the source signal and ``Y_hat`` the same output when source block *j* is fed the
+bridge output. Both backbones are frozen and in eval mode; ``Y`` and the bridge inputs come from a
+:class:`~edge_bridge.features.BridgeCache`, so an epoch runs only the bridge and ``source[j:]``.
+
+Files written into ``out_dir`` (the run's ``bridge/`` folder)::
+
+    bridge_config.json, bridge.safetensors   best bridge by validation alignment loss (no labels needed)
+    history.json                              per-epoch train/val loss and seconds
+    last/                                     resume point: bridge + optimizer.safetensors + state.json
+
+Scaling out uses ``torch.distributed`` as launched by ``torchrun`` (``init_distributed``): gloo on CPUs,
+NCCL on GPUs. Features are extracted on contiguous shards and all-gathered; every global batch is split
+across ranks and the loss is scaled so that DistributedDataParallel's gradient average equals the
+single-process gradient of the whole batch, so N processes train the same bridge as one (within float
+tolerance). Rank 0 writes the files.
+
+Example::
+
+    torchrun --standalone --nproc-per-node 2 -m edge_bridge.cli train --run RUN
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from edge_bridge.bridge import Bridge, load_bridge
+from edge_bridge.composite import SourceBack
+from edge_bridge.errors import EdgeBridgeError
+from edge_bridge.features import BridgeCache
+from edge_bridge.models.backbone import Backbone
+from edge_bridge.models.io import load_state_checked, read_tensors, save_tensors
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingError(EdgeBridgeError, ValueError):
+    """Training cannot start or resume with the settings or files given."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) and prefer deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+# --- distributed -------------------------------------------------------------------------------------------
+def init_distributed() -> tuple[int, int]:
+    """Join the process group ``torchrun`` describes in the environment; returns ``(rank, world_size)``.
+
+    Without ``WORLD_SIZE`` > 1 in the environment this is a no-op returning ``(0, 1)``. NCCL is used when
+    CUDA is available, gloo otherwise.
+    """
+    dist = torch.distributed
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1 or not dist.is_available():
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend=backend)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def world_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of the current process group, or ``(0, 1)``."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def is_main_process() -> bool:
+    return world_info()[0] == 0
+
+
+# --- objective -------------------------------------------------------------------------------------------
+def alignment_loss(y_hat: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """``1 - cos(vec Y_hat, vec Y)`` per window, averaged (``"mean"``), summed or kept (``"none"``)."""
+    cos = nn.functional.cosine_similarity(y_hat.flatten(1), y.flatten(1), dim=1, eps=1e-8)  # (B,)
+    loss = 1.0 - cos
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss
+
+
+@dataclass
+class TrainConfig:
+    """Bridge-training settings (written into ``last/state.json`` so a resume uses the same ones)."""
+
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
+            raise TrainingError(
+                f"need epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0, got {self}")
+
+
+@dataclass
+class TrainResult:
+    """What training produced: per-epoch history and the best epoch by validation loss."""
+
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val: float = float("inf")
+    seconds_per_epoch: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def evaluate_alignment(bridge: nn.Module, back: SourceBack, cache: BridgeCache,
+                       batch_size: int = 256) -> float:
+    """Mean alignment loss of ``bridge`` over ``cache`` (no gradients)."""
+    total = 0.0
+    with torch.no_grad():
+        for s in range(0, len(cache), batch_size):
+            y_hat = back.last_block(bridge(cache.h[s:s + batch_size]))  # native layout
+            y = back.source.from_tokens(cache.y[s:s + batch_size])
+            total += float(alignment_loss(y_hat, y, "sum"))
+    return total / max(len(cache), 1)
+
+
+def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
+    sd = opt.state_dict()
+    tensors = {f"{k}.{name}": (v if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
+               for k, st in sd["state"].items() for name, v in st.items()}
+    if tensors:
+        save_tensors(path, tensors)
+    return {"param_groups": sd["param_groups"]}
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, path: Path, groups: list[dict[str, Any]]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    if path.is_file():
+        for key, v in read_tensors(path).items():
+            k, name = key.split(".", 1)
+            state.setdefault(int(k), {})[name] = v
+    opt.load_state_dict({"state": state, "param_groups": groups})
+
+
+def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, val: BridgeCache | None = None,
+                 config: TrainConfig | None = None, *, out_dir: str | os.PathLike[str] | None = None,
+                 resume: bool = False, progress: bool = False) -> TrainResult:
+    """Train ``bridge`` so that ``source[j:]`` fed by it reproduces the source model's last-block output.
+
+    Parameters
+    ----------
+    bridge : Bridge
+        Trained in place; at the end it holds the best weights (lowest validation loss; training loss when
+        ``val`` is None).
+    source : Backbone
+        Frozen source model.
+    j : int
+        Source block the bridge feeds.
+    train, val : BridgeCache
+        Cached bridge inputs and targets (every rank holds the full cache; batches are split by rank).
+    config : TrainConfig
+    out_dir : path, optional
+        Where the best bridge, the history and the resume point go (rank 0 writes).
+    resume : bool
+        Continue from ``out_dir/last`` when it exists.
+
+    Returns
+    -------
+    TrainResult
+    """
+    cfg = config or TrainConfig()
+    rank, world = world_info()
+    seed_everything(cfg.seed)
+    source.freeze()
+    back = SourceBack(source, j)
+    bridge.train()
+    for p in bridge.parameters():
+        p.requires_grad_(True)
+    model: nn.Module = bridge
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(bridge)  # broadcasts rank 0's initial weights
+    opt = torch.optim.Adam(bridge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    result = TrainResult()
+    start = 0
+    out = Path(out_dir) if out_dir is not None else None
+    last = out / "last" if out is not None else None
+    if resume and last is not None and (last / "state.json").is_file():
+        state = json.loads((last / "state.json").read_text())
+        saved_cfg = state.get("config", {})
+        if saved_cfg.get("batch_size") != cfg.batch_size or saved_cfg.get("seed") != cfg.seed:
+            raise TrainingError(f"{last}: saved with batch_size/seed {state['config']}, now {asdict(cfg)}; "
+                                "resume with the same settings or start a fresh run directory")
+        saved = load_bridge(last)
+        load_state_checked(bridge, saved.state_dict(), str(last))
+        _load_optimizer(opt, last / "optimizer.safetensors", state["param_groups"])
+        start = int(state["epoch"]) + 1
+        result = TrainResult(state["history"], state["best_epoch"], state["best_val"])
+        logger.info("resuming bridge training at epoch %d of %d from %s", start, cfg.epochs, last)
+
+    n = len(train)
+    epochs = range(start, cfg.epochs)
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        epochs = tqdm(epochs, desc="bridge", unit="epoch", initial=start, total=cfg.epochs)
+    for epoch in epochs:
+        t0 = time.perf_counter()
+        gen = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
+        perm = torch.randperm(n, generator=gen)  # same on every rank
+        bridge.train()
+        run_loss = 0.0
+        for s in range(0, n, cfg.batch_size):
+            idx = perm[s:s + cfg.batch_size]
+            local = idx[rank::world]  # this rank's share of the global batch
+            y_hat = back.last_block(model(train.h[local]))  # native layout
+            y = source.from_tokens(train.y[local])
+            # DDP averages gradients over ranks: scale the local sum so the average is the global-batch mean
+            loss = alignment_loss(y_hat, y, "sum") * (world / len(idx))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            run_loss += float(loss.detach()) * len(idx) / world
+        if world > 1:
+            t = torch.tensor([run_loss], dtype=torch.float64)
+            torch.distributed.all_reduce(t)
+            run_loss = float(t)
+        bridge.eval()
+        train_loss = run_loss / n
+        val_loss = evaluate_alignment(bridge, back, val) if val is not None and len(val) else train_loss
+        secs = time.perf_counter() - t0
+        result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
+                               "seconds": secs})
+        improved = val_loss < result.best_val
+        if improved:
+            result.best_val, result.best_epoch = val_loss, epoch
+            best_state = {k: v.detach().clone() for k, v in bridge.state_dict().items()}
+        if progress and rank == 0 and hasattr(epochs, "set_postfix"):
+            epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
+        logger.debug("epoch %d: train %.5f val %.5f (%.2f s)", epoch, train_loss, val_loss, secs)
+        if out is not None and last is not None and rank == 0:
+            if improved:
+                bridge.save(out)
+            bridge.save(last)
+            groups = _save_optimizer(opt, last / "optimizer.safetensors")
+            from edge_bridge.fileio import atomic_write_text
+
+            atomic_write_text(last / "state.json", json.dumps(
+                {"epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
+                 "best_val": result.best_val, "config": asdict(cfg), **groups}, indent=1))
+            atomic_write_text(out / "history.json", json.dumps(result.to_dict(), indent=1))
+    if "best_state" in locals():
+        bridge.load_state_dict(best_state)
+    elif out is not None and (out / "bridge.safetensors").is_file():  # resumed after the last epoch
+        load_state_checked(bridge, load_bridge(out).state_dict(), str(out))
+    bridge.eval()
+    times = [h["seconds"] for h in result.history[start:]]
+    result.seconds_per_epoch = float(np.mean(times)) if times else 0.0
+    return result

@@ -1,0 +1,76 @@
+"""Bridge training: the objective, loss going down, best checkpoint, resume."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from edge_bridge.bridge import PrototypeBridge, init_prototypes, load_bridge
+from edge_bridge.features import bridge_cache, source_tokens
+from edge_bridge.train import TrainConfig, TrainingError, alignment_loss, evaluate_alignment, train_bridge
+
+
+def test_alignment_loss_values():
+    y = torch.randn(4, 5, 3)
+    assert float(alignment_loss(y, y)) == pytest.approx(0.0, abs=1e-6)
+    assert float(alignment_loss(-y, y)) == pytest.approx(2.0, abs=1e-6)
+    assert float(alignment_loss(3 * y, y)) == pytest.approx(0.0, abs=1e-6)  # scale-free
+    assert alignment_loss(y, y, "none").shape == (4,)
+
+
+def _setup(tiny, n=48, i=1, j=1, seed=0):
+    target, source = tiny("resnet1d"), tiny("transformer")
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, 1, 1, generator=g)  # a shared latent makes the pair related
+    xt = (torch.randn(n, *target.input_shape, generator=g) + z).numpy()
+    xs = (torch.randn(n, *source.input_shape, generator=g) + z).numpy()
+    cache = bridge_cache(target, source, xt, xs, i)
+    t_out, s_in = target.block_output(i), source.block_input(j)
+    bridge = PrototypeBridge(t_out.features, s_in.tokens, s_in.features, rank=4, prototypes=6)
+    init_prototypes(bridge, source_tokens(source, xs, j).flatten(0, 1), "kmeans")
+    return target, source, cache, bridge, xs
+
+
+def test_cache_shapes(tiny):
+    target, source, cache, _, _ = _setup(tiny)
+    last = source.boundaries[-1]
+    assert cache.h.shape == (48, target.block_output(1).features)
+    assert cache.y.shape == (48, last.tokens, last.features)
+
+
+def test_training_decreases_the_loss_and_keeps_the_best(tmp_path, tiny):
+    _, source, cache, bridge, _ = _setup(tiny)
+    train, val = cache.subset(np.arange(36)), cache.subset(np.arange(36, 48))
+    frozen = {k: v.clone() for k, v in source.state_dict().items()}
+    res = train_bridge(bridge, source, 1, train, val, TrainConfig(epochs=12, batch_size=8, lr=3e-2),
+                       out_dir=tmp_path / "bridge")
+    losses = [h["train_loss"] for h in res.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert res.best_val == min(h["val_loss"] for h in res.history)
+    from edge_bridge.composite import SourceBack
+
+    assert evaluate_alignment(bridge, SourceBack(source, 1), val) == pytest.approx(res.best_val, rel=1e-5)
+    saved = load_bridge(tmp_path / "bridge")
+    for a, b in zip(saved.state_dict().values(), bridge.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert all(torch.equal(v, source.state_dict()[k]) for k, v in frozen.items())  # source untouched
+    assert (tmp_path / "bridge" / "history.json").is_file()
+
+
+def test_resume_equals_uninterrupted(tmp_path, tiny):
+    _, source, cache, bridge, _ = _setup(tiny)
+    bridge2 = PrototypeBridge(bridge.d_in, bridge.tokens, bridge.d_out, rank=4, prototypes=6)
+    bridge2.load_state_dict(bridge.state_dict())
+    cfg = dict(batch_size=8, lr=1e-2, seed=3)
+    full = train_bridge(bridge, source, 1, cache, None, TrainConfig(epochs=4, **cfg), out_dir=tmp_path / "a")
+    train_bridge(bridge2, source, 1, cache, None, TrainConfig(epochs=2, **cfg), out_dir=tmp_path / "b")
+    resumed = train_bridge(bridge2, source, 1, cache, None, TrainConfig(epochs=4, **cfg),
+                           out_dir=tmp_path / "b", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [0, 1, 2, 3]
+    for a, b in zip(bridge.state_dict().values(), bridge2.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b)
+    assert resumed.best_val == pytest.approx(full.best_val)
+    with pytest.raises(TrainingError, match="same settings"):
+        train_bridge(bridge2, source, 1, cache, None, TrainConfig(epochs=5, batch_size=4, seed=3),
+                     out_dir=tmp_path / "b", resume=True)
