@@ -23,6 +23,13 @@ COMMANDS: dict[str, str] = {
     "demo": "demo",
     "simulate": "simulate",
     "inspect": "inspect",
+    "record": "record",
+    "emulate": "emulate",
+    "pretrain": "pretrain",
+    "fit-source": "fit_source",
+    "select": "select",
+    "train": "train",
+    "evaluate": "evaluate",
 }
 
 

@@ -10,6 +10,8 @@ import logging
 import os
 
 LOGGER_NAME = "edge_bridge"
+# the project's packages, configured together so the CLI shows the device side's log lines too
+PACKAGE_LOGGERS = ("edge_bridge", "firmware_interface", "deploy", "calibrate")
 ENV_VAR = "EDGE_BRIDGE_LOG_LEVEL"
 
 
@@ -33,13 +35,21 @@ def resolve_level(verbose: bool | int | str | None) -> int:
 
 
 def setup_logging(verbose: bool | int | str | None = None) -> logging.Logger:
-    """Attach one stderr handler to the package logger (idempotent) and set its level."""
-    logger = logging.getLogger(LOGGER_NAME)
-    logger.setLevel(resolve_level(verbose))
-    if not any(getattr(h, "_edge_bridge", False) for h in logger.handlers):
+    """Attach one stderr handler to every project package logger (idempotent) and set their level.
+
+    Returns the ``edge_bridge`` logger.
+    """
+    level = resolve_level(verbose)
+    handler = next((h for h in logging.getLogger(LOGGER_NAME).handlers if getattr(h, "_edge_bridge", False)),
+                   None)
+    if handler is None:
         handler = logging.StreamHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler._edge_bridge = True  # type: ignore[attr-defined]
-        logger.addHandler(handler)
-    logger.propagate = False
-    return logger
+    for name in PACKAGE_LOGGERS:
+        logger = logging.getLogger(name)
+        logger.setLevel(level)
+        if handler not in logger.handlers:
+            logger.addHandler(handler)
+        logger.propagate = False
+    return logging.getLogger(LOGGER_NAME)

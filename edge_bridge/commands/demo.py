@@ -45,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
     task = get_task("stress")
     t0 = time.perf_counter()
     data_dir = args.out / "data"
-    print(f"[1/2] simulating {args.subjects} subjects x {args.minutes:g} min of paired ECG + PPG -> {data_dir}")
+    print(f"[1/2] simulating {args.subjects} subjects x {args.minutes:g} min of paired ECG + PPG "
+          f"-> {data_dir}")
     paths = simulate_dataset(data_dir, task="stress", subjects=args.subjects, minutes=args.minutes,
                              seed=args.seed, progress=True)
     t_sim = time.perf_counter() - t0

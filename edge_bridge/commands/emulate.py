@@ -1,0 +1,119 @@
+"""Stream a recording as edge-bridge frames over TCP on 127.0.0.1, in real time.
+
+A stand-in for a custom-firmware wearable, to try the live loop and the frame decoder without hardware.
+Connect with the source spec tcp:127.0.0.1:PORT. Options damage the stream on purpose (bit flips, dropped
+frames, garbage) to watch the decoder resynchronise and count the losses.
+
+Examples:
+  edge-bridge emulate --recording demo-out/data/S01.edf --port 5555 --channels PPG
+  edge-bridge emulate --recording S01.edf --port 5555 --modality ppg --bit-flip 0.01 --drop 0.01 --loop
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_bridge.errors import EdgeBridgeError
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--recording", required=True,
+                   help="recording file (EDF/EDF+, or any format inspect reads)")
+    p.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
+    p.add_argument("--channels",
+                   help="comma-separated channel names (default: all at the first channel's rate)")
+    p.add_argument("--modality", help="only channels of this modality (ecg, ppg, eeg, ...)")
+    p.add_argument("--format", choices=["int16", "int24"], default="int16",
+                   help="sample format of the frames")
+    p.add_argument("--samples-per-frame", type=int, default=10, help="samples per channel in each frame")
+    p.add_argument("--loop", action="store_true", help="start over at the end of the recording")
+    p.add_argument("--seconds", type=float, help="stop after this many seconds")
+    p.add_argument("--bit-flip", type=float, default=0.0, help="probability that a frame gets flipped bits")
+    p.add_argument("--drop", type=float, default=0.0, help="probability that a frame is not sent")
+    p.add_argument("--garbage", type=float, default=0.0, help="probability of random bytes before a frame")
+    p.add_argument("--seed", type=int, default=0, help="random seed for the damage")
+    p.add_argument("--profile-out", help="write a device profile (names, units) for the receiving side here")
+
+
+def _read(path: str) -> Any:
+    from edge_bridge import recordings
+
+    reader = getattr(recordings, "read_recording", None)
+    if reader is None or Path(path).suffix.lower() in (".edf", ".rec", ".bdf"):
+        reader = recordings.read_edf
+    return reader(path)
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from firmware_interface import Corruption, FrameEmulator
+
+    rec = _read(args.recording)
+    chans = list(rec.channels)
+    if args.modality:
+        chans = [c for c in chans if c.modality == args.modality]
+    if args.channels:
+        names = [n.strip() for n in args.channels.split(",") if n.strip()]
+        missing = [n for n in names if n not in rec.channel_names]
+        if missing:
+            raise EdgeBridgeError(f"{args.recording} has no channel(s) {missing}; it has {rec.channel_names}")
+        chans = [rec.channel(n) for n in names]
+    elif chans:
+        chans = [c for c in chans if c.rate == chans[0].rate]
+    if not chans:
+        raise EdgeBridgeError(f"no channels to send from {args.recording} (modality {args.modality!r}); it "
+                              "has " + ", ".join(f"{c.name} ({c.modality})" for c in rec.channels))
+    rates = {c.rate for c in chans}
+    if len(rates) != 1:
+        detail = ", ".join(f"{c.name}={c.rate:g} Hz" for c in chans)
+        raise EdgeBridgeError(f"a frame stream has one rate, but {detail}; pick channels of one rate with "
+                              "--channels, or resample the recording first")
+    n = min(len(c.data) for c in chans)
+    data = np.stack([c.data[:n] for c in chans])
+    rate = chans[0].rate
+    try:
+        emu = FrameEmulator(data, rate, modalities=[c.modality for c in chans], sample_format=args.format,
+                            samples_per_frame=args.samples_per_frame, port=args.port, loop=args.loop,
+                            corruption=Corruption(args.bit_flip, args.drop, args.garbage, args.seed),
+                            wait_for_client=True)
+    except ValueError as exc:
+        raise EdgeBridgeError(str(exc)) from exc
+    if args.profile_out:
+        profile = {"board": "frames", "sampling_rate": rate,
+                   "channels": [{"name": c.name, "row": i, "modality": c.modality, "unit": c.unit}
+                                for i, c in enumerate(chans)]}
+        Path(args.profile_out).write_text(json.dumps(profile, indent=2) + "\n", encoding="utf-8")
+    old_term = signal.signal(signal.SIGTERM, _raise_interrupt)
+    began = time.monotonic()
+    try:
+        emu.start()
+        print(f"emulating {len(chans)} channel(s) ({', '.join(c.name for c in chans)}) at {rate:g} Hz, "
+              f"{n / rate:.1f} s{' looped' if args.loop else ''}, on 127.0.0.1:{emu.port}; connect with "
+              f"tcp:127.0.0.1:{emu.port}", file=sys.stderr, flush=True)
+        while not emu.done.is_set():
+            if args.seconds is not None and time.monotonic() - began >= args.seconds:
+                break
+            time.sleep(0.1)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise EdgeBridgeError(str(exc)) from exc
+    finally:
+        emu.stop()
+        signal.signal(signal.SIGTERM, old_term)
+    log = emu.log
+    print(f"sent {len(log.sent)} frame(s) intact, {len(log.corrupted)} damaged, {len(log.dropped)} "
+          f"dropped, {len(log.unsent)} with no client, {log.garbage_bytes} garbage byte(s), "
+          f"{log.connections} client(s)")
+    return 0
