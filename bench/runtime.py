@@ -1,0 +1,222 @@
+"""Runtime benchmark of an exported bundle on the simulated stress task (one machine, one run); JSON out.
+
+Batch-1 window latency on ONE thread (torch.set_num_threads(1), ORT intra_op_num_threads=1), median of
+repeated runs after a warm-up, for each part and for the chained composite (target_front -> bridge ->
+source_back):
+
+  PyTorch eager FP32  vs  ONNX Runtime FP32  vs  ONNX Runtime INT8 (cpu flavour, the shipped bundle)
+
+Two INT8 bundles are exported: one with every quantizable part INT8 (the guard's threshold set to ~0),
+whose latency and accuracy (balanced accuracy FP32 vs INT8 on the test subjects, argmax agreement, max
+logit drift) are what INT8 costs and gives; and the bundle as shipped, where the accuracy guard may have
+fallen parts back to FP16/FP32 (its precisions and fallback are reported beside). Sizes of each.
+Goals: INT8 chained >= 3x faster than PyTorch eager FP32; balanced-accuracy drop <= 1 point; agreement
+>= 0.98.
+
+Without --run it first trains a small run on simulated data (simulate, pretrain, fit-source, select, train;
+a few minutes on 2 cores), reusing whatever OUT/run already holds.
+
+  .venv/bin/python bench/runtime.py --out bench-out/runtime
+  .venv/bin/python bench/runtime.py --run runs/stress --out bench-out/runtime
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+SPLIT_FRACTIONS = {"train": 0.375, "val": 0.125, "paired": 0.25, "test": 0.25}
+
+
+def train_small_run(out: Path, args: argparse.Namespace) -> Path:
+    """A stress-task run trained on simulated data (steps already done are skipped)."""
+    from edge_bridge import pipeline as P
+    from edge_bridge.fitting import FitConfig
+    from edge_bridge.runs import Run
+    from edge_bridge.simulate import simulate_dataset
+    from edge_bridge.train import TrainConfig
+
+    data = out / "data"
+    if not (data / "dataset.json").is_file():
+        simulate_dataset(data, "stress", subjects=args.subjects, minutes=args.minutes, seed=args.seed)
+    run = Run.open(out / "run", data=data, task="stress", seed=args.seed, fractions=SPLIT_FRACTIONS)
+    steps = [
+        (run.target_backbone, "pretrain",
+         lambda: P.pretrain(run, FitConfig(epochs=args.pretrain_epochs, batch_size=64, seed=args.seed))),
+        (run.source_model, "fit_source",
+         lambda: P.fit_source(run, FitConfig(epochs=args.source_epochs, seed=args.seed, lr=5e-4,
+                                             weight_decay=0.05, augment=True), config={"dropout": 0.1})),
+        (run.selection, "select", lambda: P.select(run)),
+        (run.bridge, "train",
+         lambda: P.train(run, TrainConfig(epochs=args.epochs, seed=args.seed), P.BridgeSettings())),
+    ]
+    for done, name, step in steps:
+        if not done.exists():
+            t = time.perf_counter()
+            step()
+            print(f"{name}: {time.perf_counter() - t:.1f} s", flush=True)
+    return run.path
+
+
+def median_ms(fn: Any, repeats: int, warmup: int) -> dict[str, float]:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    q = np.percentile(times, [10, 90])
+    return {"median_ms": statistics.median(times), "p10_ms": float(q[0]), "p90_ms": float(q[1]),
+            "repeats": repeats}
+
+
+def latencies(composite: Any, fp32: Any, int8: Any, x: np.ndarray, xs: np.ndarray, repeats: int,
+              warmup: int) -> dict[str, dict[str, Any]]:
+    """Per part and chained, batch 1: torch eager FP32, ORT FP32, ORT INT8 (1 thread each)."""
+    from edge_bridge.export.onnx_export import PARTS, ort_session
+
+    parts = composite.parts()
+    with torch.no_grad():
+        h = parts["target_front"](torch.from_numpy(x))
+        z = parts["bridge"](h)
+    feeds = {"target_front": x, "bridge": h.numpy(), "source_back": z.numpy(), "source_front": xs}
+    out: dict[str, dict[str, Any]] = {}
+    sessions = {name: {p: ort_session(b.part_path(p), threads=1) for p in PARTS} for name, b in
+                (("ort_fp32", fp32), ("ort_int8", int8))}
+    for part in PARTS:
+        t_in = torch.from_numpy(feeds[part])
+        mod = parts[part]
+
+        def eager(mod: Any = mod, t_in: Any = t_in) -> None:
+            with torch.no_grad():
+                mod(t_in)
+
+        row = {"torch_eager_fp32": median_ms(eager, repeats, warmup)}
+        for name, sess in sessions.items():
+            feed = {PARTS[part].input: feeds[part]}
+            row[name] = median_ms(lambda s=sess[part], f=feed: s.run(None, f), repeats, warmup)
+        row["precision_int8_bundle"] = int8.part(part).precision
+        out[part] = row
+
+    def eager_chain() -> None:
+        with torch.no_grad():
+            composite(torch.from_numpy(x))
+
+    def ort_chain(s: dict[str, Any]) -> Any:
+        def f() -> None:
+            h = s["target_front"].run(None, {"x_target": x})[0]
+            z = s["bridge"].run(None, {"h": h})[0]
+            s["source_back"].run(None, {"z": z})
+
+        return f
+
+    out["chained"] = {"torch_eager_fp32": median_ms(eager_chain, repeats, warmup),
+                      **{name: median_ms(ort_chain(s), repeats, warmup) for name, s in sessions.items()}}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="bench-out/runtime")
+    ap.add_argument("--run", default=None, help="a trained run directory (default: train one under OUT)")
+    ap.add_argument("--subjects", type=int, default=8)
+    ap.add_argument("--minutes", type=float, default=8)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pretrain-epochs", type=int, default=3)
+    ap.add_argument("--source-epochs", type=int, default=8)
+    ap.add_argument("--epochs", type=int, default=10, help="bridge epochs")
+    ap.add_argument("--calibration", default=None,
+                    help="calibration recordings or windows .npz (default: the run's data folder)")
+    ap.add_argument("--repeats", type=int, default=200)
+    ap.add_argument("--warmup", type=int, default=20)
+    args = ap.parse_args()
+
+    from edge_bridge.bundle import Bundle
+    from edge_bridge.export import export
+    from edge_bridge.log import setup_logging
+    from edge_bridge.runs import Run
+
+    setup_logging("INFO")
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    run_dir = Path(args.run) if args.run else train_small_run(out, args)
+    run = Run.open(run_dir)
+    torch.set_num_threads(1)
+
+    calibration = args.calibration or run.data
+    t = time.perf_counter()
+    # the bundle as shipped: the accuracy guard may fall parts back to FP16/FP32
+    shipped = export(run_dir, out / "stress.bundle", calibration=calibration, precision="int8", target="cpu",
+                     overwrite=True)
+    t_int8 = time.perf_counter() - t
+    # every quantizable part INT8 whatever the guard says (threshold ~0): what INT8 itself costs and gives
+    int8 = export(run_dir, out / "stress-int8-unguarded.bundle", calibration=calibration, precision="int8",
+                  target="cpu", agreement_threshold=1e-9, overwrite=True)
+    fp32 = export(run_dir, out / "stress-fp32.bundle", precision="fp32", overwrite=True)
+
+    from edge_bridge.bridge import load_bridge
+    from edge_bridge.composite import Composite
+    from edge_bridge.models import load_backbone
+
+    bridge = load_bridge(run.bridge)
+    composite = Composite(load_backbone(run.target_backbone)[0], load_backbone(run.source_model)[0], bridge,
+                          bridge.meta["i"], bridge.meta["j"]).eval()
+    test = run.role("test")
+    x, xs = test.x["target"][:1].astype(np.float32), test.x["source"][:1].astype(np.float32)
+    lat = latencies(composite, Bundle.load(fp32.root), Bundle.load(int8.root), x, xs, args.repeats,
+                    args.warmup)
+
+    q = int8.manifest.quantization
+    acc = q["accuracy"]["shipped"]
+    sq = shipped.manifest.quantization
+    chained = lat["chained"]
+    speedup = chained["torch_eager_fp32"]["median_ms"] / chained["ort_int8"]["median_ms"]
+    report = {
+        "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                    "torch": torch.__version__, "onnxruntime": __import__("onnxruntime").__version__,
+                    "threads": 1},
+        "run": str(run_dir), "args": vars(args), "export_seconds_int8": t_int8,
+        "input_shapes": {"x_target": list(x.shape), "x_source": list(xs.shape)},
+        "latency_batch1": lat,
+        "speedup_int8_vs_torch_eager_chained": speedup,
+        "speedup_ort_fp32_vs_torch_eager_chained":
+            chained["torch_eager_fp32"]["median_ms"] / chained["ort_fp32"]["median_ms"],
+        "accuracy_int8": {"held_out": q["accuracy"]["held_out"], "windows": q["accuracy"]["windows"],
+                          "labelled_windows": q["accuracy"]["labelled_windows"],
+                          "balanced_accuracy_fp32": acc.get("balanced_accuracy_fp32"),
+                          "balanced_accuracy_int8": acc.get("balanced_accuracy"),
+                          "balanced_accuracy_drop_points": acc.get("balanced_accuracy_drop_points"),
+                          "argmax_agreement": acc["agreement"], "max_logit_drift": acc["max_logit_drift"],
+                          "source_front": q["accuracy"]["source_front"]},
+        "shipped_bundle": {"precisions": sq["precisions"], "fallback": sq["fallback"],
+                           "accuracy": sq["accuracy"]["shipped"],
+                           "bytes": shipped.manifest.report["bundle_bytes"]},
+        "bundle_bytes": {"int8": int8.manifest.report["bundle_bytes"],
+                         "fp32": fp32.manifest.report["bundle_bytes"],
+                         "shipped": shipped.manifest.report["bundle_bytes"]},
+        "file_bytes_int8": int8.manifest.report["file_bytes"],
+    }
+    drop = report["accuracy_int8"]["balanced_accuracy_drop_points"]
+    report["goals"] = {
+        "int8_chained_3x_faster_than_torch_eager": speedup >= 3.0,
+        "balanced_accuracy_drop_le_1_point": drop is not None and drop <= 1.0,
+        "agreement_ge_0.98": acc["agreement"] >= 0.98,
+    }
+    (out / "runtime.json").write_text(json.dumps(report, indent=1))
+    print(json.dumps({k: report[k] for k in ("latency_batch1", "speedup_int8_vs_torch_eager_chained",
+                                             "accuracy_int8", "shipped_bundle", "bundle_bytes", "goals")},
+                     indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,728 @@
+"""The export entry point: a trained bridge run -> a verified bundle (DESIGN.md, "Bundle").
+
+:func:`export` reads a run directory (:mod:`edge_bridge.runs`) and hands the composite to
+:func:`export_composite`, which does the work in this order:
+
+1. one FP32 ONNX graph per part (:data:`~edge_bridge.export.onnx_export.PARTS`), each checked;
+2. parity of ONNX Runtime vs PyTorch per part and chained, on held-out windows (the run's test subjects);
+3. static INT8 (or FP16) of ``target_front``, ``source_back`` and ``source_front`` in the flavour of
+   ``target``; calibration: target windows for ``target_front``, source windows for ``source_front``, and
+   the bridge outputs ``z`` of the target windows for ``source_back`` (what it sees at run time). The bridge
+   stays FP32: it is refit on site. ``jetson`` graphs must pass the TensorRT audit;
+4. the accuracy guard: FP32 vs quantized composite on the held-out windows (argmax agreement, balanced
+   accuracy, max logit drift). Below ``agreement_threshold`` parts fall back one step at a time
+   (int8 -> fp16 -> fp32), the part whose step helps most first, each step logged as a warning and written
+   to the manifest: a degraded bundle is never shipped silently;
+5. ``bridges/v0001.onnx`` + ``v0001.safetensors``, ``golden.npz``, ``manifest.json``; the bundle is built in
+   a temporary sibling directory, verified with :meth:`Bundle.load`, and renamed into place, so a failed
+   export leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_bridge import __version__
+from edge_bridge.bundle import (
+    GOLDEN,
+    BridgeVersion,
+    Bundle,
+    Manifest,
+    TensorSpec,
+    bridge_file,
+    part_spec,
+    sha256_file,
+    write_manifest,
+)
+from edge_bridge.export.errors import ExportError
+from edge_bridge.export.golden import golden_arrays, write_golden
+from edge_bridge.export.onnx_export import (
+    PARTS,
+    check_graph,
+    export_part,
+    ort_session,
+    part_shapes,
+    run_session,
+    save_model,
+    stamp,
+)
+from edge_bridge.export.quantize import (
+    Precision,
+    QuantConfig,
+    Target,
+    WindowReader,
+    parse_enum,
+    pick_windows,
+    quantize_part,
+    to_fp16,
+)
+from edge_bridge.log import resolve_level
+from edge_bridge.signals.spec import Preprocessing
+
+logger = logging.getLogger(__name__)
+
+CHAIN = ("target_front", "bridge", "source_back")
+LADDER = (Precision.INT8, Precision.FP16, Precision.FP32)
+PARITY_TOLERANCE = 1e-4
+DEFAULT_THRESHOLD = 0.98
+
+
+@dataclass
+class WindowSet:
+    """Paired windows for calibration or evaluation.
+
+    Attributes
+    ----------
+    target : ndarray, shape (n, C_t, L_t)
+    source : ndarray, shape (n, C_s, L_s)
+    labels : ndarray of int, shape (n,)
+        -1 where unlabelled; balanced accuracy uses the labelled ones only.
+    origin : str
+        Where they come from, for the log and the manifest.
+    """
+
+    target: np.ndarray
+    source: np.ndarray
+    labels: np.ndarray
+    origin: str
+
+    def __len__(self) -> int:
+        return len(self.target)
+
+    @staticmethod
+    def from_windows(w: Any, origin: str) -> WindowSet:
+        """From :class:`edge_bridge.recordings.paired.Windows` with ``x["source"]`` and ``x["target"]``."""
+        missing = [k for k in ("source", "target") if k not in w.x]
+        if missing:
+            raise ExportError(f"{origin}: windows lack the {missing} modality (have {sorted(w.x)}); export "
+                              "needs paired source and target windows")
+        return WindowSet(np.asarray(w.x["target"], np.float32), np.asarray(w.x["source"], np.float32),
+                         np.asarray(w.labels, np.int64), origin)
+
+    def head(self, n: int) -> WindowSet:
+        return WindowSet(self.target[:n], self.source[:n], self.labels[:n], self.origin)
+
+
+@contextlib.contextmanager
+def _log_level(verbose: bool | int | str | None) -> Iterator[None]:
+    """MNE-style per-call ``verbose``: change the package logger's level for this call only."""
+    if verbose is None:
+        yield
+        return
+    pkg = logging.getLogger("edge_bridge")
+    old = pkg.level
+    pkg.setLevel(resolve_level(verbose))
+    try:
+        yield
+    finally:
+        pkg.setLevel(old)
+
+
+# --- data ---------------------------------------------------------------------------------------------------
+def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target: Preprocessing,
+                     classes: tuple[str, ...] = (), exclude_subjects: tuple[str, ...] = ()) -> WindowSet:
+    """Calibration windows from a directory of EDF+ recordings (cut with THE preprocessing of the manifest)
+    or from a ``.npz`` written by ``Windows.save``.
+
+    Windows of ``exclude_subjects`` (the held-out subjects the accuracy guard uses) are dropped, so the
+    guard never measures on windows the ranges were fitted to.
+
+    Raises
+    ------
+    ExportError
+        If the path holds no recordings, or the windows' shapes do not match the specs.
+    """
+    from edge_bridge.recordings.paired import Windows, windows_from_files
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.edf"))
+        if not files:
+            raise ExportError(f"{path}: no .edf recordings for calibration; pass a directory of paired "
+                              f"{source.modality}+{target.modality} recordings (e.g. from `edge-bridge "
+                              "simulate`) or a windows .npz")
+        w = windows_from_files(files, source, target, classes)
+        origin = f"{path} ({len(files)} recordings)"
+    elif path.is_file() and path.suffix == ".npz":
+        w = Windows.load(path)
+        origin = str(path)
+    else:
+        raise ExportError(f"{path}: calibration data must be a directory of .edf recordings or a .npz of "
+                          "windows, and this is neither")
+    if exclude_subjects and len(w):
+        keep = ~np.isin(w.subjects, list(exclude_subjects))
+        if not keep.all():
+            logger.info("calibration: left out %d windows of the held-out subjects %s", int((~keep).sum()),
+                        sorted(set(w.subjects[~keep].tolist())))
+            w = w.subset(keep)
+    ws = WindowSet.from_windows(w, origin)
+    for name, x, spec in (("target", ws.target, target), ("source", ws.source, source)):
+        if len(x) and tuple(x.shape[1:]) != tuple(spec.input_shape):
+            raise ExportError(f"{origin}: {name} windows have shape {tuple(x.shape[1:])} but the "
+                              f"{spec.modality} preprocessing gives {tuple(spec.input_shape)}; cut them with "
+                              "the run's preprocessing")
+    logger.info("calibration: %d paired windows from %s", len(ws), origin)
+    return ws
+
+
+# --- the entry points ---------------------------------------------------------------------------------------
+def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
+           calibration: str | os.PathLike[str] | WindowSet | None = None, precision: str = "int8",
+           target: str = "cpu", agreement_threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False,
+           golden_windows: int = 4, holdout_max: int = 512,
+           verbose: bool | int | str | None = None) -> Bundle:
+    """Export a trained run (``edge-bridge train`` done) as a bundle; see the module docstring.
+
+    Parameters
+    ----------
+    run_dir : path
+        The run directory; reads ``target_backbone/``, ``source_model/``, ``bridge/`` and the test subjects'
+        windows (held-out windows for parity, the accuracy guard and ``golden.npz``).
+    out_dir : path
+        The bundle directory to create.
+    calibration : path or WindowSet
+        Directory of EDF+ recordings of both modalities, or a windows ``.npz``; required for int8.
+    precision : {"int8", "fp16", "fp32"}
+        Of target_front, source_back and source_front; the bridge is always FP32.
+    target : {"cpu", "jetson"}
+        INT8 flavour: ONNX Runtime CPU, or TensorRT-compatible explicit QDQ.
+    agreement_threshold : float
+        Minimum argmax agreement of the shipped composite with FP32 before parts fall back.
+    overwrite : bool
+        Replace an existing ``out_dir`` (only after the new bundle verified).
+    golden_windows : int
+    holdout_max : int
+        At most this many held-out windows are used.
+    verbose : bool, int, str or None
+
+    Returns
+    -------
+    Bundle
+        The verified bundle.
+
+    Raises
+    ------
+    RunError
+        If the run lacks a step (the message names the command).
+    ExportError
+        For bad options, too few calibration windows, a failed check or audit.
+    """
+    with _log_level(verbose):
+        from edge_bridge.bridge import load_bridge
+        from edge_bridge.composite import Composite
+        from edge_bridge.models import load_backbone
+        from edge_bridge.runs import Run
+
+        run = Run.open(run_dir)
+        t_dir = run.require(run.target_backbone, "pretrain")
+        s_dir = run.require(run.source_model, "fit-source")
+        b_dir = run.require(run.bridge, "train")
+        target_model, t_meta = load_backbone(t_dir)
+        source_model, s_meta = load_backbone(s_dir)
+        bridge = load_bridge(b_dir)
+        if "i" not in bridge.meta or "j" not in bridge.meta:
+            raise ExportError(f"{b_dir}: the bridge does not record its positions (i, j); re-run "
+                              f"`edge-bridge train --run {run.path}`")
+        composite = Composite(target_model, source_model, bridge, bridge.meta["i"], bridge.meta["j"])
+        src_spec = _spec(s_meta, run.task.source)
+        tgt_spec = _spec(t_meta, run.task.target)
+        test = run.role("test")
+        subjects = sorted(set(test.subjects.tolist()))
+        holdout = WindowSet.from_windows(test, f"{run.path} test subjects {subjects}")
+        if len(holdout) > holdout_max:
+            idx = np.linspace(0, len(holdout) - 1, holdout_max).round().astype(int)
+            holdout = WindowSet(holdout.target[idx], holdout.source[idx], holdout.labels[idx], holdout.origin)
+        if calibration is not None and not isinstance(calibration, WindowSet):
+            calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
+                                           exclude_subjects=tuple(run.splits()["test"]))
+        weights = {"target_front": sha256_file(t_dir / "model.safetensors"),
+                   "source_back": sha256_file(s_dir / "model.safetensors"),
+                   "source_front": sha256_file(s_dir / "model.safetensors"),
+                   "bridge": sha256_file(b_dir / "bridge.safetensors")}
+        return export_composite(composite, out_dir, task=run.task.name, classes=tuple(run.task.classes),
+                                source_spec=src_spec, target_spec=tgt_spec, holdout=holdout,
+                                calibration=calibration, precision=precision, target=target,
+                                agreement_threshold=agreement_threshold, overwrite=overwrite,
+                                golden_windows=golden_windows, weights_sha256=weights,
+                                run_dir=str(run.path))
+
+
+def _spec(meta: dict[str, Any], fallback: Preprocessing) -> Preprocessing:
+    """The preprocessing the backbone was trained with (its saved meta), else the task preset."""
+    d = meta.get("preprocessing")
+    return Preprocessing.from_dict(d) if d else fallback
+
+
+def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: str, classes: tuple[str, ...],
+                     source_spec: Preprocessing, target_spec: Preprocessing, holdout: WindowSet,
+                     calibration: WindowSet | None = None, precision: str | Precision = "int8",
+                     target: str | Target = "cpu", agreement_threshold: float = DEFAULT_THRESHOLD,
+                     overwrite: bool = False, golden_windows: int = 4,
+                     quant_config: QuantConfig | None = None,
+                     weights_sha256: dict[str, str] | None = None, parity_tolerance: float = PARITY_TOLERANCE,
+                     run_dir: str | None = None, verbose: bool | int | str | None = None) -> Bundle:
+    """Export a :class:`~edge_bridge.composite.Composite` as a bundle (the work behind :func:`export`).
+
+    Parameters are those of :func:`export`, plus the pieces a run directory would give: ``task``,
+    ``classes``, the two preprocessing specs, ``holdout`` windows, ``weights_sha256`` (sha256 of the weights
+    file each part comes from; otherwise a digest of its state dict is recorded) and an optional
+    ``quant_config`` replacing the ``target`` flavour's defaults.
+    """
+    with _log_level(verbose):
+        prec = parse_enum(Precision, precision, "precision")
+        tgt = parse_enum(Target, target, "target")
+        qcfg = quant_config or QuantConfig.for_target(tgt)
+        if qcfg.target is not tgt:
+            raise ExportError(f"quant_config is for target {qcfg.target.value!r} but target is {tgt.value!r}")
+        if not 0.0 < float(agreement_threshold) <= 1.01:
+            raise ExportError(f"agreement_threshold must be in (0, 1.01] (1.01 forces the FP32 fallback), "
+                              f"got {agreement_threshold!r}")
+        if prec is Precision.INT8 and calibration is None:
+            raise ExportError("--precision int8 needs calibration windows: pass --calibration-data DIR "
+                              "(paired recordings) or a windows .npz; or export with --precision fp16/fp32")
+        if len(holdout) == 0:
+            raise ExportError("no held-out windows to check the export on (the run's test subjects have "
+                              "none)")
+        out = Path(out_dir)
+        if out.exists() and not overwrite:
+            raise ExportError(f"{out} already exists; choose a new bundle directory or pass --force to "
+                              "replace it (it is replaced only after the new bundle verifies)")
+        _check_specs(composite, classes, source_spec, target_spec)
+        job = _Job(composite, out, prec, tgt, qcfg, float(agreement_threshold), calibration, holdout,
+                   dict(weights_sha256 or {}), parity_tolerance)
+        t0 = time.perf_counter()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
+        try:
+            with tempfile.TemporaryDirectory(prefix="edge-bridge-export-") as work:
+                job.work = Path(work)
+                job.export_fp32()
+                job.parity()
+                job.quantize()
+                job.guard()
+                manifest = job.assemble(staging, task=task, classes=classes, source_spec=source_spec,
+                                        target_spec=target_spec, golden_windows=golden_windows,
+                                        run_dir=run_dir)
+            Bundle.load(staging)
+            _replace_dir(staging, out)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        bundle = Bundle.load(out)
+        acc = manifest.quantization.get("accuracy", {})
+        logger.info("bundle %s written in %.1f s (%.1f kB; %s; agreement %s)", out,
+                    time.perf_counter() - t0, manifest.report["bundle_bytes"] / 1e3,
+                    ", ".join(f"{p} {s.precision}" for p, s in sorted(manifest.parts.items())),
+                    f"{acc['shipped']['agreement']:.3f}" if acc else "n/a")
+        return bundle
+
+
+def _check_specs(composite: Any, classes: tuple[str, ...], source_spec: Preprocessing,
+                 target_spec: Preprocessing) -> None:
+    for what, model, spec in (("target", composite.target, target_spec), ("source", composite.source,
+                                                                          source_spec)):
+        if tuple(model.input_shape) != tuple(spec.input_shape):
+            raise ExportError(f"the {what} backbone reads windows of shape {tuple(model.input_shape)} but "
+                              f"the {spec.modality} preprocessing spec gives {tuple(spec.input_shape)}; "
+                              "export with the spec the model was trained with")
+    if len(classes) != composite.source.n_classes:
+        raise ExportError(f"{len(classes)} class names {list(classes)} for a head with "
+                          f"{composite.source.n_classes} outputs")
+
+
+def _replace_dir(staging: Path, out: Path) -> None:
+    """Rename ``staging`` to ``out``; an existing ``out`` is moved aside first and removed after."""
+    from edge_bridge.fileio import fsync_dir
+
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.replaced-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(staging, out)
+    fsync_dir(out.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --- the job ------------------------------------------------------------------------------------------------
+class _Job:
+    """State of one export between its steps (files per part and precision, measurements)."""
+
+    def __init__(self, composite: Any, out: Path, precision: Precision, target: Target, qcfg: QuantConfig,
+                 threshold: float, calibration: WindowSet | None, holdout: WindowSet,
+                 weights: dict[str, str], parity_tolerance: float) -> None:
+        self.composite = composite.eval()
+        self.parts = composite.parts()
+        self.shapes = part_shapes(composite)
+        self.out = out
+        self.precision = precision
+        self.target = target
+        self.qcfg = qcfg
+        self.threshold = threshold
+        self.calibration = calibration
+        self.holdout = holdout
+        self.weights = weights
+        self.parity_tolerance = parity_tolerance
+        self.work = Path()
+        self.files: dict[str, dict[Precision, Path]] = {p: {} for p in PARTS}
+        self.report: dict[str, Any] = {}
+        self.quant: dict[str, Any] = {}
+        self.chosen: dict[str, Precision] = {p: Precision.FP32 for p in PARTS}
+        self._sessions: dict[Path, Any] = {}
+        self._fp32_logits: np.ndarray | None = None
+
+    def session(self, path: Path) -> Any:
+        if path not in self._sessions:
+            self._sessions[path] = ort_session(path)
+        return self._sessions[path]
+
+    def run(self, part: str, prec: Precision, x: np.ndarray) -> np.ndarray:
+        return run_session(self.session(self.files[part][prec]), part, x)
+
+    # 1. graphs
+    def export_fp32(self) -> None:
+        (self.work / "fp32").mkdir()
+        for part, module in self.parts.items():
+            meta = {"weights_file_sha256": self.weights[part]} if part in self.weights else {}
+            in_shape, out_shape = self.shapes[part]
+            exp = export_part(module, part, in_shape, out_shape, self.work / "fp32" / f"{part}.onnx",
+                              metadata=meta)
+            self.files[part][Precision.FP32] = exp.path
+
+    # 2. parity
+    def parity(self) -> None:
+        import torch
+
+        x, xs = self.holdout.target[:64], self.holdout.source[:64]
+        with torch.no_grad():
+            tt = {"target_front": torch.from_numpy(x)}
+            tt["bridge"] = self.parts["target_front"](tt["target_front"])
+            tt["source_back"] = self.parts["bridge"](tt["bridge"])
+            ref = {"target_front": tt["bridge"].numpy(), "bridge": tt["source_back"].numpy(),
+                   "source_back": self.parts["source_back"](tt["source_back"]).numpy(),
+                   "source_front": self.parts["source_front"](torch.from_numpy(xs)).numpy()}
+        feeds = {p: t.numpy() for p, t in tt.items()}
+        feeds["source_front"] = xs
+        diffs = {p: float(np.abs(self.run(p, Precision.FP32, feeds[p]) - ref[p]).max()) for p in PARTS}
+        chained = self.chain({p: Precision.FP32 for p in PARTS}, x)
+        diffs["chained"] = float(np.abs(chained - ref["source_back"]).max())
+        self.report["parity"] = {"windows": len(x), "tolerance": self.parity_tolerance, "max_abs_diff": diffs,
+                                 "ok": max(diffs.values()) <= self.parity_tolerance}
+        bad = {p: d for p, d in diffs.items() if d > self.parity_tolerance}
+        if bad:
+            msg = (f"ONNX Runtime vs PyTorch FP32 differ by more than {self.parity_tolerance:g} on held-out "
+                   f"windows: {bad}")
+            if max(bad.values()) > 100 * self.parity_tolerance:
+                raise ExportError(msg + "; the exported graphs do not compute the model (exporter bug?)")
+            logger.warning("%s (recorded in the manifest report)", msg)
+        else:
+            logger.info("parity ORT vs PyTorch FP32: max abs diff %.2g (per part and chained, %d windows)",
+                        max(diffs.values()), len(x))
+
+    def chain(self, precisions: dict[str, Precision], x: np.ndarray) -> np.ndarray:
+        h = self.run("target_front", precisions["target_front"], x)
+        z = self.run("bridge", Precision.FP32, h)
+        return self.run("source_back", precisions["source_back"], z)
+
+    # 3. quantization
+    def quantize(self) -> None:
+        quantizable = [p for p, info in PARTS.items() if info.quantizable]
+        self.quant = {"precision": self.precision.value, "target": self.target.value,
+                      "bridge": "fp32 (refit on site)"}
+        if self.precision is Precision.FP32:
+            return
+        if self.precision is Precision.FP16:
+            for p in quantizable:
+                self._fp16(p)
+            return
+        cal = self.calibration
+        if cal is None:  # checked earlier; kept for type checkers
+            raise ExportError("int8 needs calibration windows")
+        self.quant["config"] = self.qcfg.to_dict()
+        logger.info("calibrating INT8 (%s flavour) on %d paired windows from %s", self.target.value, len(cal),
+                    cal.origin)
+        xt = pick_windows(cal.target, self.qcfg, "calibration (target windows)")
+        xs = pick_windows(cal.source, self.qcfg, "calibration (source windows)")
+        z = self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, xt))
+        feeds = {"target": xt, "source": xs, "z": z}
+        self.quant["calibration"] = {"origin": cal.origin, "windows_given": len(cal),
+                                     "windows_used": {"target_front": len(xt), "source_front": len(xs),
+                                                      "source_back": len(z)},
+                                     "source_back_fed": "bridge outputs z of the target windows"}
+        (self.work / "int8").mkdir()
+        audits = {}
+        for p in quantizable:
+            t0 = time.perf_counter()
+            info = PARTS[p]
+            dst = self.work / "int8" / f"{p}.onnx"
+            reader = WindowReader(info.input, feeds[info.calibration])
+            quantize_part(self.files[p][Precision.FP32], dst, reader, self.qcfg)
+            check_graph(dst, p, *self.shapes[p])
+            if self.target is Target.JETSON:
+                from edge_bridge.export.audit import audit_tensorrt
+
+                rep = audit_tensorrt(dst)
+                rep.file = f"{p}.onnx"
+                rep.raise_if_failed()
+                audits[p] = rep.to_dict()
+            self.files[p][Precision.INT8] = dst
+            logger.info("%s: quantized to INT8 (%s flavour, %.1f kB, %.1f s)", p, self.target.value,
+                        dst.stat().st_size / 1e3, time.perf_counter() - t0)
+        if audits:
+            self.quant["tensorrt_audit"] = audits
+
+    def _fp16(self, part: str) -> Path:
+        if Precision.FP16 not in self.files[part]:
+            (self.work / "fp16").mkdir(exist_ok=True)
+            dst = to_fp16(self.files[part][Precision.FP32], self.work / "fp16" / f"{part}.onnx")
+            check_graph(dst, part, *self.shapes[part])
+            self.files[part][Precision.FP16] = dst
+        return self.files[part][Precision.FP16]
+
+    # 4. accuracy guard
+    def measure(self, precisions: dict[str, Precision]) -> dict[str, Any]:
+        """Composite with ``precisions`` vs FP32 (both ONNX Runtime) on the held-out windows."""
+        x = self.holdout.target
+        if self._fp32_logits is None:
+            self._fp32_logits = self.chain({p: Precision.FP32 for p in PARTS}, x)
+        ref = self._fp32_logits
+        got = self.chain(precisions, x)
+        out = _compare(ref, got, self.holdout.labels)
+        out["precisions"] = {p: precisions[p].value for p in ("target_front", "source_back")}
+        return out
+
+    def measure_source_front(self, prec: Precision) -> dict[str, Any]:
+        """source_front only feeds calibration: compare the source model's decisions through it."""
+        xs = self.holdout.source
+        ref = self.run("source_back", Precision.FP32, self.run("source_front", Precision.FP32, xs))
+        got = self.run("source_back", Precision.FP32, self.run("source_front", prec, xs))
+        zr, zg = self.run("source_front", Precision.FP32, xs), self.run("source_front", prec, xs)
+        out = _compare(ref, got, self.holdout.labels)
+        out["max_z_drift"] = float(np.abs(zr - zg).max())
+        out["precision"] = prec.value
+        return out
+
+    def guard(self) -> None:
+        levels = {p: self.precision for p in PARTS}
+        levels["bridge"] = Precision.FP32
+        fallback: list[dict[str, Any]] = []
+        requested = self.measure(levels)
+        current = requested
+        if self.precision is not Precision.FP32:
+            logger.info("accuracy guard: %s composite vs FP32 on %d held-out windows: agreement %.4f, max "
+                        "logit drift %.3g%s", self.precision.value.upper(), len(self.holdout),
+                        requested["agreement"], requested["max_logit_drift"], _bal_text(requested))
+        while current["agreement"] < self.threshold:
+            steps = [p for p in ("target_front", "source_back") if levels[p] is not Precision.FP32]
+            if not steps:
+                break
+            trials = {}
+            for p in steps:
+                trial = {**levels, p: self._step(p, levels[p])}
+                trials[p] = (trial, self.measure(trial))
+            part = max(steps, key=lambda p: (trials[p][1]["agreement"], -trials[p][1]["max_logit_drift"]))
+            new_levels, new = trials[part]
+            event = {"part": part, "from": levels[part].value, "to": new_levels[part].value,
+                     "agreement_before": current["agreement"], "agreement_after": new["agreement"],
+                     "threshold": self.threshold}
+            logger.warning("ACCURACY GUARD FALLBACK: composite agreement with FP32 is %.4f < %.4f; %s falls "
+                           "back from %s to %s (agreement now %.4f). The bundle ships with reduced "
+                           "quantization; see manifest quantization.fallback", current["agreement"],
+                           self.threshold, part, event["from"], event["to"], new["agreement"])
+            fallback.append(event)
+            levels, current = new_levels, new
+        if current["agreement"] < self.threshold:
+            logger.warning("ACCURACY GUARD: even with every part in FP32 the agreement %.4f is below the "
+                           "threshold %.4f (a threshold above 1 can never be met: this forces the FP32 "
+                           "fallback)",
+                           current["agreement"], self.threshold)
+        sf = Precision.FP32
+        sf_report = None
+        if self.precision is not Precision.FP32:
+            sf = self.precision
+            sf_report = self.measure_source_front(sf)
+            while sf_report["agreement"] < self.threshold and sf is not Precision.FP32:
+                nxt = self._step("source_front", sf)
+                new = self.measure_source_front(nxt)
+                logger.warning("ACCURACY GUARD FALLBACK: source model decisions through the %s source_front "
+                               "agree %.4f < %.4f with FP32; source_front falls back to %s (agreement now "
+                               "%.4f)",
+                               sf.value, sf_report["agreement"], self.threshold, nxt.value, new["agreement"])
+                fallback.append({"part": "source_front", "from": sf.value, "to": nxt.value,
+                                 "agreement_before": sf_report["agreement"],
+                                 "agreement_after": new["agreement"], "threshold": self.threshold})
+                sf, sf_report = nxt, new
+        levels["source_front"] = sf
+        self.chosen = levels
+        self.quant.update({
+            "precisions": {p: levels[p].value for p in PARTS},
+            "fallback": fallback,
+            "degraded": bool(fallback),
+            "accuracy": {"held_out": self.holdout.origin, "windows": len(self.holdout),
+                         "labelled_windows": int((self.holdout.labels >= 0).sum()),
+                         "threshold": self.threshold,
+                         "requested": requested, "shipped": current,
+                         "passed": current["agreement"] >= self.threshold,
+                         "source_front": sf_report},
+        })
+
+    def _step(self, part: str, prec: Precision) -> Precision:
+        nxt = LADDER[LADDER.index(prec) + 1]
+        if nxt is Precision.FP16:
+            self._fp16(part)
+        return nxt
+
+    # 5. files, golden, manifest
+    def assemble(self, root: Path, *, task: str, classes: tuple[str, ...], source_spec: Preprocessing,
+                 target_spec: Preprocessing, golden_windows: int, run_dir: str | None) -> Manifest:
+        import onnx
+
+        from edge_bridge.models.io import save_tensors
+
+        specs = {}
+        final: dict[str, Path] = {}
+        for part in PARTS:
+            prec = self.chosen[part]
+            rel = bridge_file(1, ".onnx") if part == "bridge" else f"{part}.onnx"
+            model = onnx.load(str(self.files[part][prec]))
+            stamp(model, {"precision": prec.value, "target": self.target.value, "exported": _now()})
+            save_model(model, root / rel)
+            final[part] = root / rel
+            in_shape, out_shape = self.shapes[part]
+            info = PARTS[part]
+            specs[part] = part_spec(root, rel, prec.value, [TensorSpec(info.input, [None, *in_shape])],
+                                    [TensorSpec(info.output, [None, *out_shape])])
+        bridge = self.composite.bridge
+        wrel = bridge_file(1, ".safetensors")
+        save_tensors(root / wrel, bridge.state_dict(),
+                     metadata={"kind": bridge.kind, "config": json.dumps(bridge.config),
+                               "meta": json.dumps(bridge.meta, default=str)})
+        bv = BridgeVersion(1, specs.pop("bridge"), wrel, sha256_file(root / wrel), _now(), "export",
+                           {"kind": bridge.kind, "config": bridge.config})
+
+        n = max(1, min(golden_windows, len(self.holdout)))
+        g = self.holdout.head(n)
+        arrays = golden_arrays(final, g.target, g.source)
+        write_golden(root / GOLDEN, arrays)
+        self.report["golden"] = self._golden_report(arrays, g)
+
+        sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
+        self.report.update({
+            "tool_version": __version__, "run": run_dir,
+            "positions": {"i": self.composite.i, "j": self.composite.j},
+            "parameters": dict(zip(("trainable", "total"), self.composite.count_parameters(), strict=True)),
+            "tensorrt": self._tensorrt_check() if self.target is Target.JETSON else None,
+            "file_bytes": sizes,
+        })
+        manifest = Manifest(task=task, classes=list(classes), source=source_spec, target=target_spec,
+                            positions={"i": int(self.composite.i), "j": int(self.composite.j)}, parts=specs,
+                            bridges={1: bv}, current_bridge=1, golden_sha256=sha256_file(root / GOLDEN),
+                            quantization=self.quant, report=self.report)
+        write_manifest(root, manifest)
+        manifest.report["bundle_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
+        write_manifest(root, manifest)  # now including the manifest's own size (to within a few bytes)
+        return manifest
+
+    def _golden_report(self, arrays: dict[str, np.ndarray], g: WindowSet) -> dict[str, Any]:
+        """How far the golden outputs (ORT, shipped precision) are from PyTorch FP32, per part."""
+        import torch
+
+        with torch.no_grad():
+            ref = {}
+            for part in PARTS:
+                info = PARTS[part]
+                x = torch.from_numpy(arrays[f"{part}.{info.input}"])
+                ref[part] = float(np.abs(self.parts[part](x).numpy() - arrays[f"{part}.{info.output}"]).max())
+            chained = self.composite(torch.from_numpy(g.target)).numpy()
+        ref["chained"] = float(np.abs(chained - arrays["source_back.logits"]).max())
+        return {"file": GOLDEN, "windows": len(g), "keys": sorted(arrays),
+                "expected_by": "onnxruntime on the shipped files",
+                "torch_fp32_max_abs_diff": ref,
+                "precisions": {p: self.chosen[p].value for p in PARTS}}
+
+    def _tensorrt_check(self) -> dict[str, Any]:
+        """On a CUDA host with torch-tensorrt, compile the composite once as a host-side check."""
+        import torch
+
+        if not torch.cuda.is_available():
+            reason = "no CUDA device on this host"
+        elif importlib.util.find_spec("torch_tensorrt") is None:
+            reason = "torch-tensorrt is not installed (pip install 'edge-bridge[gpu]')"
+        else:
+            reason = ""
+        if reason:
+            logger.info("torch-tensorrt host check skipped: %s (TensorRT engines are built on the device)",
+                        reason)
+            return {"status": "skipped", "reason": reason}
+        try:
+            import torch_tensorrt
+
+            model = self.composite.cuda().eval()
+            x = torch.from_numpy(self.holdout.target[:8]).cuda()
+            t0 = time.perf_counter()
+            trt = torch_tensorrt.compile(model, ir="dynamo", inputs=[x],
+                                         enabled_precisions={torch.float32, torch.float16})
+            with torch.no_grad():
+                diff = float((trt(x).float() - model(x)).abs().max())
+            logger.info("torch-tensorrt host check: compiled in %.1f s, max abs diff %.3g vs eager",
+                        time.perf_counter() - t0, diff)
+            return {"status": "ok", "max_abs_diff": diff, "version": torch_tensorrt.__version__}
+        except Exception as exc:  # a host-side check only: record and say so, the bundle is still valid
+            logger.warning("torch-tensorrt host check failed: %s", exc)
+            return {"status": "failed", "reason": str(exc)}
+        finally:
+            self.composite.cpu()
+
+
+def _compare(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
+    """Argmax agreement, max logit drift and (where labelled) balanced accuracy of both."""
+    pr, pg = ref.argmax(1), got.argmax(1)
+    out: dict[str, Any] = {"agreement": float((pr == pg).mean()),
+                           "max_logit_drift": float(np.abs(ref - got).max())}
+    lab = labels >= 0
+    if lab.any():
+        from sklearn.metrics import balanced_accuracy_score
+
+        with contextlib.suppress(Exception), _no_warnings():
+            out["balanced_accuracy_fp32"] = float(balanced_accuracy_score(labels[lab], pr[lab]))
+            out["balanced_accuracy"] = float(balanced_accuracy_score(labels[lab], pg[lab]))
+            drop = out["balanced_accuracy_fp32"] - out["balanced_accuracy"]
+            out["balanced_accuracy_drop_points"] = 100 * drop
+    return out
+
+
+@contextlib.contextmanager
+def _no_warnings() -> Iterator[None]:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _bal_text(m: dict[str, Any]) -> str:
+    if "balanced_accuracy" not in m:
+        return ""
+    return (f", balanced accuracy {m['balanced_accuracy']:.3f} vs FP32 {m['balanced_accuracy_fp32']:.3f} "
+            f"(drop {m['balanced_accuracy_drop_points']:.2f} points)")
+
+
+__all__ = ["DEFAULT_THRESHOLD", "WindowSet", "export", "export_composite", "load_calibration"]

@@ -1,0 +1,175 @@
+"""bundle.py as the contract: a written bundle verifies; damage gives a clear BundleError."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_bridge.bundle import SCHEMA_VERSION, Bundle, BundleError, pack, read_golden, unpack
+
+
+def _edit_manifest(root: Path, edit) -> None:
+    path = root / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))
+
+
+def test_manifest_content(bundles, tiny):
+    task = tiny.task()
+    b = Bundle.load(bundles["cpu"].root)
+    m = json.loads((b.root / "manifest.json").read_text())
+    assert m["schema_version"] == SCHEMA_VERSION and m["tool_version"]
+    assert m["modalities"]["source"] == task.source.to_dict()
+    assert m["modalities"]["target"] == task.target.to_dict()
+    assert m["positions"] == {"i": tiny.I, "j": tiny.J}
+    assert m["classes"] == list(task.classes)
+    parts = m["parts"]
+    assert set(parts) == {"target_front", "source_back", "source_front"}
+    assert parts["target_front"]["inputs"] == [{"name": "x_target", "shape": [None, 1, 500],
+                                                "dtype": "float32"}]
+    assert parts["target_front"]["outputs"][0]["name"] == "h"
+    assert parts["source_back"]["outputs"] == [{"name": "logits", "shape": [None, 3], "dtype": "float32"}]
+    assert parts["source_front"]["inputs"][0] == {"name": "x_source", "shape": [None, 1, 400],
+                                                  "dtype": "float32"}
+    for p in parts.values():
+        assert len(p["sha256"]) == 64 and p["precision"] in ("int8", "fp16", "fp32")
+    assert parts["target_front"]["precision"] == "int8"
+    cur = m["bridges"]["versions"]["0001"]
+    assert m["bridges"]["current"] == 1
+    assert cur["onnx"]["file"] == "bridges/v0001.onnx" and cur["onnx"]["precision"] == "fp32"
+    assert cur["weights_file"] == "bridges/v0001.safetensors" and len(cur["weights_sha256"]) == 64
+    assert m["golden"]["file"] == "golden.npz"
+    q = m["quantization"]
+    assert q["precision"] == "int8" and q["target"] == "cpu" and q["config"]["activation_type"] == "QUInt8"
+    assert q["calibration"]["windows_given"] == 64
+    acc = q["accuracy"]["shipped"]
+    assert {"agreement", "max_logit_drift", "balanced_accuracy", "balanced_accuracy_fp32"} <= set(acc)
+    assert m["report"]["bundle_bytes"] > 0 and "target_front.onnx" in m["report"]["file_bytes"]
+
+
+def test_bridge_weights_reload_in_the_bridge_format(bundles, tiny):
+    from safetensors import safe_open
+
+    from edge_bridge.bridge import build_bridge
+    from edge_bridge.models.io import load_state_checked, read_tensors
+
+    path = bundles["cpu"].root / "bridges" / "v0001.safetensors"
+    with safe_open(str(path), "np") as f:
+        meta = f.metadata()
+    bridge = build_bridge(meta["kind"], **json.loads(meta["config"]))
+    load_state_checked(bridge, read_tensors(path), str(path))
+    ref = tiny.composite().bridge
+    for k, v in ref.state_dict().items():
+        assert np.array_equal(bridge.state_dict()[k].numpy(), v.numpy())
+
+
+def test_golden_is_consistent_and_reproducible(bundles):
+    from edge_bridge.export.onnx_export import ort_session, run_session
+
+    b = bundles["jetson"]
+    g = read_golden(b)
+    assert np.array_equal(g["bridge.h"], g["target_front.h"])
+    assert np.array_equal(g["source_back.z"], g["bridge.z"])
+    io_names = {"target_front": ("x_target", "h"), "bridge": ("h", "z"), "source_back": ("z", "logits"),
+                "source_front": ("x_source", "z")}
+    for part, (i, o) in io_names.items():
+        got = run_session(ort_session(b.part_path(part)), part, g[f"{part}.{i}"])
+        np.testing.assert_allclose(got, g[f"{part}.{o}"], atol=1e-5)
+
+
+def test_no_temp_files_left(bundles):
+    for b in bundles.values():
+        leftovers = [p for p in b.root.parent.iterdir() if p.name.startswith(".")]
+        assert leftovers == []
+        assert [p for p in b.root.rglob("*") if p.name.startswith(".") or p.suffix in (".tmp", ".data")] == []
+
+
+# --- damage -------------------------------------------------------------------------------------------------
+def test_missing_file(bundle_copy):
+    (bundle_copy / "source_back.onnx").unlink()
+    with pytest.raises(BundleError, match=r"source_back\.onnx but the file is missing"):
+        Bundle.load(bundle_copy)
+
+
+def test_hash_mismatch(bundle_copy):
+    with open(bundle_copy / "target_front.onnx", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match="hashes to"):
+        Bundle.load(bundle_copy)
+
+
+def test_unknown_schema_version(bundle_copy):
+    _edit_manifest(bundle_copy, lambda m: m.update(schema_version=SCHEMA_VERSION + 1))
+    with pytest.raises(BundleError, match=r"newer than this edge-bridge reads"):
+        Bundle.load(bundle_copy)
+
+
+def test_shape_mismatch_between_parts(bundle_copy):
+    def edit(m):
+        m["parts"]["source_back"]["inputs"][0]["shape"] = [None, 21, 16]
+
+    _edit_manifest(bundle_copy, edit)
+    with pytest.raises(BundleError, match="do not fit together"):
+        Bundle.load(bundle_copy)
+
+
+def test_bridge_that_does_not_fit_the_fronts(bundle_copy):
+    def edit(m):
+        m["bridges"]["versions"]["0001"]["onnx"]["inputs"][0]["shape"] = [None, 9]
+
+    _edit_manifest(bundle_copy, edit)
+    with pytest.raises(BundleError, match="bridge input h has shape"):
+        Bundle.load(bundle_copy)
+
+
+def test_dynamic_non_batch_axis_is_refused(bundle_copy):
+    def edit(m):
+        m["parts"]["target_front"]["inputs"][0]["shape"] = [None, 1, None]
+
+    _edit_manifest(bundle_copy, edit)
+    with pytest.raises(BundleError, match="only the batch axis"):
+        Bundle.load(bundle_copy)
+
+
+# --- transport ----------------------------------------------------------------------------------------------
+def test_pack_unpack_round_trip(bundles, tmp_path):
+    tar = pack(bundles["cpu"].root, tmp_path / "b.tar")
+    b = unpack(tar, tmp_path / "out")
+    assert b.manifest.to_dict() == bundles["cpu"].manifest.to_dict()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.tar", "out"]
+
+
+def _hostile_tar(path: Path, member: tarfile.TarInfo, data: bytes = b"x") -> Path:
+    with tarfile.open(path, "w") as tar:
+        if member.isfile():
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+        else:
+            tar.addfile(member)
+    return path
+
+
+def _link(name: str, target: str, kind: bytes) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.type, info.linkname = kind, target
+    return info
+
+
+@pytest.mark.parametrize("member, reason", [
+    (tarfile.TarInfo("../evil.onnx"), "unsafe path"),
+    (tarfile.TarInfo("bridges/../../evil.onnx"), "unsafe path"),
+    (tarfile.TarInfo("/etc/evil.onnx"), "unsafe path"),
+    (_link("manifest.json", "/etc/passwd", tarfile.SYMTYPE), "refusing link"),
+    (_link("target_front.onnx", "../../x", tarfile.LNKTYPE), "refusing link"),
+], ids=["dotdot", "nested-dotdot", "absolute", "symlink", "hardlink"])
+def test_unpack_refuses_hostile_tars(tmp_path, member, reason):
+    tar = _hostile_tar(tmp_path / "evil.tar", member)
+    with pytest.raises(BundleError, match=reason):
+        unpack(tar, tmp_path / "out")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tar"]

@@ -1,0 +1,74 @@
+"""`edge-bridge export RUN` on a hand-made run directory, and the `edge-bridge bundle` verbs."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from edge_bridge.cli import main
+
+
+def _windows(tiny, subjects: list[str], per_subject: int, seed: int):
+    from edge_bridge.recordings.paired import Windows
+
+    w = tiny.windows(per_subject * len(subjects), seed)
+    subj = np.repeat(subjects, per_subject).astype(str)
+    return Windows({"source": w.source, "target": w.target}, w.labels, np.arange(len(subj), dtype=float),
+                   subj, tuple(tiny.task().classes))
+
+
+def _make_run(tiny, root):
+    """What pretrain/fit-source/train would leave, with the tiny composite's weights."""
+    from edge_bridge.models import save_backbone
+    from edge_bridge.splits import DEFAULT_FRACTIONS
+
+    run, data = root / "run", root / "data"
+    run.mkdir()
+    data.mkdir()
+    task = tiny.task()
+    (run / "run.json").write_text(json.dumps({"task": "stress", "data": str(data), "seed": 0,
+                                              "fractions": DEFAULT_FRACTIONS}))
+    (run / "splits.json").write_text(json.dumps({"train": ["s1"], "val": ["s2"], "paired": ["s3"],
+                                                 "test": ["s4"]}))
+    _windows(tiny, ["s1", "s2", "s3", "s4"], 12, 5).save(run / "windows.npz")
+    comp = tiny.composite()
+    save_backbone(comp.target, run / "target_backbone", meta={"preprocessing": task.target.to_dict()})
+    save_backbone(comp.source, run / "source_model", meta={"preprocessing": task.source.to_dict()})
+    comp.bridge.save(run / "bridge")
+    return run
+
+
+def test_export_command_then_bundle_verbs(tiny, tmp_path, capsys):
+    run = _make_run(tiny, tmp_path)
+    cal = tmp_path / "cal.npz"
+    _windows(tiny, ["s1", "s2", "s3", "s4"], 10, 6).save(cal)
+    out = tmp_path / "stress.bundle"
+    code = main(["export", str(run), "-o", str(out), "--calibration-data", str(cal), "--target", "jetson",
+                 "-q"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert f"edge-bridge deploy --bundle {out}" in text and "agreement with FP32" in text
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["quantization"]["calibration"]["windows_given"] == 30  # s4 (held out) left out
+    assert "s4" in m["quantization"]["accuracy"]["held_out"]
+    assert m["report"]["run"] == str(run)
+
+    assert main(["bundle", "verify", str(out)]) == 0
+    assert "OK" in capsys.readouterr().out
+    assert main(["bundle", "info", str(out)]) == 0
+    assert "target_front" in capsys.readouterr().out
+    tar = tmp_path / "b.tar"
+    assert main(["bundle", "pack", str(out), "-o", str(tar)]) == 0
+    assert main(["bundle", "unpack", str(tar), "-o", str(tmp_path / "copy")]) == 0
+    capsys.readouterr()
+    assert main(["bundle", "unpack", str(tar), "-o", str(tmp_path / "copy")]) == 2
+    assert "already exists" in capsys.readouterr().err
+
+
+def test_export_errors_are_one_line(tmp_path, capsys):
+    assert main(["export", str(tmp_path / "nothing"), "-o", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and "run.json" in err
+    assert main(["bundle", "verify", str(tmp_path)]) == 2
+    assert "not an edge-bridge bundle" in capsys.readouterr().err
