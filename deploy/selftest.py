@@ -1,0 +1,206 @@
+"""The device self-test: run each part on the bundle's ``golden.npz`` inputs and compare with its outputs.
+
+Why: an engine built on the device (another CPU, ONNX Runtime version or TensorRT) can compute something
+different from what the host exported -- a kernel that rounds INT8 differently, a TensorRT tactic with a
+bug, a truncated file that still loads. Comparing against the host's own outputs before the first live
+window catches that, instead of streaming plausible-looking wrong classes.
+
+Keys in ``golden.npz``. For every part (``target_front``, ``bridge``, ``source_back``, ``source_front``) and
+every tensor of it (``PART_IO`` in :mod:`edge_bridge.bundle`) the inputs and expected outputs are looked up
+as ``"<part>/<tensor>"`` (also ``"<part>.<tensor>"`` or ``"<part>__<tensor>"``). A golden file written as one
+chain with plain tensor names (``x_target``, ``h``, ``z``, ``logits``) is read too: then ``x_target -> h`` is
+the target front, ``h -> z`` the bridge and ``z -> logits`` the source back. Optional per-part tolerances:
+``"<part>/atol"`` and ``"<part>/rtol"`` (scalars).
+
+Tolerance: a part passes when ``max|got - expected| <= atol + rtol * max|expected|``. Defaults depend on the
+precision: FP32 graphs must match closely; INT8/FP16 graphs get room for one quantisation step of rounding
+that differs between CPUs and runtimes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from edge_bridge.bundle import PART_IO
+from edge_bridge.errors import EdgeBridgeError
+
+logger = logging.getLogger(__name__)
+
+# (atol, rtol) per precision; rtol is relative to the largest expected magnitude of the tensor
+TOLERANCES: dict[str, tuple[float, float]] = {
+    "fp32": (1e-4, 1e-3),
+    "fp16": (1e-2, 2e-2),
+    "int8": (1e-2, 5e-2),
+}
+# TensorRT and CUDA pick other kernels (TF32, fused INT8): allow a little more on GPUs
+GPU_FACTOR = 2.0
+
+
+class SelfTestError(EdgeBridgeError, RuntimeError):
+    """A part's outputs on the golden inputs drift beyond tolerance, or it cannot run them."""
+
+
+@dataclass
+class PartCheck:
+    """One part's verdict."""
+
+    part: str
+    passed: bool
+    max_abs_err: float
+    scale: float
+    atol: float
+    rtol: float
+    n: int
+    detail: str = ""
+    argmax_agreement: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"part": self.part, "passed": self.passed, "max_abs_err": self.max_abs_err,
+                "scale": self.scale,
+                "atol": self.atol, "rtol": self.rtol, "n": self.n, "detail": self.detail,
+                "argmax_agreement": self.argmax_agreement}
+
+    def line(self) -> str:
+        verdict = "ok" if self.passed else "FAILED"
+        agree = (f", argmax agreement {100 * self.argmax_agreement:.0f}%"
+                 if self.argmax_agreement is not None else "")
+        return (f"{self.part:<13} {verdict:<6} max|diff| {self.max_abs_err:.2e} <= "
+                f"{self.atol:.0e} + {self.rtol:.0e} x {self.scale:.3g} on {self.n} window(s){agree}"
+                f"{'; ' + self.detail if self.detail else ''}")
+
+
+@dataclass
+class SelfTestReport:
+    """All parts' verdicts; ``passed`` only when every checked part passed."""
+
+    checks: list[PartCheck] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return bool(self.checks) and all(c.passed for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"passed": self.passed, "parts": [c.to_dict() for c in self.checks]}
+
+
+_SEPARATORS = ("/", ".", "__")
+
+
+Arrays = dict[str, np.ndarray]
+
+
+def golden_case(golden: Arrays, part: str) -> tuple[Arrays, Arrays] | None:
+    """The ``(feeds, expected)`` of ``part`` in a golden file, or ``None`` if it has none for it."""
+    ins, outs = PART_IO[part]
+
+    def find(tensor: str) -> np.ndarray | None:
+        for sep in _SEPARATORS:
+            key = f"{part}{sep}{tensor}"
+            if key in golden:
+                return golden[key]
+        return None
+
+    feeds = {t: find(t) for t in ins}
+    expected = {t: find(t) for t in outs}
+    if all(v is not None for v in (*feeds.values(), *expected.values())):
+        return feeds, expected  # type: ignore[return-value]
+    if part == "source_front":  # its plain "z" would be the bridge's: no plain-name fallback
+        return None
+    if all(t in golden for t in (*ins, *outs)):
+        return {t: golden[t] for t in ins}, {t: golden[t] for t in outs}
+    return None
+
+
+def golden_input(golden: dict[str, np.ndarray], part: str, tensor: str) -> np.ndarray | None:
+    """One input tensor of ``part`` from the golden file (any key form), or ``None``."""
+    case = golden_case(golden, part)
+    if case is not None:
+        return case[0].get(tensor)
+    for key in (*(f"{part}{sep}{tensor}" for sep in _SEPARATORS), tensor):
+        if key in golden:
+            return golden[key]
+    return None
+
+
+def tolerance_for(golden: dict[str, np.ndarray], part: str, precision: str, gpu: bool) -> tuple[float, float]:
+    """``(atol, rtol)``: the golden file's own values if it has them, else the precision's defaults."""
+    atol, rtol = TOLERANCES.get(precision, TOLERANCES["int8"])
+    if gpu:
+        atol, rtol = atol * GPU_FACTOR, rtol * GPU_FACTOR
+    for sep in _SEPARATORS:
+        if f"{part}{sep}atol" in golden:
+            atol = float(np.asarray(golden[f"{part}{sep}atol"]))
+        if f"{part}{sep}rtol" in golden:
+            rtol = float(np.asarray(golden[f"{part}{sep}rtol"]))
+    return atol, rtol
+
+
+def compare(part: str, got: dict[str, np.ndarray], expected: dict[str, np.ndarray], atol: float,
+            rtol: float) -> PartCheck:
+    """Compare every output tensor of one part; the worst tensor decides."""
+    worst, worst_scale, n, detail = 0.0, 0.0, 0, ""
+    agreement = None
+    passed = True
+    for name, want in expected.items():
+        want = np.asarray(want, dtype=np.float32)
+        have = got.get(name)
+        if have is None:
+            return PartCheck(part, False, float("inf"), 0.0, atol, rtol, 0, f"no output {name!r}")
+        have = np.asarray(have, dtype=np.float32)
+        n = int(want.shape[0]) if want.ndim else 1
+        if have.shape != want.shape:
+            return PartCheck(part, False, float("inf"), 0.0, atol, rtol, n,
+                             f"output {name} has shape {list(have.shape)}, golden has {list(want.shape)}")
+        if not np.all(np.isfinite(have)):
+            return PartCheck(part, False, float("inf"), 0.0, atol, rtol, n, f"output {name} has NaN or inf")
+        err = float(np.max(np.abs(have - want))) if want.size else 0.0
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        if err > atol + rtol * scale:
+            passed = False
+            if not detail:
+                idx = np.unravel_index(int(np.argmax(np.abs(have - want))), want.shape)
+                detail = (f"{name}{list(map(int, idx))}: got {float(have[idx]):.5g}, expected "
+                          f"{float(want[idx]):.5g}")
+        if err >= worst:
+            worst, worst_scale = err, scale
+        if name == "logits" and want.ndim == 2:
+            agreement = float(np.mean(have.argmax(1) == want.argmax(1)))
+    return PartCheck(part, passed, worst, worst_scale, atol, rtol, n, detail, agreement)
+
+
+def check_part(engine: Any, part: str, golden: dict[str, np.ndarray], precision: str,
+               gpu: bool = False) -> PartCheck | None:
+    """Run one engine on its golden inputs; ``None`` if the golden file has nothing for ``part``."""
+    case = golden_case(golden, part)
+    if case is None:
+        return None
+    feeds, expected = case
+    atol, rtol = tolerance_for(golden, part, precision, gpu)
+    try:
+        got = engine.run({k: np.asarray(v, dtype=np.float32) for k, v in feeds.items()})
+    except Exception as exc:  # an engine that cannot run its golden input fails the test, with the cause
+        n = int(next(iter(feeds.values())).shape[0])
+        return PartCheck(part, False, float("inf"), 0.0, atol, rtol, n, f"cannot run: {exc}")
+    return compare(part, got, expected, atol, rtol)
+
+
+def smoke_check(engine: Any, part: str, feeds: dict[str, np.ndarray],
+                out_shape: tuple[int, ...]) -> PartCheck:
+    """For a part without golden outputs (a bridge refit on site): it runs, is finite, has the right shape."""
+    try:
+        got = engine.run(feeds)
+    except Exception as exc:  # report, never crash the caller: it decides to keep the old part
+        return PartCheck(part, False, float("inf"), 0.0, 0.0, 0.0, 0, f"cannot run: {exc}")
+    out = next(iter(got.values()))
+    n = int(out.shape[0]) if out.ndim else 0
+    if tuple(out.shape[1:]) != tuple(out_shape):
+        return PartCheck(part, False, float("inf"), 0.0, 0.0, 0.0, n,
+                         f"output shape {list(out.shape[1:])} per window, expected {list(out_shape)}")
+    if not np.all(np.isfinite(out)):
+        return PartCheck(part, False, float("inf"), 0.0, 0.0, 0.0, n, "output has NaN or inf")
+    return PartCheck(part, True, 0.0, float(np.max(np.abs(out))) if out.size else 0.0, 0.0, 0.0, n,
+                     "runs, finite, right shape (no golden outputs for this version)")
