@@ -30,6 +30,10 @@ COMMANDS: dict[str, str] = {
     "select": "select",
     "train": "train",
     "evaluate": "evaluate",
+    "export": "export",
+    "bundle": "bundle",
+    "deploy": "deploy",
+    "calibrate": "calibrate",
 }
 
 

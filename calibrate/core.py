@@ -1,0 +1,441 @@
+"""On-site calibration: paired windows -> features -> refit -> validate -> atomic swap (or keep, and say why).
+
+::
+
+    from calibrate import calibrate, rollback
+    report = calibrate("stress.bundle", ["calib/S01.csv"], method="auto", holdout=0.2)
+    print(report.verdict)          # "accepted: bridge v0002 ..." or "kept v0001: ..."
+    rollback("stress.bundle")      # back to the version that was current before
+
+Steps (DESIGN.md, "calibrate:"):
+
+1. Paired windows with the bundle's own preprocessing spec (:mod:`calibrate.data`); bad windows counted.
+2. Features with the bundle's engines (:mod:`deploy.engines`): ``target_front`` on the target signal gives
+   the bridge inputs ``h``; ``source_front`` on the source signal gives the tokens ``z*`` the bridge should
+   produce; ``source_back(z*)`` gives the source model's predictions, the reference for agreement.
+3. Refit (:mod:`calibrate.refit`) on the fit windows: closed form always; gradient steps on the paper's
+   objective when torch and the training run (``run_dir``, for the source model's last blocks) are there.
+4. Validate every candidate and the current bridge on held-out windows (the last part of each recording,
+   with the windows overlapping it dropped from the fit): *agreement* = how often the composite's class on
+   the target signal equals the source model's class on the source signal; *alignment loss* = mean
+   ``1 - cos`` between the bridge output and ``z*``. Candidates run as the exact ONNX bytes that would be
+   published. The best candidate is accepted only if it beats the current bridge by a margin:
+   ``agreement >= current + margin_agreement``, or agreement no lower and alignment loss at least
+   ``margin_loss`` (relative) lower.
+5. Publish atomically with :func:`edge_bridge.bundle.publish_bridge` (``bridges/vNNNN.onnx`` and
+   ``.safetensors`` first, the manifest's current pointer last), under a lock file, after re-reading the
+   manifest. A running ``deploy`` sees the new manifest and swaps the bridge between windows.
+
+Nothing is written unless a bridge is accepted; every error is raised before the first write.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from calibrate.data import PairedData, holdout_split, load_paired
+from calibrate.errors import CalibrationError
+from calibrate.refit import RefitResult, closed_form_refit, gradient_refit, torch_available
+from calibrate.weights import PrototypeWeights, read_weights
+from edge_bridge.bundle import Bundle, BundleError, publish_bridge, set_current_bridge
+from edge_bridge.log import resolve_level
+from edge_bridge.recordings.recording import Recording
+
+logger = logging.getLogger(__name__)
+
+METHODS = ("auto", "closed-form", "gradient")
+LOCK_NAME = ".calibrate.lock"
+
+
+@dataclass
+class Scores:
+    """Validation figures of one bridge on the held-out paired windows."""
+
+    agreement: float
+    balanced_agreement: float
+    alignment_loss: float
+    windows: int
+
+    def to_dict(self) -> dict[str, float]:
+        return {k: round(float(v), 6) for k, v in asdict(self).items()}
+
+
+@dataclass
+class CalibrationReport:
+    """What calibration did and why; ``to_dict()`` is the JSON report."""
+
+    bundle: str
+    accepted: bool
+    verdict: str
+    previous_version: int
+    new_version: int | None
+    method: str
+    chosen: str | None
+    windows: dict[str, int]
+    skipped: dict[str, int]
+    current: Scores
+    candidates: dict[str, Scores]
+    timings_s: dict[str, float]
+    refit_info: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["current"] = self.current.to_dict()
+        d["candidates"] = {k: v.to_dict() for k, v in self.candidates.items()}
+        d["timings_s"] = {k: round(v, 4) for k, v in self.timings_s.items()}
+        return d
+
+
+# --- engines and features --------------------------------------------------------------------------------
+def _run(engine: Any, name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    out_name = engine.outputs[0].name
+    parts = [engine.run({name: x[i:i + batch]})[out_name] for i in range(0, len(x), batch)]
+    return np.concatenate(parts) if parts else np.zeros((0,))
+
+
+@dataclass
+class Features:
+    """Cached model outputs on the paired windows."""
+
+    h: np.ndarray  # (n, d_in) target_front(x_target)
+    z: np.ndarray  # (n, T, D_out) source_front(x_source)
+    source_logits: np.ndarray  # (n, n_classes) source_back(z)
+
+
+def extract_features(bundle: Bundle, data: PairedData, device: str = "cpu") -> Features:
+    """Run ``target_front``, ``source_front`` and ``source_back`` over the paired windows."""
+    from deploy.engines import load_engine
+
+    x_t = data.windows.x["target"]
+    x_s = data.windows.x["source"]
+    with load_engine(bundle.part_path("target_front"), device) as tf:
+        h = _run(tf, "x_target", x_t)
+    with load_engine(bundle.part_path("source_front"), device) as sf:
+        z = _run(sf, "x_source", x_s)
+    with load_engine(bundle.part_path("source_back"), device) as sb:
+        logits = _run(sb, "z", z)
+    return Features(h.astype(np.float32), z.astype(np.float32), logits.astype(np.float32))
+
+
+def _agreement(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    plain = float(np.mean(pred == ref)) if len(ref) else float("nan")
+    per_class = [float(np.mean(pred[ref == c] == c)) for c in np.unique(ref)]
+    return plain, float(np.mean(per_class)) if per_class else float("nan")
+
+
+def _alignment(z_hat: np.ndarray, z: np.ndarray) -> float:
+    a = z_hat.reshape(len(z_hat), -1).astype(np.float64)
+    b = z.reshape(len(z), -1).astype(np.float64)
+    cos = (a * b).sum(1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1) + 1e-12)
+    return float(np.mean(1.0 - cos))
+
+
+def score_bridge(bridge_path: str | os.PathLike[str], source_back: Any, feats: Features, idx: np.ndarray
+                 ) -> Scores:
+    """Run a bridge graph and ``source_back`` on held-out windows; compare with the source model."""
+    from deploy.engines import load_engine
+
+    with load_engine(bridge_path, "cpu") as br:
+        z_hat = _run(br, "h", feats.h[idx])
+    pred = _run(source_back, "z", z_hat.astype(np.float32)).argmax(1)
+    ref = feats.source_logits[idx].argmax(1)
+    plain, balanced = _agreement(pred, ref)
+    return Scores(plain, balanced, _alignment(z_hat, feats.z[idx]), len(idx))
+
+
+def better(new: Scores, old: Scores, margin_agreement: float, margin_loss: float) -> tuple[bool, str]:
+    """The acceptance rule, with the reason in words."""
+    d_agree = new.agreement - old.agreement
+    rel = (old.alignment_loss - new.alignment_loss) / max(old.alignment_loss, 1e-12)
+    facts = (f"agreement {old.agreement:.3f} -> {new.agreement:.3f} ({d_agree:+.3f}), alignment loss "
+             f"{old.alignment_loss:.4f} -> {new.alignment_loss:.4f} ({-rel:+.1%})")
+    if d_agree >= margin_agreement - 1e-12:
+        return True, f"{facts}: agreement up by at least {margin_agreement:g}"
+    if d_agree >= -1e-12 and rel >= margin_loss:
+        return True, f"{facts}: agreement no lower and alignment loss down by at least {margin_loss:.0%}"
+    return False, (f"{facts}: not better by the margin (agreement +{margin_agreement:g}, or alignment loss "
+                   f"-{margin_loss:.0%} at equal agreement)")
+
+
+# --- locking ----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def bundle_lock(root: Path) -> Iterator[None]:
+    """An exclusive lock on the bundle for publish and rollback (two calibrations never race)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    path = root / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise CalibrationError(f"{root}: another calibrate or rollback holds {LOCK_NAME}; wait for it to "
+                                   "finish and try again") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def load_calibratable(path: str | os.PathLike[str]) -> Bundle:
+    """Load and verify a bundle, and refuse one without ``source_front`` (nothing to fit the bridge to)."""
+    bundle = Bundle.load(path)
+    if "source_front" not in bundle.manifest.parts:
+        raise CalibrationError(
+            f"{bundle.root}: the bundle has no source_front part, which calibration needs to turn the source "
+            "signal into bridge targets; re-export with source_front included (edge-bridge export keeps it "
+            "unless told otherwise). Nothing was changed")
+    return bundle
+
+
+# --- the entry points --------------------------------------------------------------------------------------
+Recordings = Sequence[Recording | str | os.PathLike[str]]
+
+
+def calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
+              method: str = "auto", holdout: float = 0.2, margin_agreement: float = 0.02,
+              margin_loss: float = 0.01, device: str = "cpu", run_dir: str | os.PathLike[str] | None = None,
+              epochs: int = 30, dry_run: bool = False, verbose: bool | int | str | None = None
+              ) -> CalibrationReport:
+    """Refit the bundle's bridge on paired recordings; publish it only if it validates better.
+
+    Parameters
+    ----------
+    bundle_path : path-like
+        The bundle directory; it must have ``source_front``.
+    recordings : sequence of path or Recording
+        Paired recordings (one with both modalities, or one per modality with overlapping time stamps).
+    method : {"auto", "closed-form", "gradient"}
+        ``auto``: closed form, then gradient steps if torch and ``run_dir`` are available, keeping whichever
+        validates better. ``gradient`` fails if they are not.
+    holdout : float
+        Fraction of each recording (its end) kept for validation.
+    margin_agreement, margin_loss : float
+        How much better the new bridge must be (see :func:`better`).
+    device : str
+        Engine device for the fronts (``cpu``, ``cuda``, ``jetson``); candidate bridges run on CPU.
+    run_dir : path-like, optional
+        The training run (``edge-bridge train --run``), for the gradient path's source model.
+    epochs : int
+        Gradient epochs.
+    dry_run : bool
+        Validate and report, never publish.
+    verbose : bool, int, str or None
+        Logging level for this call (``None``: ``EDGE_BRIDGE_LOG_LEVEL``, else INFO).
+
+    Returns
+    -------
+    CalibrationReport
+
+    Raises
+    ------
+    CalibrationError
+        Bad input (missing or flat modality, wrong rate, no time overlap, too little data, no
+        ``source_front``), or gradient requested without torch or ``run_dir``. The bundle is unchanged.
+    BundleError
+        The bundle does not load or verify.
+    """
+    pkg = logging.getLogger("calibrate")
+    old_level = pkg.level
+    pkg.setLevel(resolve_level(verbose))
+    try:
+        return _calibrate(bundle_path, recordings, method=method, holdout=holdout,
+                          margin_agreement=margin_agreement, margin_loss=margin_loss, device=device,
+                          run_dir=run_dir, epochs=epochs, dry_run=dry_run)
+    finally:
+        pkg.setLevel(old_level)
+
+
+def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
+               method: str, holdout: float, margin_agreement: float, margin_loss: float, device: str,
+               run_dir: str | os.PathLike[str] | None, epochs: int, dry_run: bool) -> CalibrationReport:
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    if method not in METHODS:
+        raise CalibrationError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
+    if not 0 < holdout < 1:
+        raise CalibrationError(f"--holdout must be a fraction in (0, 1), got {holdout!r}")
+    if margin_agreement < 0 or margin_loss < 0:
+        raise CalibrationError(f"margins must be >= 0, got agreement {margin_agreement}, loss {margin_loss}")
+    notes: list[str] = []
+    gradient_ok, why_not = _gradient_possible(run_dir)
+    if method == "gradient" and not gradient_ok:
+        raise CalibrationError(f"--method gradient {why_not}; use --method closed-form (or auto)")
+    if method == "auto" and not gradient_ok:
+        notes.append(f"closed form only: gradient steps {why_not}")
+
+    bundle = load_calibratable(bundle_path)
+    m = bundle.manifest
+    current_version = m.current_bridge
+    current = read_weights(bundle.root / bundle.current_bridge.weights_file)
+
+    t0 = time.perf_counter()
+    data = load_paired(recordings, m.source, m.target, holdout=holdout)
+    split = holdout_split(data, m.source, holdout)
+    timings["windows"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    feats = extract_features(bundle, data, device)
+    timings["features"] = time.perf_counter() - t0
+    _check_feature_shapes(feats, current, bundle)
+
+    fit = split.fit
+    candidates: list[RefitResult] = []
+    if method in ("auto", "closed-form"):
+        cf = closed_form_refit(feats.h[fit], feats.z[fit], current, starts=data.windows.starts[fit],
+                               groups=data.recording[fit], window_s=m.source.window_s)
+        timings["closed_form"] = cf.seconds
+        candidates.append(cf)
+    if method in ("auto", "gradient") and gradient_ok:
+        t0 = time.perf_counter()
+        tail, y, match = _source_tail(run_dir, feats, fit, m.positions["j"])  # type: ignore[arg-type]
+        notes.append(f"gradient steps through the source model of {run_dir} (matches source_back on "
+                     f"{match:.0%} of windows)")
+        starts = [c.weights for c in candidates] or [current]
+        for k, start in enumerate(starts):
+            gr = gradient_refit(feats.h[fit], y, start, tail, epochs=epochs)
+            gr.info["warm_start"] = "closed-form" if candidates and k == 0 else f"v{current_version:04d}"
+            candidates.append(gr)
+        timings["gradient"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    from deploy.engines import load_engine
+
+    val = split.validate
+    scored: dict[str, Scores] = {}
+    blobs: dict[str, tuple[bytes, bytes]] = {}
+    with load_engine(bundle.part_path("source_back"), device) as sb, \
+            tempfile.TemporaryDirectory(prefix="edge-bridge-calibrate-") as tmp:
+        current_scores = score_bridge(bundle.bridge_path(), sb, feats, val)
+        for cand in candidates:
+            meta = {"origin": "calibrate", "method": cand.method, "based_on": f"v{current_version:04d}"}
+            onnx_bytes = cand.weights.onnx_bytes({"method": cand.method})
+            path = Path(tmp) / f"{cand.method}.onnx"
+            path.write_bytes(onnx_bytes)
+            scored[cand.method] = score_bridge(path, sb, feats, val)
+            blobs[cand.method] = (onnx_bytes, cand.weights.safetensors_bytes(meta))
+    timings["validate"] = time.perf_counter() - t0
+
+    best = max(scored, key=lambda k: (scored[k].agreement, -scored[k].alignment_loss)) if scored else None
+    accepted, reason = (False, "no candidate") if best is None else better(
+        scored[best], current_scores, margin_agreement, margin_loss)
+    new_version = None
+    windows = {"paired": len(data), "fit": len(split.fit), "validate": len(split.validate),
+               "purged": split.purged}
+    refit_info = {c.method: c.info for c in candidates}
+    if accepted and dry_run:
+        verdict = f"dry run: {best} would replace v{current_version:04d} ({reason}); nothing written"
+        accepted = False
+    elif accepted:
+        t0 = time.perf_counter()
+        assert best is not None
+        config = next(c.weights.config for c in candidates if c.method == best)
+        metrics = {"kind": "prototype", "config": config, "method": best, "based_on": current_version,
+                   "validation": scored[best].to_dict(),
+                   "previous_validation": current_scores.to_dict(), "windows": windows,
+                   "refit": refit_info.get(best, {})}
+        new_version = publish_candidate(bundle.root, current_version, *blobs[best], metrics)
+        timings["publish"] = time.perf_counter() - t0
+        verdict = f"accepted: bridge v{new_version:04d} ({best}) replaces v{current_version:04d}; {reason}"
+    else:
+        verdict = f"kept v{current_version:04d}: {best or 'no candidate'} {reason}"
+    timings["total"] = time.perf_counter() - t_all
+    logger.info("%s", verdict)
+    return CalibrationReport(str(bundle.root), accepted, verdict, current_version, new_version, method, best,
+                             windows, data.skipped, current_scores, scored, timings, refit_info, notes)
+
+
+def _check_feature_shapes(feats: Features, current: PrototypeWeights, bundle: Bundle) -> None:
+    if feats.h.shape[1:] != (current.d_in,) or feats.z.shape[1:] != (current.tokens, current.d_out):
+        raise CalibrationError(
+            f"{bundle.root}: target_front gives h {list(feats.h.shape[1:])} and source_front gives z "
+            f"{list(feats.z.shape[1:])}, but the current bridge maps {current.d_in} -> "
+            f"({current.tokens}, {current.d_out}); the bundle's parts do not fit, re-export it")
+
+
+def publish_candidate(root: Path, based_on: int, onnx_bytes: bytes, weights_bytes: bytes,
+                      metrics: dict[str, Any]) -> int:
+    """Publish under the lock, on a freshly read manifest; refuse if the current bridge moved meanwhile."""
+    with bundle_lock(root):
+        fresh = Bundle.load(root)
+        if fresh.manifest.current_bridge != based_on:
+            raise CalibrationError(
+                f"{root}: the current bridge changed during calibration (v{based_on:04d} -> "
+                f"v{fresh.manifest.current_bridge:04d}); nothing was published, run calibrate again")
+        version = publish_bridge(fresh, onnx_bytes, weights_bytes, origin="calibrate", metrics=metrics)
+        Bundle.load(root)  # verify what is now on disk
+    return version.version
+
+
+def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) -> tuple[int, int]:
+    """Make an earlier published bridge current again (atomic manifest swap, nothing rebuilt).
+
+    Parameters
+    ----------
+    version : int, optional
+        The version to make current; default the highest version below the current one.
+
+    Returns
+    -------
+    (previous, now) : tuple of int
+    """
+    root = Path(bundle_path)
+    with bundle_lock(root) if root.is_dir() else contextlib.nullcontext():
+        bundle = Bundle.load(root)
+        m = bundle.manifest
+        cur = m.current_bridge
+        if version is None:
+            older = [v for v in m.bridges if v < cur]
+            if not older:
+                raise CalibrationError(f"{root}: bridge v{cur:04d} is the earliest published version; there "
+                                       f"is nothing to roll back to (published: {sorted(m.bridges)})")
+            version = max(older)
+        if version == cur:
+            raise CalibrationError(f"{root}: bridge v{version:04d} is already current")
+        try:
+            set_current_bridge(bundle, version)
+        except BundleError as exc:
+            raise CalibrationError(str(exc)) from None
+        Bundle.load(root)
+    logger.info("%s: bridge v%04d is current again (was v%04d)", root, version, cur)
+    return cur, version
+
+
+# --- gradient path ----------------------------------------------------------------------------------------
+def _gradient_possible(run_dir: str | os.PathLike[str] | None) -> tuple[bool, str]:
+    if not torch_available():
+        return False, "need torch, which is not installed here"
+    if run_dir is None:
+        return False, ("need the source model's weights (the bundle has ONNX only); pass --run RUN, the "
+                       "training run directory")
+    if not Path(run_dir).is_dir():
+        return False, f"need the training run, but {run_dir} is not a directory"
+    return True, ""
+
+
+def _source_tail(run_dir: str | os.PathLike[str], feats: Features, fit: np.ndarray, j: int
+                 ) -> tuple[Any, np.ndarray, float]:
+    """The source model's blocks from *j* on (frozen torch module), its last-block output on the fit
+    windows' ``z*`` (the paper's target Y) and how well it matches the bundle's ``source_back``."""
+    import torch
+
+    from calibrate.torch_tail import check_matches, load_source_tail
+
+    tail = load_source_tail(run_dir, j)
+    match = check_matches(tail, feats.z, feats.source_logits)
+    with torch.no_grad():
+        y = tail(torch.as_tensor(feats.z[fit])).numpy()
+    return tail, y, match

@@ -1,0 +1,357 @@
+"""Paired calibration windows from on-site recordings, cut with the bundle's own preprocessing spec.
+
+Both modalities must cover the same seconds. They come either from one recording that carries both (a
+BrainFlow CSV from a board with ECG and PPG rows, an EDF+ with both channels), or from two recordings, one
+per modality, aligned by their start time stamps and cropped to the span they share. Windows failing
+either modality's quality gate (or overlapping a ``BAD`` annotation) are left out and counted, exactly as
+on the host (:func:`edge_bridge.recordings.paired.paired_windows`).
+
+Every problem is found here, before a model runs or a byte is written: a modality missing or flat, a
+sampling rate other than the spec's, recordings that do not overlap in time, too few windows.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from calibrate.errors import CalibrationError
+from edge_bridge.errors import EdgeBridgeError
+from edge_bridge.recordings.paired import Windows, paired_windows
+from edge_bridge.recordings.recording import Recording
+from edge_bridge.signals import Preprocessing, assess_quality, cut_windows
+from edge_bridge.signals.quality import Quality
+
+logger = logging.getLogger(__name__)
+
+MIN_FIT_WINDOWS = 8
+MIN_VALIDATION_WINDOWS = 3
+
+
+@dataclass
+class PairedData:
+    """Paired windows of all recordings, with where each came from.
+
+    Attributes
+    ----------
+    windows : Windows
+        ``x["source"]`` (n, C_s, L_s) and ``x["target"]`` (n, C_t, L_t), processed, float32.
+    recording : ndarray of int, shape (n,)
+        Index of the recording (pair) each window comes from, into ``sources``.
+    sources : list of str
+        One description per recording or aligned pair.
+    skipped : dict of str -> int
+        Windows left out, by reason (``quality``, ``bad_span``).
+    seconds : float
+        Paired seconds covered by all recordings.
+    """
+
+    windows: Windows
+    recording: np.ndarray
+    sources: list[str]
+    skipped: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def __len__(self) -> int:
+        return len(self.windows)
+
+
+def _name(rec: Recording) -> str:
+    return str(rec.meta.get("source_file") or rec.subject or "recording")
+
+
+def _match_channels(rec: Recording, spec: Preprocessing) -> list[str] | None:
+    """The recording's channels for ``spec``: by name, else the only ones of the spec's modality."""
+    names = rec.channel_names
+    if all(c in names for c in spec.channels):
+        return list(spec.channels)
+    same = [c.name for c in rec.modality_channels(spec.modality)]
+    if len(same) == spec.n_channels:
+        logger.info("%s: no channel(s) %s; using the %s channel(s) %s instead", _name(rec),
+                    list(spec.channels), spec.modality, same)
+        return same
+    return None
+
+
+def _has(rec: Recording, spec: Preprocessing) -> bool:
+    return _match_channels(rec, spec) is not None
+
+
+def _conform(rec: Recording, spec: Preprocessing, role: str) -> Recording:
+    """Rename matched channels to the spec's names and check their rate; raises with the fix."""
+    names = _match_channels(rec, spec)
+    if names is None:
+        raise CalibrationError(
+            f"{_name(rec)}: no {role} signal: the bundle's {role} spec needs {spec.modality} channel(s) "
+            f"{list(spec.channels)}, the recording has {rec.channel_names}; record both modalities, or give "
+            f"a second recording with the {role} signal (aligned by start time)")
+    for want, have in zip(spec.channels, names, strict=True):
+        ch = rec.channel(have)
+        if abs(ch.rate - spec.input_rate) > 1e-6:
+            raise CalibrationError(
+                f"{_name(rec)}: {role} channel {have} is sampled at {ch.rate:g} Hz but the bundle's {role} "
+                f"spec expects {spec.input_rate:g} Hz; record at {spec.input_rate:g} Hz (nothing is "
+                "resampled silently on site)")
+        if have != want:
+            ch.name = want
+    return rec
+
+
+def align(source_rec: Recording, target_rec: Recording, window_s: float) -> Recording:
+    """One recording with the channels of both, cropped to the seconds both cover (by start time stamps).
+
+    Raises
+    ------
+    CalibrationError
+        A recording without a start time, or an overlap shorter than one window.
+    """
+    for rec in (source_rec, target_rec):
+        if rec.start_time is None:
+            raise CalibrationError(f"{_name(rec)}: no start time, so it cannot be aligned with another "
+                                   "recording; record both modalities in one file, or use files with time "
+                                   "stamps (BrainFlow CSV, EDF+)")
+    s0, t0 = source_rec.start_time, target_rec.start_time
+    if (s0.tzinfo is None) != (t0.tzinfo is None):  # naive vs aware: read both as UTC
+        s0, t0 = s0.replace(tzinfo=None), t0.replace(tzinfo=None)
+    offset = (t0 - s0).total_seconds()  # target start relative to source start
+    lo = max(0.0, offset)
+    hi = min(source_rec.duration, offset + target_rec.duration)
+    if hi - lo < window_s:
+        what = "do not overlap in time" if hi <= lo else f"overlap by only {hi - lo:.1f} s"
+        raise CalibrationError(
+            f"{_name(source_rec)} (from {s0}, {source_rec.duration:.0f} s) and {_name(target_rec)} (from "
+            f"{t0}, {target_rec.duration:.0f} s) {what}; calibration needs at least one {window_s:g} s "
+            "window recorded by both at the same time")
+    src = source_rec.copy().crop(lo, hi)
+    tgt = target_rec.copy().crop(lo - offset, hi - offset)
+    clash = set(src.channel_names) & set(tgt.channel_names)
+    channels = src.channels + [c for c in tgt.channels if c.name not in clash]
+    meta = {"source_file": f"{_name(source_rec)} + {_name(target_rec)}", "aligned_offset_s": offset}
+    logger.info("aligned %s: %.1f s shared (target starts %+.3f s after source)", meta["source_file"],
+                hi - lo, offset)
+    subject = source_rec.subject or target_rec.subject
+    return Recording(channels, src.annotations, src.start_time, subject, meta)
+
+
+def pair_recordings(recs: Sequence[Recording], source: Preprocessing, target: Preprocessing
+                    ) -> list[Recording]:
+    """Recordings that carry both modalities; single-modality ones are paired by overlap in time."""
+    both, only_s, only_t = [], [], []
+    for rec in recs:
+        has_s, has_t = _has(rec, source), _has(rec, target)
+        if has_s and has_t:
+            both.append(rec)
+        elif has_s:
+            only_s.append(rec)
+        elif has_t:
+            only_t.append(rec)
+        else:
+            raise CalibrationError(
+                f"{_name(rec)}: carries neither the source signal ({source.modality} "
+                f"{list(source.channels)}) "
+                f"nor the target signal ({target.modality} {list(target.channels)}); it has "
+                f"{rec.channel_names}")
+    if len(only_s) != len(only_t):
+        lonely = only_s if len(only_s) > len(only_t) else only_t
+        role = "source" if lonely is only_s else "target"
+        other = "target" if role == "source" else "source"
+        raise CalibrationError(
+            f"one modality missing: {', '.join(_name(r) for r in lonely)} carr"
+            f"{'ies' if len(lonely) == 1 else 'y'} only the {role} signal and "
+            f"{len(only_t) if role == 'source' else len(only_s)} recording(s) carry only the {other} signal; "
+            f"calibration needs the {other} signal "
+            f"({(target if role == 'source' else source).modality}) recorded at the same time")
+    # pair each source-only recording with the target-only one that starts closest to it
+    pairs = list(both)
+    remaining = list(only_t)
+    for s in sorted(only_s, key=lambda r: (r.start_time is None, r.start_time or 0)):
+        if s.start_time is None or any(t.start_time is None for t in remaining):
+            best = remaining[0]
+        else:
+            best = min(remaining, key=lambda t: abs((t.start_time - s.start_time).total_seconds()))
+        remaining.remove(best)
+        pairs.append(align(_conform(s, source, "source"), _conform(best, target, "target"), source.window_s))
+    return pairs
+
+
+def _diagnose(rec: Recording, source: Preprocessing, target: Preprocessing) -> str:
+    """Why windows were lost: per modality, how many windows are flat / clipped / non-finite."""
+    notes = []
+    for role, spec in (("source", source), ("target", target)):
+        data, _ = rec.data(list(spec.channels))
+        raw, _ = cut_windows(data, spec)
+        if not len(raw):
+            continue
+        flags = np.bitwise_or.reduce(assess_quality(raw, spec), axis=1)
+        n = len(flags)
+        for flag, word in ((Quality.FLAT, "flat"), (Quality.NONFINITE, "non-finite"),
+                           (Quality.CLIPPED, "clipped"), (Quality.AMPLITUDE, "out of range")):
+            k = int(((flags & int(flag)) != 0).sum())
+            if k:
+                notes.append(f"{role} {spec.modality} {word} in {k} of {n} windows")
+    return "; ".join(notes)
+
+
+def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source: Preprocessing,
+                target: Preprocessing, *, holdout: float = 0.2) -> PairedData:
+    """Paired, processed windows from on-site recordings (files or :class:`Recording` objects).
+
+    Parameters
+    ----------
+    recordings : sequence of Recording or path
+        Files are read with :func:`edge_bridge.recordings.read_recording` (EDF+, BrainFlow CSV, ...).
+    source, target : Preprocessing
+        The bundle's specs (``manifest.source``, ``manifest.target``).
+    holdout : float
+        Fraction kept for validation; used here only to say how much data is enough.
+
+    Raises
+    ------
+    CalibrationError
+        A modality missing or flat, a wrong sampling rate, recordings that do not overlap, too few windows.
+    """
+    from edge_bridge.recordings import read_recording
+
+    if not recordings:
+        raise CalibrationError("no paired recordings given; pass --paired FILE [FILE ...] or --record")
+    recs: list[Recording] = []
+    for item in recordings:
+        if isinstance(item, Recording):
+            recs.append(item.copy())
+            continue
+        path = Path(item)
+        try:
+            rec = read_recording(path)
+        except EdgeBridgeError as exc:
+            raise CalibrationError(f"cannot read {path}: {exc}") from None
+        rec.meta.setdefault("source_file", str(path))
+        recs.append(rec)
+    pairs = pair_recordings(recs, source, target)
+    parts, index, names, seconds = [], [], [], 0.0
+    for k, rec in enumerate(pairs):
+        _conform(rec, source, "source")
+        _conform(rec, target, "target")
+        try:
+            w = paired_windows(rec, source, target)
+        except EdgeBridgeError as exc:
+            raise CalibrationError(f"{_name(rec)}: {exc}") from None
+        if len(w) == 0 and w.skipped:
+            raise CalibrationError(
+                f"{_name(rec)}: all {w.skipped} windows fail the quality gate "
+                f"({_diagnose(rec, source, target)})"
+                "; check that both sensors are attached and recording (a flat line means lead off or a dead "
+                "sensor)")
+        parts.append(w)
+        index.append(np.full(len(w), k, dtype=np.int64))
+        names.append(_name(rec))
+        seconds += rec.duration
+    windows = Windows.concatenate(parts)
+    reasons = dict(windows.skipped_reasons)
+    data = PairedData(windows, np.concatenate(index), names, reasons, seconds)
+    need = minimum_windows(source, holdout)
+    if len(data) < need:
+        lost = f" ({sum(reasons.values())} more left out: {reasons})" if reasons else ""
+        per_s = source.hop_s
+        raise CalibrationError(
+            f"too little paired data: {len(data)} good {source.window_s:g} s windows from {seconds:.0f} s of "
+            f"recording{lost}; calibration needs at least {need} (>= {MIN_FIT_WINDOWS} to fit and "
+            f">= {MIN_VALIDATION_WINDOWS} to validate, with no overlap between them). Record at least "
+            f"{math.ceil((need - len(data)) * per_s)} s more")
+    logger.info("%d paired windows from %d recording(s), %.0f s; left out: %s", len(data), len(pairs),
+                seconds, reasons or "none")
+    return data
+
+
+def overlap_windows(spec: Preprocessing) -> int:
+    """How many hops a window spans: neighbours closer than this share samples."""
+    return max(1, math.ceil(spec.window_s / spec.hop_s - 1e-9))
+
+
+def minimum_windows(spec: Preprocessing, holdout: float) -> int:
+    """Fewest windows (one recording) that leave enough to fit and validate after the purge gap."""
+    if not 0 < holdout < 1:
+        raise CalibrationError(f"--holdout must be a fraction in (0, 1), got {holdout!r}")
+    gap = overlap_windows(spec) - 1
+    n_val = max(MIN_VALIDATION_WINDOWS, 1)
+    n = MIN_FIT_WINDOWS + gap + n_val
+    while n_val < math.ceil(holdout * n):
+        n_val += 1
+        n = MIN_FIT_WINDOWS + gap + n_val
+    return n
+
+
+@dataclass(frozen=True)
+class Split:
+    """Indices of the windows to fit on and to validate on; ``purged`` were dropped between them."""
+
+    fit: np.ndarray
+    validate: np.ndarray
+    purged: int
+
+
+def holdout_split(data: PairedData, spec: Preprocessing, holdout: float) -> Split:
+    """Hold out the last ``holdout`` of each recording (by time) and drop fit windows that overlap it.
+
+    Why by time and with a gap: windows overlap (60 s windows on a 5 s hop share up to 55 s), so a random
+    split would validate on data the fit has seen and accept a bridge that merely memorised.
+    """
+    if not 0 < holdout < 1:
+        raise CalibrationError(f"--holdout must be a fraction in (0, 1), got {holdout!r}")
+    fit, val, purged = [], [], 0
+    starts = data.windows.starts
+    for k in np.unique(data.recording):
+        idx = np.flatnonzero(data.recording == k)
+        idx = idx[np.argsort(starts[idx], kind="stable")]
+        n_val = max(MIN_VALIDATION_WINDOWS, math.ceil(holdout * len(idx))) if len(idx) > 1 else 0
+        if len(idx) - n_val < 1:
+            n_val = 0
+        v = idx[len(idx) - n_val:]
+        cand = idx[: len(idx) - n_val]
+        if len(v):
+            first = starts[v].min()
+            keep = starts[cand] + spec.window_s <= first + 1e-9
+            purged += int((~keep).sum())
+            cand = cand[keep]
+        fit.append(cand)
+        val.append(v)
+    split = Split(np.concatenate(fit), np.concatenate(val), purged)
+    if len(split.fit) < MIN_FIT_WINDOWS or len(split.validate) < MIN_VALIDATION_WINDOWS:
+        raise CalibrationError(
+            f"too little paired data: after holding out {len(split.validate)} windows for validation and "
+            f"dropping {purged} that overlap them, {len(split.fit)} remain to fit; calibration needs at "
+            "least "
+            f"{MIN_FIT_WINDOWS} to fit and {MIN_VALIDATION_WINDOWS} to validate. Record longer")
+    return split
+
+
+def blocked_folds(starts: np.ndarray, groups: np.ndarray, window_s: float, k: int = 4
+                  ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``k`` contiguous validation blocks (per group, by time) with overlapping fit windows removed.
+
+    Used to choose the ridge penalty on the fit windows alone, so the held-out windows stay unseen.
+    A fit window is dropped when it overlaps any window of the block by more than half a window.
+    """
+    folds = []
+    order = np.lexsort((starts, groups))
+    blocks = np.array_split(order, k)
+    for block in blocks:
+        if not len(block):
+            continue
+        val = np.zeros(len(starts), dtype=bool)
+        val[block] = True
+        near = np.zeros(len(starts), dtype=bool)
+        for g in np.unique(groups[block]):
+            in_g = groups == g
+            vs = starts[block][groups[block] == g]
+            near |= in_g & (np.abs(starts[:, None] - vs[None, :]) < window_s / 2).any(axis=1)
+        fit = np.flatnonzero(~val & ~near)
+        if len(fit) >= 2:
+            folds.append((fit, np.flatnonzero(val)))
+    return folds
+

@@ -1,0 +1,94 @@
+"""Record paired calibration data on site with :mod:`firmware_interface`, checked before a second is spent.
+
+``--record SECONDS --board NAME[,k=v...]``: the board (and its device profile) must deliver both the source
+and the target channels of the bundle, each at its spec's sampling rate. That is checked from the board
+description before the session opens, so a board without ECG, or a 250 Hz PPG for a 64 Hz spec, fails at
+once instead of after minutes of recording. The recording (BrainFlow CSV + sidecar, written durably by
+:func:`firmware_interface.record`) is kept beside the bundle, never inside it: a bundle holds only what its
+manifest lists.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from calibrate.errors import CalibrationError
+
+logger = logging.getLogger(__name__)
+
+
+def parse_board(spec: str) -> tuple[str, dict[str, str]]:
+    """``"CYTON_BOARD,serial_port=/dev/ttyUSB0"`` -> ``("CYTON_BOARD", {"serial_port": "/dev/ttyUSB0"})``."""
+    name, *items = [s.strip() for s in spec.split(",")]
+    if not name:
+        raise CalibrationError(f"--board must look like NAME[,key=value...], got {spec!r}")
+    params: dict[str, str] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq or not key:
+            raise CalibrationError("--board parameters must look like key=value (e.g. "
+                                   f"serial_port=/dev/ttyUSB0), got {item!r} in {spec!r}")
+        params[key] = value
+    return name, params
+
+
+def check_channels(channels: list[Any], rate: float, specs: dict[str, Any], board: str) -> None:
+    """Each role's channels must be on the board (by name, else by modality) at the spec's rate."""
+    names = [c.name for c in channels]
+    for role, spec in specs.items():
+        found = [n for n in spec.channels if n in names]
+        if len(found) != spec.n_channels:
+            found = [c.name for c in channels if c.modality == spec.modality]
+        if len(found) != spec.n_channels:
+            raise CalibrationError(
+                f"board {board} gives no {role} signal: the bundle needs {spec.modality} channel(s) "
+                f"{list(spec.channels)}, the board offers {[f'{c.name} ({c.modality})' for c in channels]}. "
+                "Name the rows with --profile (see firmware_interface/README.md), or record the two "
+                "modalities separately and pass both files with --paired. Nothing was recorded")
+        if abs(rate - spec.input_rate) > 1e-6:
+            raise CalibrationError(
+                f"board {board} samples at {rate:g} Hz but the bundle's {role} spec ({spec.modality}) "
+                f"expects {spec.input_rate:g} Hz; record the two modalities with devices at their spec rates "
+                "and pass "
+                "both files with --paired, or re-export the bundle for this rate. Nothing was recorded")
+
+
+def record_paired(bundle_path: str | os.PathLike[str], board: str, seconds: float, *,
+                  profile: str | os.PathLike[str] | None = None,
+                  out_dir: str | os.PathLike[str] | None = None) -> Path:
+    """Record ``seconds`` of paired data from ``board`` for the bundle; returns the CSV path.
+
+    Raises
+    ------
+    CalibrationError
+        The board lacks a modality or runs at another rate (before recording), or recording fails.
+    """
+    from calibrate.core import load_calibratable
+    from firmware_interface import BrainFlowSource, FirmwareError, record
+
+    bundle = load_calibratable(bundle_path)
+    if not seconds > 0:
+        raise CalibrationError(f"--record needs a positive number of seconds, got {seconds!r}")
+    name, params = parse_board(board)
+    m = bundle.manifest
+    try:
+        source = BrainFlowSource(name, params, profile=profile)
+    except FirmwareError as exc:
+        raise CalibrationError(f"cannot open board {board}: {exc}") from None
+    check_channels(source.channels, source.sampling_rate, {"source": m.source, "target": m.target}, board)
+    out = Path(out_dir) if out_dir else bundle.root.with_name(bundle.root.name + ".calibration")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    path = out / f"calibration-{stamp}.csv"
+    logger.info("recording %g s from %s into %s", seconds, board, path)
+    try:
+        result = record(source, path, seconds)
+    except (FirmwareError, FileExistsError) as exc:
+        raise CalibrationError(f"recording from {board} failed: {exc}") from None
+    if result.interrupted:
+        raise CalibrationError(f"recording interrupted after {result.seconds:.0f} s; {path} is kept, pass it "
+                               "with --paired to calibrate on what was recorded")
+    return Path(result.path)

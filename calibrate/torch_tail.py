@@ -1,0 +1,65 @@
+"""The source model's blocks after *j*, as a frozen torch module, for the gradient path only (imports torch).
+
+A bundle carries ONNX graphs, and ``source_back`` ends in the head's logits; the paper's objective needs the
+last block's output, so the gradient path rebuilds the source model from the training run directory
+(``RUN/source_model``, written by ``edge-bridge fit-source``). Importing this module imports torch.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from calibrate.errors import CalibrationError
+
+
+class SourceTail(nn.Module):
+    """``z (N, T, D_out)`` at source block *j*'s input -> the source model's last-block output."""
+
+    def __init__(self, source: nn.Module, j: int) -> None:
+        super().__init__()
+        from edge_bridge.composite import SourceBack
+
+        self.back = SourceBack(source, j)  # type: ignore[arg-type]
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.back.last_block(z)
+
+    def logits(self, z: torch.Tensor) -> torch.Tensor:
+        return self.back(z)
+
+
+def load_source_tail(run_dir: str | os.PathLike[str], j: int) -> SourceTail:
+    """Load ``RUN/source_model`` and wrap its blocks from *j* on, frozen and in eval mode."""
+    from edge_bridge.errors import EdgeBridgeError
+    from edge_bridge.models import load_backbone
+
+    path = Path(run_dir) / "source_model"
+    try:
+        source, _ = load_backbone(path)
+    except EdgeBridgeError as exc:
+        raise CalibrationError(f"--run {run_dir}: cannot load the source model for gradient steps ({exc}); "
+                               "use --method closed-form, or point --run at the run the bundle was exported "
+                               "from") from None
+    tail = SourceTail(source, j).eval()
+    for p in tail.parameters():
+        p.requires_grad_(False)
+    return tail
+
+
+def check_matches(tail: SourceTail, z: np.ndarray, bundle_logits: np.ndarray, min_agreement: float = 0.9
+                  ) -> float:
+    """The run's source model must give the bundle's ``source_back`` classes on the same tokens."""
+    with torch.no_grad():
+        ours = tail.logits(torch.as_tensor(z)).numpy().argmax(1)
+    agree = float(np.mean(ours == bundle_logits.argmax(1)))
+    if agree < min_agreement:
+        raise CalibrationError(
+            f"the source model in --run agrees with the bundle's source_back on only {agree:.0%} of the "
+            f"windows (need {min_agreement:.0%}); the run is not the one this bundle was exported from. "
+            "Point --run at the right run, or use --method closed-form")
+    return agree
