@@ -34,6 +34,7 @@ class FitConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     seed: int = 0
+    augment: bool = False  # supervised recipes: random circular time shift + gain per training window
 
 
 @dataclass
@@ -51,13 +52,30 @@ def _tensor(x: np.ndarray | torch.Tensor, dtype: torch.dtype = torch.float32) ->
     return x if isinstance(x, torch.Tensor) else torch.as_tensor(np.ascontiguousarray(x), dtype=dtype)
 
 
+def shift_and_scale(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """A label-preserving view of each window ``(B, C, L)``: random circular time shift, gain 0.9-1.1.
+
+    A 60 s window of a steady state is as valid started anywhere, so the shift teaches the model that
+    *where* a beat falls in the window carries no class information (a small model otherwise memorises
+    beat positions of the few training subjects).
+    """
+    b, _, length = x.shape
+    shifts = torch.randint(0, length, (b,), generator=generator)
+    idx = (torch.arange(length)[None, :] - shifts[:, None]) % length  # (B, L)
+    out = torch.gather(x, 2, idx[:, None, :].expand_as(x))  # (B, C, L)
+    return out * (0.9 + 0.2 * torch.rand(b, 1, 1, generator=generator))
+
+
 def fit(model: nn.Module, inputs: np.ndarray | torch.Tensor, targets: np.ndarray | torch.Tensor,
         loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         score_fn: Callable[[nn.Module], float], config: FitConfig, *, progress: bool = False,
-        desc: str = "fit", params: list[nn.Parameter] | None = None) -> FitResult:
+        desc: str = "fit", params: list[nn.Parameter] | None = None,
+        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None) -> FitResult:
     """Minibatch Adam on ``loss_fn(model(x), target)``; keeps the weights of the epoch with the best score.
 
-    ``score_fn(model)`` is called in eval mode after every epoch; higher is better.
+    ``score_fn(model)`` is called in eval mode after every epoch; higher is better. ``augment(x, gen)``, when
+    given, transforms each training batch (seeded). ``seconds`` per epoch count the training steps only,
+    not the validation score.
     """
     from edge_bridge.train import seed_everything
 
@@ -71,6 +89,7 @@ def fit(model: nn.Module, inputs: np.ndarray | torch.Tensor, targets: np.ndarray
     opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
     result = FitResult()
     best: dict[str, torch.Tensor] | None = None
+    aug_gen = torch.Generator().manual_seed(config.seed + 104_729)
     epochs: Any = range(config.epochs)
     if progress:
         from tqdm import tqdm
@@ -85,7 +104,8 @@ def fit(model: nn.Module, inputs: np.ndarray | torch.Tensor, targets: np.ndarray
             idx = perm[s:s + config.batch_size]
             if len(idx) < 2 and len(x) > 1:  # BatchNorm cannot train on one window
                 continue
-            loss = loss_fn(model(x[idx]), t[idx])
+            xb = x[idx] if augment is None else augment(x[idx], aug_gen)
+            loss = loss_fn(model(xb), t[idx])
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -102,7 +122,7 @@ def fit(model: nn.Module, inputs: np.ndarray | torch.Tensor, targets: np.ndarray
     if best is not None:
         model.load_state_dict(best)
     model.eval()
-    result.seconds_per_epoch = float(np.mean([h["seconds"] for h in result.history]))
+    result.seconds_per_epoch = float(np.median([h["seconds"] for h in result.history]))
     return result
 
 
@@ -138,4 +158,5 @@ def fit_supervised(model: Backbone, x: np.ndarray, y: np.ndarray, x_val: np.ndar
 
     for p in model.parameters():
         p.requires_grad_(True)
-    return fit(model, x, y, loss, score, cfg, progress=progress, desc=desc)
+    return fit(model, x, y, loss, score, cfg, progress=progress, desc=desc,
+               augment=shift_and_scale if cfg.augment else None)

@@ -27,12 +27,15 @@ logger = logging.getLogger(__name__)
 def default_backbone(spec: Preprocessing) -> tuple[str, dict[str, Any]]:
     """Reference backbone for a modality: a 1-D ResNet for PPG (PaPaGei-like), a patch transformer otherwise.
 
-    Patches are sized so a window becomes about 60 tokens (transformer) or 150 steps (ResNet stem).
+    Patches are sized so a window becomes about 60 tokens (transformer) or 150 steps (ResNet stem). The PPG
+    ResNet stands in for a foundation model, so it is wider than the task model it is bridged to
+    (~0.4 M parameters against the ECG transformer's ~0.14 M; published PPG foundation models are larger
+    still), which is the setting where training only a bridge pays.
     """
     c, n = spec.input_shape
     if spec.modality == "ppg":
         patch = max(1, round(spec.output_rate * 0.4))
-        return "resnet1d", {"in_channels": c, "input_samples": n, "patch": patch}
+        return "resnet1d", {"in_channels": c, "input_samples": n, "patch": patch, "widths": [48, 64, 96, 128]}
     patch = max(1, n // 60)
     while n % patch:
         patch -= 1

@@ -246,10 +246,10 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
             t = torch.tensor([run_loss], dtype=torch.float64)
             torch.distributed.all_reduce(t)
             run_loss = float(t)
+        secs = time.perf_counter() - t0  # training steps only, like the KD loop (validation excluded)
         bridge.eval()
         train_loss = run_loss / n
         val_loss = evaluate_alignment(bridge, back, val) if val is not None and len(val) else train_loss
-        secs = time.perf_counter() - t0
         result.history.append({"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
                                "seconds": secs})
         improved = val_loss < result.best_val
@@ -276,5 +276,5 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
         load_state_checked(bridge, load_bridge(out).state_dict(), str(out))
     bridge.eval()
     times = [h["seconds"] for h in result.history[start:]]
-    result.seconds_per_epoch = float(np.mean(times)) if times else 0.0
+    result.seconds_per_epoch = float(np.median(times)) if times else 0.0
     return result
