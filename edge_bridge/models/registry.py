@@ -46,8 +46,8 @@ def available_backbones() -> list[str]:
 
 
 def _load_builtins() -> None:
-    # importing the modules runs their @register_backbone decorators
-    from edge_bridge.models import resnet1d, transformer  # noqa: F401
+    # importing the modules runs their @register_backbone decorators (built-ins + published foundation models)
+    from edge_bridge.models import hubert_ecg, labram, normwear, papagei, resnet1d, transformer  # noqa: F401
 
 
 def build_backbone(name: str, config: dict[str, Any] | None = None,
@@ -61,7 +61,8 @@ def build_backbone(name: str, config: dict[str, Any] | None = None,
     config : dict, optional
         Architecture settings; missing keys take the architecture's defaults.
     weights : path, optional
-        A ``model.safetensors`` file whose keys and shapes must match the model exactly.
+        A ``model.safetensors`` file whose keys and shapes must match the model exactly; a backbone with a
+        ``load_checkpoint`` method (the published models) also reads its published checkpoint layout.
 
     Raises
     ------
@@ -77,9 +78,13 @@ def build_backbone(name: str, config: dict[str, Any] | None = None,
         raise BackboneError(f"unknown backbone {name!r}{hint}; choose one of {', '.join(sorted(_REGISTRY))}")
     model = _REGISTRY[name](dict(config or {}))
     if weights is not None:
-        from edge_bridge.models.io import load_weights
+        loader = getattr(model, "load_checkpoint", None)
+        if callable(loader):  # published models: their checkpoint layouts (.pt/.pth or safetensors)
+            loader(weights)
+        else:
+            from edge_bridge.models.io import load_weights
 
-        load_weights(model, weights)
+            load_weights(model, weights)
     return model
 
 
