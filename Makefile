@@ -23,8 +23,13 @@ endif
 
 install: $(VENV)/.installed
 
+# The main job on the embedded default: build the demo bundle from simulated data on first use (cached),
+# then stream an unseen simulated subject through BrainFlow's playback board for DEMO_SECONDS and summarise.
+DEMO_SECONDS ?= 150
 demo: $(VENV)/.installed
-	$(VENV)/bin/edge-bridge demo --out $(DEMO_DIR)
+	@mkdir -p $(DEMO_DIR)
+	$(VENV)/bin/edge-bridge deploy --device cpu --duration $(DEMO_SECONDS) --out $(DEMO_DIR)/predictions.jsonl \
+		--summary-json $(DEMO_DIR)/summary.json
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
