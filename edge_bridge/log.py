@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 
 LOGGER_NAME = "edge_bridge"
 # the project's packages, configured together so the CLI shows the device side's log lines too
@@ -34,6 +35,23 @@ def resolve_level(verbose: bool | int | str | None) -> int:
     return level
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is *now*, not the stream at set-up time.
+
+    A handler that kept the stream it was created with would write into a closed capture buffer once a
+    test (or an embedding application) swaps ``sys.stderr``, e.g. from a background thread that logs after
+    the command returned.
+    """
+
+    @property  # type: ignore[override]
+    def stream(self) -> object:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def setup_logging(verbose: bool | int | str | None = None) -> logging.Logger:
     """Attach one stderr handler to every project package logger (idempotent) and set their level.
 
@@ -43,7 +61,7 @@ def setup_logging(verbose: bool | int | str | None = None) -> logging.Logger:
     handler = next((h for h in logging.getLogger(LOGGER_NAME).handlers if getattr(h, "_edge_bridge", False)),
                    None)
     if handler is None:
-        handler = logging.StreamHandler()
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
         handler._edge_bridge = True  # type: ignore[attr-defined]
     for name in PACKAGE_LOGGERS:

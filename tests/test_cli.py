@@ -40,3 +40,20 @@ def test_errors_are_one_line_and_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("edge-bridge inspect: error:") and "bad.edf" in err
     assert "Traceback" not in err
+
+
+def test_log_handler_follows_stderr_swaps(capsys):
+    """A background thread logging after a command returned must not write into a closed stream."""
+    import io
+    import logging
+
+    from edge_bridge.log import setup_logging
+
+    setup_logging("INFO")
+    swapped = io.StringIO()
+    old, sys.stderr = sys.stderr, swapped
+    try:
+        logging.getLogger("firmware_interface.test").info("after the swap")
+    finally:
+        sys.stderr = old
+    assert "after the swap" in swapped.getvalue()
