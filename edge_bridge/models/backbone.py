@@ -232,6 +232,23 @@ class Backbone(nn.Module):
         self._check_input(x)
         return self.back(self.embed(x), 0)
 
+    def embed_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Check and embed a window; published models override it to also take their official layout."""
+        self._check_input(x)
+        return self.embed(x)
+
+    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every bridgeable block's output (native layout), as forward hooks on the blocks record them.
+
+        This is what the golden tests of the published models compare against the official code.
+        """
+        h = self.embed_input(x)
+        outs = []
+        for block in self.blocks:
+            h = block(h)
+            outs.append(h)
+        return outs
+
     def boundary_outputs(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """One pass that keeps every boundary (native layout) and the final output.
 

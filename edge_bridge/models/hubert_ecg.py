@@ -393,22 +393,15 @@ class HuBERTECG(Backbone):
         """One window ``(B, leads, L)`` -> input of block 0 ``(B, T, H)``."""
         return self.embed_official(self.flatten_leads(x))
 
-    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every layer's output ``(B, T, H)``, as forward hooks on ``encoder.layers[k]`` record them.
+    def embed_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed this backbone's window ``(B, leads, L)`` or the official input ``(B, leads * L)``.
 
-        ``x`` is either the official input ``(B, leads * L)`` (what ``golden/hubert_ecg/io.npz: input``
-        holds) or this backbone's window ``(B, leads, L)``.
+        The official layout is what ``golden/hubert_ecg/io.npz: input`` holds, so
+        :meth:`block_outputs` (one output ``(B, T, H)`` per ``encoder.layers[k]``) reads it directly.
         """
         if x.ndim == 3:
-            self._check_input(x)
-            h = self.embed(x)
-        else:
-            h = self.embed_official(x)
-        outs = []
-        for block in self.blocks:
-            h = block(h)
-            outs.append(h)
-        return outs
+            return super().embed_input(x)
+        return self.embed_official(x)
 
     def official_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``HubertModel(x).last_hidden_state`` for the official input ``(B, leads * L)``: ``(B, T, H)``."""

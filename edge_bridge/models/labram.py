@@ -416,22 +416,15 @@ class Labram(Backbone):
         """Window ``(B, N, A * 200)`` in µV -> input of block 0 ``(B, 1 + N*A, D)``."""
         return self.embed_official(self.to_official_input(x))
 
-    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's output ``(B, 1 + N*A, D)`` (CLS first), as hooks on ``blocks[k]`` record them.
+    def embed_input(self, x: torch.Tensor) -> torch.Tensor:
+        """Embed this backbone's window ``(B, N, A * 200)`` in µV or the official ``(B, N, A, 200)``.
 
-        ``x`` is either the official input ``(B, N, A, 200)`` already divided by 100 (what
-        ``golden/labram/io.npz: input`` holds) or this backbone's window ``(B, N, A * 200)`` in µV.
+        The official input is already divided by 100 (what ``golden/labram/io.npz: input`` holds), so
+        :meth:`block_outputs` (one output ``(B, 1 + N*A, D)`` per ``blocks[k]``, CLS first) reads it directly.
         """
         if x.ndim == 3:
-            self._check_input(x)
-            h = self.embed(x)
-        else:
-            h = self.embed_official(x)
-        outs = []
-        for block in self.blocks:
-            h = block(h)
-            outs.append(h)
-        return outs
+            return super().embed_input(x)
+        return self.embed_official(x)
 
     def set_head(self, n_classes: int) -> None:
         """Replace the task head (the official ``head``, reading the BioX-pooled features); 0 removes it.

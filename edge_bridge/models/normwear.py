@@ -425,16 +425,6 @@ class NormWear(Backbone):
             h = block(h)
         return self.pool(h)
 
-    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's output ``(B * nvar, P, E)``, as hooks on ``backbone.encoder_blocks[k]`` record it."""
-        self._check_input(x)
-        h = self.embed(x)
-        outs = []
-        for block in self.blocks:
-            h = block(h)
-            outs.append(h)
-        return outs
-
     def embedding(self, x: torch.Tensor) -> torch.Tensor:
         """``NormWearModel.get_embedding`` on a CWT: ``norm(last block)`` as ``(B, nvar, P, E)``."""
         h = self.block_outputs(x)[-1]

@@ -249,16 +249,6 @@ class PaPaGei(Backbone):
         """The official module paths (``basicblock_list.i``), as BioX-Bridge's hooks name them."""
         return [f"basicblock_list.{k}" for k in range(self.n_blocks)]
 
-    def block_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every block's output ``(B, C_k, L_k)``, as forward hooks on ``basicblock_list[k]`` record them."""
-        self._check_input(x)
-        h = self.embed(x)
-        outs = []
-        for block in self.blocks:
-            h = block(h)
-            outs.append(h)
-        return outs
-
     def set_head(self, n_classes: int) -> None:
         """Replace the task head (``n_classes`` outputs, 0 removes it); recorded as ``head_classes``.
 

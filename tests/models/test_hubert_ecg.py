@@ -6,7 +6,6 @@ import json
 import sys
 import types
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,21 +15,11 @@ from safetensors.torch import load_file
 from edge_bridge.models import CheckpointError, build_backbone, load_backbone, save_backbone
 from edge_bridge.models.checkpoints import load_state_dict_file, load_strict
 from edge_bridge.models.hubert_ecg import preprocessing
+from tests.helpers.golden import assert_golden, golden_dir, skip_without_golden
 
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "hubert_ecg"
-pytestmark = pytest.mark.skipif(not (GOLDEN / "io.npz").is_file(), reason=f"no golden data at {GOLDEN}")
+GOLDEN = golden_dir("hubert_ecg")
+pytestmark = skip_without_golden("hubert_ecg")
 WN = "encoder.pos_conv_embed.conv.parametrizations.weight.original"
-
-
-def assert_golden(got: torch.Tensor, ref: np.ndarray, what: str) -> float:
-    """The acceptance tolerance: ``|a - b| <= 1e-4 + 1e-4 |b|`` elementwise, float32 on CPU, no NaN/Inf."""
-    got_np = got.detach().numpy()
-    assert got_np.shape == ref.shape, f"{what}: shape {got_np.shape} != golden {ref.shape}"
-    assert np.isfinite(got_np).all(), f"{what}: NaN or Inf"
-    diff = np.abs(got_np - ref)
-    bad = diff > 1e-4 + 1e-4 * np.abs(ref)
-    assert not bad.any(), f"{what}: {int(bad.sum())} elements off, max abs diff {diff.max():.3g}"
-    return float(diff.max())
 
 
 @pytest.fixture(scope="module")

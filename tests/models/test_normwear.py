@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,20 +12,10 @@ import torch
 
 from edge_bridge.models import BackboneError, CheckpointError, build_backbone
 from edge_bridge.models.normwear import cwt_length, normalise_config, normwear_cwt, preprocessing
+from tests.helpers.golden import assert_golden, golden_dir, skip_without_golden
 
-GOLDEN = Path(__file__).resolve().parents[2].parent / "shared" / "golden" / "normwear"
-pytestmark = pytest.mark.skipif(not (GOLDEN / "io.npz").is_file(), reason=f"no golden data at {GOLDEN}")
-
-
-def assert_golden(got: torch.Tensor | np.ndarray, ref: np.ndarray, what: str) -> float:
-    """The acceptance tolerance: ``|a - b| <= 1e-4 + 1e-4 |b|`` elementwise, float32 on CPU, no NaN/Inf."""
-    got_np = got.detach().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
-    assert got_np.shape == ref.shape, f"{what}: shape {got_np.shape} != golden {ref.shape}"
-    assert np.isfinite(got_np).all(), f"{what}: NaN or Inf"
-    diff = np.abs(got_np.astype(np.float64) - ref)
-    bad = diff > 1e-4 + 1e-4 * np.abs(ref)
-    assert not bad.any(), f"{what}: {int(bad.sum())} elements off, max abs diff {diff.max():.3g}"
-    return float(diff.max())
+GOLDEN = golden_dir("normwear")
+pytestmark = skip_without_golden("normwear")
 
 
 @pytest.fixture(scope="module", autouse=True)

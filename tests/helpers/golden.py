@@ -1,0 +1,47 @@
+"""One conformance check for the published foundation models against ``../shared/golden/``.
+
+Every model test compares with the same tolerance, the one the acceptance contract states:
+``|a - b| <= 1e-4 + 1e-4 |b|`` elementwise, float32 on CPU, no NaN or Inf.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+GOLDEN_ROOT = Path(__file__).resolve().parents[2].parent / "shared" / "golden"
+
+
+def golden_dir(name: str) -> Path:
+    return GOLDEN_ROOT / name
+
+
+def skip_without_golden(name: str) -> pytest.MarkDecorator:
+    """Skip a module, with the reason printed, where the golden data is not beside the checkout."""
+    path = golden_dir(name)
+    return pytest.mark.skipif(not (path / "io.npz").is_file(), reason=f"no golden data at {path}")
+
+
+def load_json(name: str, file: str) -> dict[str, Any]:
+    return json.loads((golden_dir(name) / file).read_text())
+
+
+def load_npz(name: str, file: str = "io.npz") -> dict[str, np.ndarray]:
+    with np.load(golden_dir(name) / file) as data:
+        return {k: data[k] for k in data.files}
+
+
+def assert_golden(got: torch.Tensor | np.ndarray, ref: np.ndarray, what: str) -> float:
+    """Assert the acceptance tolerance; returns the max abs difference for reporting."""
+    got_np = got.detach().numpy() if isinstance(got, torch.Tensor) else np.asarray(got)
+    assert got_np.shape == ref.shape, f"{what}: shape {got_np.shape} != golden {ref.shape}"
+    assert np.isfinite(got_np).all(), f"{what}: NaN or Inf"
+    diff = np.abs(got_np.astype(np.float64) - ref)
+    bad = diff > 1e-4 + 1e-4 * np.abs(ref)
+    assert not bad.any(), f"{what}: {int(bad.sum())} elements off, max abs diff {diff.max():.3g}"
+    return float(diff.max())
