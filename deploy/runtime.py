@@ -25,7 +25,7 @@ from deploy.selftest import (
     golden_input,
     smoke_check,
 )
-from edge_bridge.bundle import Bundle, BundleError, read_golden
+from edge_bridge.bundle import Bundle, BundleError, PartSpec, read_golden
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +42,22 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def check_io(engine: Engine, spec: PartSpec, part: str) -> None:
+    """The graph's real tensors must be the ones the manifest declares (names and non-batch shapes).
+
+    ``Bundle.verify`` checks hashes and that the manifest's shapes fit together; only the loaded graph can
+    tell that the file itself has those shapes (a bridge of the wrong size published under the old
+    shapes would otherwise verify and fail mid-stream).
+    """
+    for kind, actual, declared in (("input", engine.inputs, spec.inputs), ("output", engine.outputs,
+                                                                            spec.outputs)):
+        got = [(t.name, list(t.shape[1:])) for t in actual]
+        want = [(t.name, list(t.shape[1:])) for t in declared]
+        if got != want:
+            raise BundleError(f"{engine.path}: the {part} graph's {kind}s are {got} but the manifest "
+                              f"declares {want}; the file does not belong to this bundle. Re-export it")
 
 
 class CompositeRunner:
@@ -79,6 +95,7 @@ class CompositeRunner:
                 path = bundle.bridge_path() if part == "bridge" else bundle.part_path(part)
                 t0 = time.perf_counter()
                 self.engines[part] = load_engine(path, device, **opts)
+                check_io(self.engines[part], bundle.part(part), part)
                 logger.info("%s: %s loaded on %s in %.0f ms", part, path.name, device,
                             1e3 * (time.perf_counter() - t0))
         except BaseException:

@@ -84,3 +84,19 @@ def test_jetson_without_tensorrt_is_clear(bundle_dir):
         load_engine(Bundle.load(bundle_dir).part_path("source_back"), "jetson")
     msg = str(exc.value)
     assert "--device cpu" in msg and ("tensorrt" in msg.lower() or "cuda" in msg.lower())
+
+
+def test_a_graph_that_does_not_match_its_manifest_entry_is_refused(bundle_dir):
+    """Hashes and manifest shapes can agree while the file is another graph: the loaded engine tells."""
+    import onnx
+
+    from tests.deploy.conftest import bridge_model
+
+    bundle = Bundle.load(bundle_dir)
+    wrong = bridge_model(np.random.default_rng(5), tokens=3)  # fewer output tokens than declared
+    path = bundle.bridge_path()
+    onnx.save(wrong, path)
+    bundle.current_bridge.onnx.sha256 = sha256_file(path)  # a consistent but wrong bundle
+    write_manifest(bundle.root, bundle.manifest)
+    with pytest.raises(BundleError, match="graph's outputs are"):
+        CompositeRunner(Bundle.load(bundle_dir), "cpu")
