@@ -7,10 +7,13 @@ the same functions.
 
 from __future__ import annotations
 
+import importlib
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -49,6 +52,78 @@ def _new_backbone(spec: Preprocessing, name: str | None, config: dict[str, Any] 
     return build_backbone(kind, {**cfg, **(config or {})})
 
 
+# --- published foundation models ---------------------------------------------------------------------------
+def model_preprocessing(name: str) -> Preprocessing | None:
+    """The published model's own :class:`Preprocessing` (its module's ``preprocessing()``), if it has one."""
+    try:
+        module = importlib.import_module(f"edge_bridge.models.{name}")
+    except ImportError:
+        return None
+    fn = getattr(module, "preprocessing", None)
+    spec = fn() if callable(fn) else None
+    return spec if isinstance(spec, Preprocessing) else None
+
+
+def check_input_shape(model: Backbone, name: str, run: Run, role: str) -> None:
+    """Raise a :class:`RunError` unless ``model`` reads windows of the run's ``role`` preprocessing shape."""
+    spec = run.task.source if role == "source" else run.task.target
+    want, have = tuple(model.input_shape), tuple(spec.input_shape)
+    if want == have:
+        return
+    own = model_preprocessing(name)
+    own_txt = (f" {name}'s own preprocessing is {json.dumps(own.to_dict())} (input_shape {own.input_shape})."
+               if own is not None else "")
+    if len(want) != 2:
+        raise RunError(f"--{role}-model {name} reads transformed input of shape {want}, not raw windows "
+                       f"(channels, samples); the run's {role} windows are {have}, so it cannot be used in "
+                       f"this pipeline.{own_txt}")
+    raise RunError(
+        f"--{role}-model {name} expects {role} windows of shape {want} (channels, samples), but the run's "
+        f"{role} preprocessing (task {run.task.name!r}: {spec.modality}, {len(spec.channels)} channel(s) at "
+        f"{spec.output_rate:g} Hz, {spec.window_s:g} s windows) gives {have}. Use a run whose {role} spec "
+        f"matches the model, or, if the checkpoint's architecture accepts another length, pass "
+        f"--model-config '{{\"in_channels\": {have[0]}, \"input_samples\": {have[1]}}}'.{own_txt}")
+
+
+def load_published(run: Run, role: str, name: str, checkpoint: str | os.PathLike[str],
+                   config: dict[str, Any] | None = None) -> Backbone:
+    """Registry model ``name`` with its published ``checkpoint`` loaded, checked to read the run's windows.
+
+    The shape is checked before the (possibly large) checkpoint is read.
+    """
+    model = build_backbone(name, config)
+    check_input_shape(model, name, run, role)
+    loader = getattr(model, "load_checkpoint", None)
+    if callable(loader):  # published models: their own checkpoint layouts
+        loader(checkpoint)
+    else:
+        from edge_bridge.models.io import load_weights
+
+        load_weights(model, checkpoint)
+    return model
+
+
+def use_published_target(run: Run, name: str, checkpoint: str | os.PathLike[str],
+                         config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Save a published foundation model as the run's target backbone (instead of :func:`pretrain`)."""
+    model = load_published(run, "target", name, checkpoint, config)
+    save_backbone(model, run.target_backbone,
+                  meta={**run.spec_meta("target"), "recipe": f"published:{name}",
+                        "checkpoint": str(Path(checkpoint).resolve())})
+    return {"parameters": model.num_parameters(), "n_blocks": model.n_blocks, "kind": model.kind}
+
+
+def preset_positions(run: Run, name: str) -> tuple[Any, int, int]:
+    """``(preset, i, j)``: the paper direction ``name``, its positions checked against the run's backbones."""
+    from edge_bridge.models.presets import get_preset, resolve_positions
+
+    preset = get_preset(name)
+    target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+    source, _ = load_backbone(run.require(run.source_model, "fit-source"))
+    i, j = resolve_positions(preset, target, source)
+    return preset, i, j
+
+
 # --- pretrain ---------------------------------------------------------------------------------------------
 def pretrain(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: dict[str, Any] | None = None,
              progress: bool = False) -> dict[str, Any]:
@@ -69,18 +144,33 @@ def pretrain(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: d
 
 # --- fit-source --------------------------------------------------------------------------------------------
 def fit_source(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: dict[str, Any] | None = None,
-               progress: bool = False) -> dict[str, Any]:
-    """Source backbone + linear head trained with labels on the source signal of the train subjects."""
+               progress: bool = False,
+               published: tuple[str, str | os.PathLike[str], dict[str, Any] | None] | None = None
+               ) -> dict[str, Any]:
+    """Source backbone + linear head trained with labels on the source signal of the train subjects.
+
+    ``published=(name, checkpoint, config)`` starts from a published foundation model's weights (a fresh
+    task head, then the same fine-tuning) instead of a backbone built from scratch.
+    """
     from edge_bridge.evaluate import classification_metrics
     from edge_bridge.fitting import fit_supervised, predict
 
     torch.manual_seed(cfg.seed)
-    model = _new_backbone(run.task.source, backbone, {**(config or {}), "n_classes": len(run.task.classes)})
+    recipe = "supervised"
+    if published is not None:
+        name, checkpoint, pconfig = published
+        model = load_published(run, "source", name, checkpoint, pconfig)
+        model.set_head(len(run.task.classes))
+        recipe = f"published:{name} + supervised"
+    else:
+        model = _new_backbone(run.task.source, backbone,
+                              {**(config or {}), "n_classes": len(run.task.classes)})
     tr, va = run.role("train", labelled=True), run.role("val", labelled=True)
     res = fit_supervised(model, tr.x["source"], tr.labels, va.x["source"], va.labels, cfg, progress=progress,
                          desc="source model")
     val = classification_metrics(va.labels, predict(model, va.x["source"]).argmax(1), model.n_classes)
-    save_backbone(model, run.source_model, meta={**run.spec_meta("source"), "recipe": "supervised",
+    extra = {"checkpoint": str(Path(published[1]).resolve())} if published is not None else {}
+    save_backbone(model, run.source_model, meta={**run.spec_meta("source"), "recipe": recipe, **extra,
                                                  "fit": res.to_dict(), "val": val})
     return {"windows": len(tr), "best_epoch": res.best_epoch, "val": val,
             "parameters": model.num_parameters()}
@@ -245,4 +335,5 @@ def evaluate(run: Run, *, upper_bound_cfg: FitConfig | None = None, progress: bo
     return out
 
 
-__all__ = ["BridgeSettings", "RunError", "evaluate", "fit_source", "pretrain", "select", "train", "train_kd"]
+__all__ = ["BridgeSettings", "RunError", "check_input_shape", "evaluate", "fit_source", "load_published",
+           "preset_positions", "pretrain", "select", "train", "train_kd", "use_published_target"]

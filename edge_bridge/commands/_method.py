@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from typing import Any
 
 
@@ -41,18 +42,80 @@ def open_run(args: argparse.Namespace) -> Any:
     return Run.open(args.run, data=args.data, task=args.task, seed=args.seed)
 
 
-def backbone_config(args: argparse.Namespace) -> dict[str, Any] | None:
+def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
     from edge_bridge.runs import RunError
 
-    if not args.backbone_config:
+    if not text:
         return None
     try:
-        cfg = json.loads(args.backbone_config)
+        cfg = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise RunError(f"--backbone-config is not valid JSON ({exc}): {args.backbone_config!r}") from None
+        raise RunError(f"{flag} is not valid JSON ({exc}): {text!r}") from None
     if not isinstance(cfg, dict):
-        raise RunError(f"--backbone-config must be a JSON object, got {args.backbone_config!r}")
+        raise RunError(f"{flag} must be a JSON object, e.g. '{{\"input_samples\": 7500}}', got {text!r}")
     return cfg
+
+
+def backbone_config(args: argparse.Namespace) -> dict[str, Any] | None:
+    return _json_object(args.backbone_config, "--backbone-config")
+
+
+# --- published foundation models (--source-model / --target-model NAME:CHECKPOINT) -------------------------
+PUBLISHED_EXAMPLES = {"target": "papagei:checkpoints/papagei_s.pt",
+                      "source": "hubert_ecg:checkpoints/hubert_ecg_base.pt"}
+
+
+def add_published_model_arguments(p: argparse.ArgumentParser, role: str, does: str) -> None:
+    """``--{role}-model NAME:CHECKPOINT`` and ``--model-config JSON`` (``role`` is "source" or "target")."""
+    example = PUBLISHED_EXAMPLES[role]
+    p.add_argument(f"--{role}-model", default=None, metavar="NAME:CHECKPOINT",
+                   help=f"published {role} foundation model: registry NAME (hubert_ecg, labram, papagei, "
+                        f"normwear) and its checkpoint file (.pt/.pth or .safetensors); {does}. "
+                        f"Example: --{role}-model {example}")
+    p.add_argument("--model-config", default=None, metavar="JSON",
+                   help=f"config overrides for the --{role}-model architecture (it must be the checkpoint's "
+                        'architecture), e.g. \'{"input_samples": 6000}\'')
+
+
+def published_model(args: argparse.Namespace, role: str) -> tuple[str, Path, dict[str, Any] | None] | None:
+    """``(name, checkpoint, config)`` from ``--{role}-model`` / ``--model-config``, or None when not given.
+
+    Raises
+    ------
+    RunError
+        For a value that is not ``NAME:CHECKPOINT``, an unknown NAME (the valid ones are listed), a missing
+        checkpoint file, or ``--backbone``/``--backbone-config`` given as well.
+    """
+    from edge_bridge.models import available_backbones
+    from edge_bridge.runs import RunError
+
+    flag = f"--{role}-model"
+    value = getattr(args, f"{role}_model", None)
+    if value is None:
+        if getattr(args, "model_config", None):
+            raise RunError(f"--model-config configures {flag}; pass {flag} NAME:CHECKPOINT too (or use "
+                           "--backbone-config for a backbone trained from scratch)")
+        return None
+    name, sep, checkpoint = value.partition(":")
+    if not sep or not name or not checkpoint:
+        raise RunError(f"{flag} expects NAME:CHECKPOINT, e.g. {flag} {PUBLISHED_EXAMPLES[role]}; "
+                       f"got {value!r}")
+    names = available_backbones()
+    if name not in names:
+        import difflib
+
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise RunError(f"{flag}: unknown model {name!r}{hint}; choose one of {', '.join(names)}")
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise RunError(f"{flag}: checkpoint {str(path)!r} is not a file; download the published {name} "
+                       "checkpoint and pass its path")
+    if getattr(args, "backbone", None) or getattr(args, "backbone_config", None):
+        raise RunError(f"{flag} loads a published model; --backbone/--backbone-config choose a model "
+                       "trained from scratch: pass one or the other (--model-config configures the published "
+                       "model)")
+    return name, path, _json_object(args.model_config, "--model-config")
 
 
 def fit_config(args: argparse.Namespace) -> Any:

@@ -2,22 +2,29 @@
 
 Objective: mean of 1 - cos(vec Y_hat, vec Y) between the source model's last-block output on the source
 signal and the same output when source block j is fed the bridge. Best checkpoint by the val subjects'
-alignment loss (no labels). Positions come from RUN/selection.json unless --i/--j are given. --resume
+alignment loss (no labels). Positions come from RUN/selection.json unless --i/--j are given, or from
+--preset, one of the paper's six directions (wesad_ecg2ppg, wesad_ppg2ecg, isruc_eeg2ecg, isruc_ecg2eeg,
+fog_eeg2emg, fog_emg2eeg): its positions (i, j), rank r and prototype count P, checked against the run's
+backbones (which must be the preset's published models); --i/--j/--rank/--prototypes still override. --resume
 continues from RUN/bridge/last. --kd also trains the knowledge-distillation baseline (same data, same
 epochs) into RUN/kd_student.
 
 Runs under torchrun for data-parallel training (gloo on CPUs, NCCL on GPUs):
   torchrun --standalone --nproc-per-node 2 -m edge_bridge.cli train --run runs/stress
 
-Example:
+Examples:
   edge-bridge train --run runs/stress --epochs 30 --kd
+  edge-bridge train --run runs/wesad --preset wesad_ecg2ppg --epochs 100 --lr 1e-6
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 
 from edge_bridge.commands._method import add_fit_arguments, add_run_arguments
+
+RANK, PROTOTYPES = 8, 16  # defaults without a preset (pipeline.BridgeSettings')
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,8 +34,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--j", type=int, default=None, help="source block (default: from selection.json)")
     p.add_argument("--bridge", default="prototype", choices=["prototype", "linear", "lowrank"],
                    help="bridge kind (linear and lowrank are ablation baselines)")
-    p.add_argument("--rank", type=int, default=8, help="rank r of the prototype / low-rank bridge")
-    p.add_argument("--prototypes", type=int, default=16, help="number of prototypes P")
+    p.add_argument("--rank", type=int, default=None,
+                   help=f"rank r of the prototype / low-rank bridge (default: the preset's, else {RANK})")
+    p.add_argument("--prototypes", type=int, default=None,
+                   help=f"number of prototypes P (default: the preset's, else {PROTOTYPES})")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="the paper's direction NAME: its i, j, r and P (explicit --i/--j/--rank/--prototypes "
+                        "win); e.g. --preset wesad_ecg2ppg")
     p.add_argument("--prototype-init", default="kmeans", choices=["kmeans", "sample", "random"],
                    help="how Pi starts: k-means of real source block-j tokens (default), sampled tokens, "
                         "or random with the tokens' scale")
@@ -44,15 +56,35 @@ def run(args: argparse.Namespace) -> int:
 
     r = open_run(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
-    settings = pipeline.BridgeSettings(args.bridge, args.rank, args.prototypes, args.prototype_init)
-    out = pipeline.train(r, cfg, settings, i=args.i, j=args.j, resume=args.resume,
-                         progress=not args.no_progress)
+    i, j, r_rank, n_proto = args.i, args.j, args.rank, args.prototypes
+    preset_line = ""
+    if args.preset is not None:
+        preset, pi, pj = pipeline.preset_positions(r, args.preset)
+        i, j = (pi if i is None else i), (pj if j is None else j)
+        r_rank = preset.rank if r_rank is None else r_rank
+        n_proto = preset.prototypes if n_proto is None else n_proto
+        given = [f for f, v in (("--i", args.i), ("--j", args.j), ("--rank", args.rank),
+                                ("--prototypes", args.prototypes)) if v is not None]
+        preset_line = (f"preset {preset.name}: i={i}, j={j}, rank r={r_rank}, prototypes P={n_proto} "
+                       f"(paper: i={preset.i} {preset.biox_input_location}, j={preset.j} "
+                       f"{preset.biox_output_location}, r={preset.rank}, P={preset.prototypes}, "
+                       f"lr {preset.lr:g}, {preset.epochs} epochs)"
+                       + (f"; overridden by {', '.join(given)}" if given else ""))
+    settings = pipeline.BridgeSettings(args.bridge, RANK if r_rank is None else r_rank,
+                                       PROTOTYPES if n_proto is None else n_proto, args.prototype_init)
+    if preset_line and os.environ.get("RANK", "0") == "0":  # before training; torchrun: its first process
+        print(preset_line, flush=True)
+    out = pipeline.train(r, cfg, settings, i=i, j=j, resume=args.resume, progress=not args.no_progress)
     rank, world = world_info()
     if rank != 0:
         return 0
-    print(f"bridge {out['bridge']} (i={out['i']}, j={out['j']}): {out['trainable_parameters']} trainable "
-          f"parameters, best epoch {out['best_epoch']}, val alignment loss {out['best_val_loss']:.4f}, "
-          f"{out['seconds_per_epoch']:.2f} s/epoch on {world} process(es) -> {r.bridge}")
+    sizes = "".join(
+        [f", rank {settings.rank}" if settings.kind in ("prototype", "lowrank") else "",
+         f", {settings.prototypes} prototypes" if settings.kind == "prototype" else ""])
+    print(f"bridge {out['bridge']} (i={out['i']}, j={out['j']}{sizes}): {out['trainable_parameters']} "
+          f"trainable parameters, best epoch {out['best_epoch']}, val alignment loss "
+          f"{out['best_val_loss']:.4f}, {out['seconds_per_epoch']:.2f} s/epoch on {world} process(es) "
+          f"-> {r.bridge}")
     if args.kd:
         if world > 1:
             print("skipping --kd under torchrun: run it in a single process")
