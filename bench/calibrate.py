@@ -251,6 +251,9 @@ def main() -> None:
     ap.add_argument("--calibration-minutes", type=float, default=5,
                     help="paired minutes at the start of each user's recording used to calibrate (default 5)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--run-test-subjects", action="store_true",
+                    help="users = the run's held-out test subjects (its splits.json 'test', never fitted) "
+                         "instead of newly simulated ones")
     ap.add_argument("--method", default="closed-form", choices=("auto", "closed-form", "gradient"))
     ap.add_argument("--cross-subject", action="store_true",
                     help="also: calibrate once on another new subject, test on every user's test windows")
@@ -294,9 +297,19 @@ def main() -> None:
     users: list[dict[str, Any]] = []
     cases: list[dict[str, Any]] = []
     commands: list[float] = []
-    for k in range(args.users):
-        name = f"N{k:02d}"
-        rec = simulate_subject("stress", name, args.user_minutes, seed=10_000 + args.seed + k)  # unseen
+    if args.run_test_subjects:
+        from edge_bridge.recordings import read_edf
+
+        run_info = json.loads((run_dir / "run.json").read_text())
+        names = json.loads((run_dir / "splits.json").read_text())["test"]
+        sources = [(n, lambda n=n: read_edf(Path(run_info["data"]) / f"{n}.edf")) for n in names]
+        report["scenario"] = "per-user, the run's held-out test subjects"
+    else:  # new subjects with their own seeds: never seen in training
+        sources = [(f"N{k:02d}", lambda k=k: simulate_subject("stress", f"N{k:02d}", args.user_minutes,
+                                                               seed=10_000 + args.seed + k))
+                   for k in range(args.users)]
+    for name, load in sources:
+        rec = load()
         case = user_case(eng, rec, cal_s)
         udir = out / "users" / name
         udir.mkdir(parents=True, exist_ok=True)
