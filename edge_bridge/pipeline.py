@@ -76,7 +76,8 @@ def check_input_shape(model: Backbone, name: str, run: Run, role: str) -> None:
     if len(want) != 2:
         raise RunError(f"--{role}-model {name} reads transformed input of shape {want}, not raw windows "
                        f"(channels, samples); the run's {role} windows are {have}, so it cannot be used in "
-                       f"this pipeline.{own_txt}")
+                       f"this pipeline as built.{own_txt} Models that can compute their transform in the "
+                       f"graph take raw windows with --model-config (NormWear: '{{\"raw_input\": true}}').")
     raise RunError(
         f"--{role}-model {name} expects {role} windows of shape {want} (channels, samples), but the run's "
         f"{role} preprocessing (task {run.task.name!r}: {spec.modality}, {len(spec.channels)} channel(s) at "

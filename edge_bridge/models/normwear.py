@@ -91,6 +91,10 @@ class NormWearConfig:
     in_channels: int = 3  # FOG: 3 EMG channels (the official code takes nvar from the input at run time)
     input_samples: int = 389  # CWT length: 389 = 390 raw samples via "optimized", 388 via "scipy"
     n_classes: int = 0  # edge-bridge task head on the pooled features; 0 = none
+    # edge-bridge: take raw windows (batch, in_channels, input_samples + 1) and compute the "optimized" CWT
+    # inside the model (a fixed conv1d filter bank, not in the state_dict), so the run pipeline, the bridge
+    # and the exported target_front graph all start from raw samples; the device then needs no CWT code.
+    raw_input: bool = False
 
     def __post_init__(self) -> None:
         if len(self.img_size) != 2 or len(self.patch_size) != 2:
@@ -315,6 +319,14 @@ class NormWear(Backbone):
             self.spatial_recon = SpatialRecon(cfg.nvar, d, e // 2)
             self.decoder_norm = nn.LayerNorm(d, eps=1e-5)
         self.head = nn.Linear(e, cfg.n_classes) if cfg.n_classes else None
+        if cfg.raw_input:  # the Ricker bank of normwear_cwt("optimized") for raw windows of this length
+            kernels, lefts, out_len = _optimized_bank(cfg.input_samples + 1 - 2)
+            if out_len != cfg.input_samples:
+                raise BackboneError(f"normwear: raw_input needs an input_samples the optimized CWT can "
+                                    f"produce (got {cfg.input_samples}, a raw window gives {out_len})")
+            bank = torch.tensor(np.stack(kernels), dtype=torch.float32)[:, None, :]  # (65, 1, wl)
+            self.register_buffer("cwt_bank", bank, persistent=False)
+            self._cwt_pad = lefts[0]
         self._init_weights()
         self._finish_init()
         self.eval()
@@ -357,14 +369,34 @@ class NormWear(Backbone):
 
     @property
     def input_shape(self) -> tuple[int, ...]:  # type: ignore[override]
-        """``(channels, 3, L, 65)``: one window's CWT image per channel (signal, 1st and 2nd difference)."""
+        """``(channels, 3, L, 65)``: one window's CWT image per channel (signal, 1st and 2nd difference).
+
+        With ``raw_input`` it is the raw window ``(channels, L + 1)`` instead.
+        """
+        if self.cfg.raw_input:
+            return (self.cfg.in_channels, self.cfg.input_samples + 1)
         return (self.cfg.in_channels, self.cfg.in_chans, self.cfg.input_samples, int(self.cfg.img_size[1]))
+
+    def cwt(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw ``(B, nvar, L)`` -> CWT image ``(B, nvar, 3, L - 1, 65)``: :func:`normwear_cwt` in torch."""
+        b, nvar, length = x.shape
+        xf = x.reshape(b * nvar, length)
+        d1 = xf[:, 1:] - xf[:, :-1]  # (S, L-1)
+        d2 = d1[:, 1:] - d1[:, :-1]  # (S, L-2)
+        series = torch.stack([xf[:, 2:], d1[:, 1:], d2], dim=1).reshape(-1, 1, length - 2)  # (S*3, 1, L-2)
+        res = F.conv1d(series, self.cwt_bank, padding=self._cwt_pad)  # (S*3, 65, L')
+        return res.transpose(1, 2).reshape(b, nvar, 3, res.shape[-1], res.shape[1])  # (B, nvar, 3, L', 65)
 
     @property
     def block_paths(self) -> list[str]:
         return [f"encoder_blocks.{k}" for k in range(self.n_blocks)]
 
     def _check_input(self, x: torch.Tensor) -> None:
+        if self.cfg.raw_input:
+            if x.ndim != 3 or tuple(x.shape[1:]) != self.input_shape:
+                raise BackboneError(f"normwear (raw_input): expected raw windows of shape (batch, "
+                                    f"{self.input_shape[0]}, {self.input_shape[1]}), got {tuple(x.shape)}")
+            return
         nvar, ch, length, width = self.input_shape
         ok = x.ndim == 5 and tuple(x.shape[1:3]) == (nvar, ch) and int(x.shape[4]) == width
         if ok:
@@ -387,7 +419,10 @@ class NormWear(Backbone):
         return torch.cat((self.pos_embed[:, :1], tokens.permute(0, 2, 3, 1).flatten(1, 2)), dim=1)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """CWT ``(B, nvar, 3, L, F)`` -> tokens entering block 0 ``(B * nvar, 1 + h * w, E)``."""
+        """CWT ``(B, nvar, 3, L, F)`` (or, with ``raw_input``, raw ``(B, nvar, L + 1)``) -> tokens entering
+        block 0 ``(B * nvar, 1 + h * w, E)``."""
+        if self.cfg.raw_input and x.ndim == 3:
+            x = self.cwt(x)
         _, _, ch, length, width = x.shape
         pos = self._pos_embed(self.patch_embed.grid(int(length), int(width)))  # (1, 1 + P, E)
         h = self.patch_embed(x.reshape(-1, ch, length, width)) + pos[:, 1:, :]  # (B * nvar, P, E)

@@ -171,3 +171,29 @@ def test_preprocessing_spec_then_cwt_gives_the_model_input(net):
     assert x.shape == (3, 390)
     cwt = normwear_cwt(x[None])
     assert cwt.shape[1:] == net.input_shape
+
+
+def test_raw_input_computes_the_cwt_in_the_graph(small, tmp_path):
+    """raw_input: same keys, same CWT as normwear_cwt, same features, and it exports to ONNX with parity."""
+    from edge_bridge.composite import TargetFront
+    from edge_bridge.export.onnx_export import export_part, ort_session, run_session
+
+    weights = GOLDEN / "small.safetensors"
+    raw = build_backbone("normwear", config={**small["config"], "raw_input": True}, weights=weights)
+    img = build_backbone("normwear", config=small["config"], weights=weights)
+    assert list(raw.state_dict()) == list(img.state_dict())  # the bank is not a checkpoint key
+    assert raw.input_shape == (raw.cfg.in_channels, raw.cfg.input_samples + 1)
+    x = np.random.default_rng(3).standard_normal((2, *raw.input_shape)).astype(np.float32)
+    with torch.no_grad():
+        assert_golden(raw.cwt(torch.from_numpy(x)), normwear_cwt(x), "in-graph CWT")
+        from_image = img.features(torch.from_numpy(normwear_cwt(x))).numpy()
+        assert_golden(raw.features(torch.from_numpy(x)), from_image, "features from raw windows")
+    with pytest.raises(BackboneError, match="raw windows of shape"):
+        raw.features(torch.zeros(1, 3, 100))
+    front = TargetFront(raw, 0)
+    exported = export_part(front, "target_front", raw.input_shape, (raw.block_output(0).features,),
+                           tmp_path / "target_front.onnx")
+    with torch.no_grad():
+        want = front(torch.from_numpy(x)).numpy()
+    got = run_session(ort_session(exported.path, threads=1), "target_front", x)
+    assert np.max(np.abs(got - want)) <= 1e-4
