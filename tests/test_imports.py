@@ -29,6 +29,9 @@ def _loaded_after(code: str) -> set[str]:
         "import edge_bridge.signals",
         "import edge_bridge.recordings",
         "import edge_bridge.tasks",
+        "import edge_bridge.bundle",
+        "import deploy, deploy.engines, deploy.runtime, deploy.live",
+        "import calibrate",
         "from edge_bridge.cli import build_parser; build_parser()",
     ],
 )
