@@ -39,8 +39,12 @@ def test_synthetic_board_ten_seconds(long_runs: dict) -> None:
     print(f"synthetic: {chunk.n_samples} samples; wall {run.seconds:.3f} s -> {by_wall:.0f} expected "
           f"({100 * (chunk.n_samples / by_wall - 1):+.2f} %); timestamps -> {by_stamps:.0f} "
           f"({100 * (chunk.n_samples / by_stamps - 1):+.2f} %); {run.stats}")
-    assert abs(chunk.n_samples - by_wall) <= 0.01 * by_wall
+    # rate x time, with time the span the board stamped on its samples: within 1 % (the bound)
     assert abs(chunk.n_samples - by_stamps) <= 0.01 * by_stamps
+    # against our wall clock (start() returning to stop() returning) the bound is looser: on a loaded
+    # machine those calls take long enough that the board streams outside that interval (seen: +1.6 %
+    # by wall clock, -0.02 % by the board's own time stamps, no gap). Losses are ruled out below.
+    assert abs(chunk.n_samples - by_wall) <= 0.03 * by_wall
     assert run.stats.gaps == 0 and run.stats.lost_samples == 0 and run.stats.out_of_order == 0
     assert run.stats.samples == chunk.n_samples
     # the package-number row of what we delivered has no hole (it wraps at 256)
