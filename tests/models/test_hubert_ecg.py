@@ -7,7 +7,6 @@ import sys
 import types
 import warnings
 
-import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -20,17 +19,6 @@ from tests.helpers.golden import assert_golden, golden_dir, skip_without_golden
 GOLDEN = golden_dir("hubert_ecg")
 pytestmark = skip_without_golden("hubert_ecg")
 WN = "encoder.pos_conv_embed.conv.parametrizations.weight.original"
-
-
-@pytest.fixture(scope="module")
-def small() -> dict:
-    return json.loads((GOLDEN / "small.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def io() -> dict[str, np.ndarray]:
-    with np.load(GOLDEN / "io.npz") as data:
-        return {k: data[k] for k in data.files}
 
 
 @pytest.fixture(scope="module")

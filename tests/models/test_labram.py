@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
@@ -21,21 +19,6 @@ ABS_CHANS = [0, 18, 40, 81, 22, 44, 83]  # small.json: variant_abs_pos_emb.input
 def _npz(name: str) -> dict[str, np.ndarray]:
     with np.load(GOLDEN / name) as data:
         return {k: data[k] for k in data.files}
-
-
-@pytest.fixture(scope="module")
-def small() -> dict:
-    return json.loads((GOLDEN / "small.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def schema() -> dict:
-    return json.loads((GOLDEN / "schema.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def io() -> dict[str, np.ndarray]:
-    return _npz("io.npz")
 
 
 @pytest.fixture(scope="module")

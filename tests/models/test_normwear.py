@@ -4,7 +4,6 @@ checkpoint layouts and the (B * nvar, P, E) <-> (B, nvar * P, E) layout."""
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import pytest
@@ -25,22 +24,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def small() -> dict:
-    return json.loads((GOLDEN / "small.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def schema() -> dict:
-    return json.loads((GOLDEN / "schema.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def io() -> dict[str, np.ndarray]:
-    with np.load(GOLDEN / "io.npz") as data:
-        return {k: data[k] for k in data.files}
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
-import numpy as np
 import pytest
 import torch
 
@@ -23,22 +20,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def small() -> dict:
-    return json.loads((GOLDEN / "small.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def schema() -> dict:
-    return json.loads((GOLDEN / "schema.json").read_text())
-
-
-@pytest.fixture(scope="module")
-def io() -> dict[str, np.ndarray]:
-    with np.load(GOLDEN / "io.npz") as data:
-        return {k: data[k] for k in data.files}
 
 
 @pytest.fixture(scope="module")
