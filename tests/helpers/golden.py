@@ -45,3 +45,13 @@ def assert_golden(got: torch.Tensor | np.ndarray, ref: np.ndarray, what: str) ->
     bad = diff > 1e-4 + 1e-4 * np.abs(ref)
     assert not bad.any(), f"{what}: {int(bad.sum())} elements off, max abs diff {diff.max():.3g}"
     return float(diff.max())
+
+
+def assert_block_outputs(net: torch.nn.Module, io: dict[str, np.ndarray], n_blocks: int) -> None:
+    """The acceptance contract: in eval mode, ``block_outputs(io["input"])[k]`` equals ``io["block_k"]``."""
+    assert not net.training
+    with torch.no_grad():
+        outs = net.block_outputs(torch.from_numpy(io["input"]))
+    assert len(outs) == net.n_blocks == n_blocks
+    for k, out in enumerate(outs):
+        assert_golden(out, io[f"block_{k}"], f"block_{k}")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 
 @pytest.fixture(scope="module")
@@ -25,3 +26,12 @@ def io(request: pytest.FixtureRequest) -> dict[str, np.ndarray]:
     """``io.npz``: the seeded input and every block output of the reduced model."""
     with np.load(request.module.GOLDEN / "io.npz") as data:
         return {k: data[k] for k in data.files}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: these small models run faster than with two threads on a busy CI box."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

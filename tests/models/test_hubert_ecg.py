@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 from edge_bridge.models import CheckpointError, build_backbone, load_backbone, save_backbone
 from edge_bridge.models.checkpoints import load_state_dict_file, load_strict
 from edge_bridge.models.hubert_ecg import preprocessing
-from tests.helpers.golden import assert_golden, golden_dir, skip_without_golden
+from tests.helpers.golden import assert_block_outputs, assert_golden, golden_dir, skip_without_golden
 
 GOLDEN = golden_dir("hubert_ecg")
 pytestmark = skip_without_golden("hubert_ecg")
@@ -32,12 +32,7 @@ def weights() -> dict[str, torch.Tensor]:
 
 
 def test_acceptance_block_outputs_match_golden(net, io):
-    assert not net.training
-    with torch.no_grad():
-        outs = net.block_outputs(torch.from_numpy(io["input"]))
-    assert len(outs) == net.n_blocks == 2
-    for k, out in enumerate(outs):
-        assert_golden(out, io[f"block_{k}"], f"block_{k}")
+    assert_block_outputs(net, io, n_blocks=2)
 
 
 def test_embedding_pooling_and_window_path_match_golden(net, io):

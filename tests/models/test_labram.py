@@ -9,7 +9,7 @@ from safetensors.torch import load_file
 
 from edge_bridge.models import BackboneError, CheckpointError, build_backbone, load_backbone, save_backbone
 from edge_bridge.models.labram import input_chans_for, preprocessing
-from tests.helpers.golden import assert_golden, golden_dir, skip_without_golden
+from tests.helpers.golden import assert_block_outputs, assert_golden, golden_dir, skip_without_golden
 
 GOLDEN = golden_dir("labram")
 pytestmark = skip_without_golden("labram")
@@ -36,12 +36,7 @@ def _abs_config(small: dict) -> dict:
 
 
 def test_acceptance_block_outputs_match_golden(net, io):
-    assert not net.training
-    with torch.no_grad():
-        outs = net.block_outputs(torch.from_numpy(io["input"]))
-    assert len(outs) == net.n_blocks == 2
-    for k, out in enumerate(outs):
-        assert_golden(out, io[f"block_{k}"], f"block_{k}")
+    assert_block_outputs(net, io, n_blocks=2)
 
 
 def test_acceptance_channel_position_embedding_variant(small, io_abs):

@@ -11,19 +11,10 @@ import torch
 
 from edge_bridge.models import BackboneError, CheckpointError, build_backbone
 from edge_bridge.models.normwear import cwt_length, normalise_config, normwear_cwt, preprocessing
-from tests.helpers.golden import assert_golden, golden_dir, skip_without_golden
+from tests.helpers.golden import assert_block_outputs, assert_golden, golden_dir, skip_without_golden
 
 GOLDEN = golden_dir("normwear")
 pytestmark = skip_without_golden("normwear")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: faster than two on a busy CI box for these small matmuls."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +23,7 @@ def net(small):
 
 
 def test_acceptance_block_outputs_match_golden(net, io):
-    assert not net.training
-    with torch.no_grad():
-        outs = net.block_outputs(torch.from_numpy(io["input"]))
-    assert len(outs) == net.n_blocks == 2
-    for k, out in enumerate(outs):
-        assert_golden(out, io[f"block_{k}"], f"block_{k}")
+    assert_block_outputs(net, io, n_blocks=2)
 
 
 def test_embedding_and_pooling_match_golden(net, io):

@@ -7,19 +7,10 @@ import torch
 
 from edge_bridge.models import BackboneError, CheckpointError, build_backbone, load_backbone, save_backbone
 from edge_bridge.models.papagei import normalise_config, preprocessing
-from tests.helpers.golden import assert_golden, golden_dir, skip_without_golden
+from tests.helpers.golden import assert_block_outputs, assert_golden, golden_dir, skip_without_golden
 
 GOLDEN = golden_dir("papagei")
 pytestmark = skip_without_golden("papagei")
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: these small convolutions run ~10x faster than two threads on a busy CI box."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +19,7 @@ def net(small):
 
 
 def test_acceptance_block_outputs_match_golden(net, io):
-    assert not net.training
-    with torch.no_grad():
-        outs = net.block_outputs(torch.from_numpy(io["input"]))
-    assert len(outs) == net.n_blocks == 8
-    for k, out in enumerate(outs):
-        assert_golden(out, io[f"block_{k}"], f"block_{k}")
+    assert_block_outputs(net, io, n_blocks=8)
 
 
 def test_embedding_pooling_and_official_heads_match_golden(net, io):
