@@ -92,7 +92,7 @@ class Engines:
     def windows(self, rec: Any) -> Any:
         from edge_bridge.recordings.paired import paired_windows
 
-        return paired_windows(rec, self.m.source, self.m.target, self.m.classes)
+        return paired_windows(rec, self.m.source, self.m.target, self.m.classes, self.m.label_map)
 
     def h(self, x_target: np.ndarray) -> np.ndarray:
         return self.run(self.e["target_front"], "x_target", x_target).astype(np.float32)

@@ -367,6 +367,7 @@ class LivePipeline:
         self.labels = labels
         m = runner.bundle.manifest
         self.classes = list(m.classes)
+        self.label_map = dict(m.label_map)  # annotations -> classes, for tasks that merge conditions
         self.spec: Preprocessing = m.target
         self.rows: list[int] = []
         self.windower: StreamWindower | None = None
@@ -565,6 +566,7 @@ class LivePipeline:
             record["raw_class"] = self.classes[int(np.argmax(probs))]
         if self.labels is not None:
             truth = self.labels.label_at(start_s, end_s)
+            truth = self.label_map.get(truth, truth) if truth is not None else None
             record["label"] = truth
             if truth is not None:
                 s.labelled += 1

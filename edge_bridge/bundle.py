@@ -141,6 +141,7 @@ class Manifest:
     golden_sha256: str | None = None
     quantization: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
+    label_map: dict[str, str] = field(default_factory=dict)  # annotation -> class (Task.label_map)
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _now())
     schema_version: int = SCHEMA_VERSION
@@ -152,6 +153,7 @@ class Manifest:
             "created": self.created,
             "task": self.task,
             "classes": list(self.classes),
+            **({"label_map": dict(self.label_map)} if self.label_map else {}),
             "modalities": {"source": self.source.to_dict(), "target": self.target.to_dict()},
             "positions": dict(self.positions),
             "parts": {k: v.to_dict() for k, v in sorted(self.parts.items())},
@@ -178,7 +180,7 @@ class Manifest:
         if version < 1:
             raise BundleError(f"{where}: unknown bundle schema_version {version}")
         known = {"schema_version", "tool_version", "created", "task", "classes", "modalities", "positions",
-                 "parts", "bridges", "golden", "quantization", "report"}
+                 "parts", "bridges", "golden", "quantization", "report", "label_map"}
         unknown = sorted(set(d) - known)
         if unknown:
             warnings.warn(f"{where}: ignoring unknown manifest keys {unknown} (newer edge-bridge?)",
@@ -189,6 +191,7 @@ class Manifest:
             return cls(
                 task=d["task"],
                 classes=list(d["classes"]),
+                label_map={str(k): str(v) for k, v in (d.get("label_map") or {}).items()},
                 source=Preprocessing.from_dict(d["modalities"]["source"]),
                 target=Preprocessing.from_dict(d["modalities"]["target"]),
                 positions={"i": int(d["positions"]["i"]), "j": int(d["positions"]["j"])},

@@ -40,9 +40,21 @@ class SourceBack(nn.Module):
         self.source = source
         self.j = source.position(j)
 
-    def last_block(self, z: torch.Tensor) -> torch.Tensor:
-        """Source last-block output (native layout) for bridge tokens ``z``: the Y_hat of the objective."""
-        return self.source.blocks_from(self.source.from_tokens(z), self.j)
+    def last_block(self, z: torch.Tensor, *, recompute: bool = False) -> torch.Tensor:
+        """Source last-block output (native layout) for bridge tokens ``z``: the Y_hat of the objective.
+
+        ``recompute`` (training only) keeps just each block's input for backward and runs the block again
+        when the gradient reaches it (``torch.utils.checkpoint``): the frozen blocks' activations are the
+        bulk of bridge-training memory, and one extra forward of ``source[j:]`` costs less than keeping them.
+        """
+        h = self.source.from_tokens(z)
+        if not (recompute and torch.is_grad_enabled()):
+            return self.source.blocks_from(h, self.j)
+        from torch.utils.checkpoint import checkpoint
+
+        for block in self.source.blocks[self.j:]:
+            h = checkpoint(block, h, use_reentrant=False)
+        return h
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.source.head_forward(self.last_block(z))  # (B, n_classes)

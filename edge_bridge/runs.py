@@ -125,7 +125,7 @@ class Run:
             raise RunError(f"{self.data} holds no .edf recordings; run `edge-bridge simulate --out "
                            f"{self.data}`")
         w = windows_from_files(files, self.task.source, self.task.target, self.task.classes,
-                               progress=progress)
+                               label_map=self.task.label_map, progress=progress)
         w.save(cache)
         logger.info("cut %d paired windows from %d recordings (%d skipped by quality)", len(w), len(files),
                     w.skipped)

@@ -7,16 +7,22 @@ published datasets map their channels onto them, so every step downstream can st
 task       source (rate in->out)  target (rate in->out)   classes                            window/hop
 =========  =====================  ======================  =================================  ==========
 stress     ECG 250 -> 100 Hz      wrist PPG 64 -> 125 Hz  baseline, stress, amusement        60 s / 5 s
+stress-    (as stress)            (as stress)             non-stress (baseline + amusement),  60 s / 5 s
+binary                                                    stress
 sleep      6 EEG 200 -> 200 Hz    ECG 200 -> 100 Hz       wake, sleep                        30 s / 30 s
 =========  =====================  ======================  =================================  ==========
 
 (WESAD's chest ECG is 700 Hz; use :func:`Task.with_rates` to adapt a preset to another device's rate.)
+
+``stress-binary`` reads the same recordings as ``stress`` and merges baseline and amusement into one class,
+the stress-vs-non-stress setting most WESAD work reports (Schmidt et al., 2018). Its ``label_map`` says
+which annotation becomes which class; the recordings themselves keep the three conditions.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from edge_bridge.errors import SpecError
 from edge_bridge.signals.spec import Preprocessing
@@ -32,6 +38,8 @@ class Task:
     source: Preprocessing
     target: Preprocessing
     classes: tuple[str, ...]
+    label_map: dict[str, str] = field(default_factory=dict)
+    """Annotation label -> class, when a class gathers several annotated conditions; empty = identity."""
 
     def with_rates(self, *, source_rate: float | None = None, target_rate: float | None = None) -> Task:
         """The same task for a device whose raw rates differ (the output rates, i.e. the models, stay)."""
@@ -46,15 +54,20 @@ class Task:
         return dataclasses.replace(self, source=src, target=tgt)
 
 
+_STRESS = Task(
+    "stress",
+    source=Preprocessing("ecg", ("ECG",), input_rate=250, output_rate=100, window_s=60, hop_s=5,
+                         bandpass=(0.5, 40.0), notch=50.0),
+    target=Preprocessing("ppg", ("PPG",), input_rate=64, output_rate=125, window_s=60, hop_s=5,
+                         bandpass=(0.5, 8.0)),
+    classes=("baseline", "stress", "amusement"),
+)
+
 TASKS: dict[str, Task] = {
-    "stress": Task(
-        "stress",
-        source=Preprocessing("ecg", ("ECG",), input_rate=250, output_rate=100, window_s=60, hop_s=5,
-                             bandpass=(0.5, 40.0), notch=50.0),
-        target=Preprocessing("ppg", ("PPG",), input_rate=64, output_rate=125, window_s=60, hop_s=5,
-                             bandpass=(0.5, 8.0)),
-        classes=("baseline", "stress", "amusement"),
-    ),
+    "stress": _STRESS,
+    "stress-binary": dataclasses.replace(
+        _STRESS, name="stress-binary", classes=("non-stress", "stress"),
+        label_map={"baseline": "non-stress", "amusement": "non-stress", "stress": "stress"}),
     "sleep": Task(
         "sleep",
         source=Preprocessing("eeg", EEG_CHANNELS, input_rate=200, output_rate=200, window_s=30, hop_s=30,

@@ -112,6 +112,7 @@ class TrainConfig:
     lr: float = 1e-3
     weight_decay: float = 0.0
     seed: int = 0
+    recompute: bool = False  # recompute source[j:] activations in backward: less memory, ~1 more forward
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
@@ -234,7 +235,7 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
         for s in range(0, n, cfg.batch_size):
             idx = perm[s:s + cfg.batch_size]
             local = idx[rank::world]  # this rank's share of the global batch
-            y_hat = back.last_block(model(train.h[local]))  # native layout
+            y_hat = back.last_block(model(train.h[local]), recompute=cfg.recompute)  # native layout
             y = source.from_tokens(train.y[local])
             # DDP averages gradients over ranks: scale the local sum so the average is the global-batch mean
             loss = alignment_loss(y_hat, y, "sum") * (world / len(idx))

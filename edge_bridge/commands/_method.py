@@ -11,7 +11,9 @@ from typing import Any
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help="run directory (created on first use)")
     p.add_argument("--data", metavar="DIR", help="folder of EDF recordings; needed when RUN is new")
-    p.add_argument("--task", default=None, help="task preset (stress or sleep); needed when RUN is new")
+    p.add_argument("--task", default=None,
+                   help="task preset: stress (3 classes), stress-binary (stress vs non-stress, read from the "
+                        "same recordings) or sleep; needed when RUN is new")
     p.add_argument("--seed", type=int, default=0, help="seed of the subject split and of training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 

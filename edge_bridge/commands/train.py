@@ -45,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="how Pi starts: k-means of real source block-j tokens (default), sampled tokens, "
                         "or random with the tokens' scale")
     p.add_argument("--resume", action="store_true", help="continue from RUN/bridge/last")
+    p.add_argument("--recompute", action="store_true",
+                   help="keep only each source block's input for backward and recompute the rest "
+                        "(torch.utils.checkpoint): less training memory for one extra forward of source[j:]")
     p.add_argument("--kd", action="store_true", help="also train the KD student baseline")
     p.add_argument("--temperature", type=float, default=2.0, help="KD temperature")
 
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from edge_bridge.train import TrainConfig, world_info
 
     r = open_run(args)
-    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+    cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      recompute=args.recompute)
     i, j, r_rank, n_proto = args.i, args.j, args.rank, args.prototypes
     preset_line = ""
     if args.preset is not None:

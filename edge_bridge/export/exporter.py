@@ -134,7 +134,8 @@ def _log_level(verbose: bool | int | str | None) -> Iterator[None]:
 
 # --- data ---------------------------------------------------------------------------------------------------
 def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target: Preprocessing,
-                     classes: tuple[str, ...] = (), exclude_subjects: tuple[str, ...] = ()) -> WindowSet:
+                     classes: tuple[str, ...] = (), exclude_subjects: tuple[str, ...] = (),
+                     label_map: dict[str, str] | None = None) -> WindowSet:
     """Calibration windows from a directory of EDF+ recordings (cut with THE preprocessing of the manifest)
     or from a ``.npz`` written by ``Windows.save``.
 
@@ -155,7 +156,7 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
             raise ExportError(f"{path}: no .edf recordings for calibration; pass a directory of paired "
                               f"{source.modality}+{target.modality} recordings (e.g. from `edge-bridge "
                               "simulate`) or a windows .npz")
-        w = windows_from_files(files, source, target, classes)
+        w = windows_from_files(files, source, target, classes, label_map=label_map)
         origin = f"{path} ({len(files)} recordings)"
     elif path.is_file() and path.suffix == ".npz":
         w = Windows.load(path)
@@ -248,7 +249,8 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
             holdout = WindowSet(holdout.target[idx], holdout.source[idx], holdout.labels[idx], holdout.origin)
         if calibration is not None and not isinstance(calibration, WindowSet):
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
-                                           exclude_subjects=tuple(run.splits()["test"]))
+                                           exclude_subjects=tuple(run.splits()["test"]),
+                                           label_map=run.task.label_map)
         weights = {"target_front": sha256_file(t_dir / "model.safetensors"),
                    "source_back": sha256_file(s_dir / "model.safetensors"),
                    "source_front": sha256_file(s_dir / "model.safetensors"),
@@ -258,7 +260,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                                 calibration=calibration, precision=precision, target=target,
                                 agreement_threshold=agreement_threshold, overwrite=overwrite,
                                 golden_windows=golden_windows, weights_sha256=weights,
-                                run_dir=str(run.path))
+                                run_dir=str(run.path), label_map=run.task.label_map)
 
 
 def _spec(meta: dict[str, Any], fallback: Preprocessing) -> Preprocessing:
@@ -274,13 +276,15 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
                      overwrite: bool = False, golden_windows: int = 4,
                      quant_config: QuantConfig | None = None,
                      weights_sha256: dict[str, str] | None = None, parity_tolerance: float = PARITY_TOLERANCE,
-                     run_dir: str | None = None, verbose: bool | int | str | None = None) -> Bundle:
+                     run_dir: str | None = None, verbose: bool | int | str | None = None,
+                     label_map: dict[str, str] | None = None) -> Bundle:
     """Export a :class:`~edge_bridge.composite.Composite` as a bundle (the work behind :func:`export`).
 
     Parameters are those of :func:`export`, plus the pieces a run directory would give: ``task``,
     ``classes``, the two preprocessing specs, ``holdout`` windows, ``weights_sha256`` (sha256 of the weights
     file each part comes from; otherwise a digest of its state dict is recorded) and an optional
-    ``quant_config`` replacing the ``target`` flavour's defaults.
+    ``quant_config`` replacing the ``target`` flavour's defaults, and the task's ``label_map``
+    (annotation -> class, recorded so the device can score annotated recordings against merged classes).
     """
     with _log_level(verbose):
         prec = parse_enum(Precision, precision, "precision")
@@ -316,7 +320,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
                 job.guard()
                 manifest = job.assemble(staging, task=task, classes=classes, source_spec=source_spec,
                                         target_spec=target_spec, golden_windows=golden_windows,
-                                        run_dir=run_dir)
+                                        run_dir=run_dir, label_map=label_map)
             Bundle.load(staging)
             _replace_dir(staging, out)
         except BaseException:
@@ -592,7 +596,8 @@ class _Job:
 
     # 5. files, golden, manifest
     def assemble(self, root: Path, *, task: str, classes: tuple[str, ...], source_spec: Preprocessing,
-                 target_spec: Preprocessing, golden_windows: int, run_dir: str | None) -> Manifest:
+                 target_spec: Preprocessing, golden_windows: int, run_dir: str | None,
+                 label_map: dict[str, str] | None = None) -> Manifest:
         import onnx
 
         from edge_bridge.models.io import save_tensors
@@ -632,7 +637,8 @@ class _Job:
             "tensorrt": self._tensorrt_check() if self.target is Target.JETSON else None,
             "file_bytes": sizes,
         })
-        manifest = Manifest(task=task, classes=list(classes), source=source_spec, target=target_spec,
+        manifest = Manifest(task=task, classes=list(classes), label_map=dict(label_map or {}),
+                            source=source_spec, target=target_spec,
                             positions={"i": int(self.composite.i), "j": int(self.composite.j)}, parts=specs,
                             bridges={1: bv}, current_bridge=1, golden_sha256=sha256_file(root / GOLDEN),
                             quantization=self.quant, report=self.report)

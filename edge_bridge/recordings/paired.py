@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -126,19 +126,21 @@ def _gate(raw: np.ndarray, spec: Preprocessing) -> np.ndarray:
     return (assess_quality(raw, spec.quality) == 0).all(axis=1)
 
 
-def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str] = ()) -> Windows:
+def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str] = (),
+                     label_map: Mapping[str, str] | None = None) -> Windows:
     """Processed windows of one modality, keyed by ``spec.modality``."""
     raw, starts = _raw_windows(rec, spec)
     good = _gate(raw, spec)
-    return _finish(rec, {spec.modality: (raw, spec)}, starts, good, classes, spec.window_s)
+    return _finish(rec, {spec.modality: (raw, spec)}, starts, good, classes, spec.window_s, label_map)
 
 
 def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
-                   classes: Sequence[str] = ()) -> Windows:
+                   classes: Sequence[str] = (), label_map: Mapping[str, str] | None = None) -> Windows:
     """Time-aligned windows of the source and target modality of one recording.
 
     Both specs must use the same window and hop in seconds, so that window *k* covers the same span of
-    time in both modalities. Windows where either modality fails the quality gate are left out.
+    time in both modalities. Windows where either modality fails the quality gate are left out. Labels are
+    indices into ``classes`` after renaming annotations with ``label_map`` (see ``Task.label_map``).
 
     Returns
     -------
@@ -158,7 +160,7 @@ def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
         raise SignalError("source and target windows do not start at the same times; check the rates")
     good = _gate(raw_s, source) & _gate(raw_t, target)
     return _finish(rec, {"source": (raw_s, source), "target": (raw_t, target)}, t_s, good, classes,
-                   source.window_s)
+                   source.window_s, label_map)
 
 
 def _in_bad_span(rec: Recording, starts: np.ndarray, window_s: float) -> np.ndarray:
@@ -180,7 +182,8 @@ def _in_bad_span(rec: Recording, starts: np.ndarray, window_s: float) -> np.ndar
 
 
 def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], starts: np.ndarray,
-            good: np.ndarray, classes: Sequence[str], window_s: float) -> Windows:
+            good: np.ndarray, classes: Sequence[str], window_s: float,
+            label_map: Mapping[str, str] | None = None) -> Windows:
     in_bad = _in_bad_span(rec, starts, window_s)
     reasons = {"bad_span": int(in_bad.sum()), "quality": int((~good & ~in_bad).sum())}
     reasons = {k: v for k, v in reasons.items() if v}
@@ -192,7 +195,7 @@ def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], 
                     ", ".join(f"{k}: {v}" for k, v in reasons.items()))
     x = {role: process_windows(raw[keep], spec) for role, (raw, spec) in parts.items()}
     starts = starts[keep]
-    labels = np.array([rec.label_at(t, t + window_s, classes) for t in starts], dtype=np.int64)
+    labels = np.array([rec.label_at(t, t + window_s, classes, label_map) for t in starts], dtype=np.int64)
     if not classes:
         labels = np.full(len(starts), -1, dtype=np.int64)
     subjects = np.full(len(starts), rec.subject or "", dtype=object).astype(str)
@@ -201,7 +204,7 @@ def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], 
 
 def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preprocessing,
                        target: Preprocessing | None = None, classes: Sequence[str] = (),
-                       *, progress: bool = False) -> Windows:
+                       *, label_map: Mapping[str, str] | None = None, progress: bool = False) -> Windows:
     """Read EDF+ recordings and cut windows (paired when ``target`` is given) from all of them."""
     from edge_bridge.recordings.edf import read_edf
 
@@ -218,6 +221,6 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
         rec = read_edf(p)
         if not rec.subject:
             rec.subject = p.stem
-        parts.append(paired_windows(rec, source, target, classes) if target is not None
-                     else modality_windows(rec, source, classes))
+        parts.append(paired_windows(rec, source, target, classes, label_map) if target is not None
+                     else modality_windows(rec, source, classes, label_map))
     return Windows.concatenate(parts)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy as _copy
 import datetime as dt
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -158,15 +158,18 @@ class Recording:
             self.start_time = self.start_time + dt.timedelta(seconds=tmin)
         return self
 
-    def label_at(self, tmin: float, tmax: float, classes: Sequence[str]) -> int:
+    def label_at(self, tmin: float, tmax: float, classes: Sequence[str],
+                 label_map: Mapping[str, str] | None = None) -> int:
         """Index in ``classes`` of the label that covers all of ``[tmin, tmax)``, else -1.
 
         Windows that straddle two labelled segments or an unlabelled stretch get -1 rather than a
-        guess, so supervised code never trains on a mixed window.
+        guess, so supervised code never trains on a mixed window. ``label_map`` renames annotations to
+        classes first (a task that merges conditions, e.g. baseline + amusement -> non-stress).
         """
         for a in self.annotations:
-            if a.label in classes and a.onset <= tmin + 1e-9 and a.onset + a.duration >= tmax - 1e-9:
-                return list(classes).index(a.label)
+            label = label_map.get(a.label, a.label) if label_map else a.label
+            if label in classes and a.onset <= tmin + 1e-9 and a.onset + a.duration >= tmax - 1e-9:
+                return list(classes).index(label)
         return -1
 
     def __repr__(self) -> str:

@@ -173,3 +173,13 @@ def test_unpack_refuses_hostile_tars(tmp_path, member, reason):
     with pytest.raises(BundleError, match=reason):
         unpack(tar, tmp_path / "out")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["evil.tar"]
+
+
+def test_label_map_round_trips_and_is_optional(bundle_copy):
+    """A merged-class task records annotation -> class; bundles without it (3-class) read as identity."""
+    assert Bundle.load(bundle_copy).manifest.label_map == {}
+    assert "label_map" not in json.loads((bundle_copy / "manifest.json").read_text())
+    merge = {"baseline": "non-stress", "amusement": "non-stress", "stress": "stress"}
+    _edit_manifest(bundle_copy, lambda m: m.update(label_map=merge))
+    m = Bundle.load(bundle_copy).manifest
+    assert m.label_map == merge and m.to_dict()["label_map"] == merge

@@ -67,3 +67,18 @@ def test_files_to_windows_and_npz_round_trip(tmp_path):
     np.testing.assert_array_equal(back.x["target"], w.x["target"])
     np.testing.assert_array_equal(back.labels, w.labels)
     assert back.classes == TASK.classes
+
+
+def test_a_task_that_merges_conditions_labels_through_its_map():
+    """stress-binary: baseline and amusement are one class; the recording keeps its three conditions."""
+    binary = get_task("stress-binary").with_window(10, 5)
+    rec = _rec()
+    rec.annotations = [Annotation(0, 20, "baseline"), Annotation(20, 20, "amusement"),
+                       Annotation(40, 20, "stress")]
+    w = paired_windows(rec, binary.source, binary.target, binary.classes, binary.label_map)
+    assert binary.classes == ("non-stress", "stress")
+    # [0,10) [5,15) [10,20) baseline; [15,25) straddles two annotations -> -1 even though both map to
+    # non-stress (one annotation must cover the window); [20,30) [25,35) [30,40) amusement; ...
+    assert w.labels.tolist() == [0, 0, 0, -1, 0, 0, 0, -1, 1, 1, 1]
+    three = paired_windows(rec, TASK.source, TASK.target, TASK.classes)
+    assert three.labels.tolist() == [0, 0, 0, -1, 2, 2, 2, -1, 1, 1, 1]
