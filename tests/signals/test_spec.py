@@ -82,8 +82,12 @@ def test_quality_limits_validated_and_carried():
 
 
 def test_task_lookup_and_variants():
-    with pytest.raises(SpecError, match="stress, sleep"):
+    with pytest.raises(SpecError, match="stress, stress-binary, sleep"):
         get_task("nope")
+    binary = get_task("stress-binary")
+    assert binary.source == get_task("stress").source and binary.classes == ("non-stress", "stress")
+    assert set(binary.label_map) == set(get_task("stress").classes)  # every condition lands in a class
+    assert set(binary.label_map.values()) == set(binary.classes)
     t = get_task("stress").with_rates(source_rate=700).with_window(10, 5)
     assert t.source.input_rate == 700 and t.source.output_rate == 100
     assert t.target.window_samples == 640
