@@ -151,8 +151,8 @@ CAL_KEYS = ("accepted", "verdict", "chosen", "windows", "skipped", "current", "c
             "refit_info", "notes")
 
 
-def train_and_export(out: Path, seed: int) -> tuple[Path, Path]:
-    """A small stress run (few subjects and epochs) exported as an FP32 bundle."""
+def train_and_export(out: Path, seed: int, task: str) -> tuple[Path, Path]:
+    """A small run of ``task`` on simulated stress recordings (few subjects and epochs), as an FP32 bundle."""
     from edge_bridge import pipeline as P
     from edge_bridge.export import export
     from edge_bridge.fitting import FitConfig
@@ -163,7 +163,7 @@ def train_and_export(out: Path, seed: int) -> tuple[Path, Path]:
     data = out / "data"
     if not (data / "dataset.json").is_file():
         simulate_dataset(data, "stress", subjects=8, minutes=8, seed=seed)
-    run = Run.open(out / "run", data=data, task="stress", seed=seed,
+    run = Run.open(out / "run", data=data, task=task, seed=seed,
                    fractions={"train": 0.375, "val": 0.125, "paired": 0.25, "test": 0.25})
     if not run.target_backbone.exists():
         P.pretrain(run, FitConfig(epochs=3, batch_size=64, seed=seed))
@@ -251,6 +251,9 @@ def main() -> None:
     ap.add_argument("--calibration-minutes", type=float, default=5,
                     help="paired minutes at the start of each user's recording used to calibrate (default 5)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--task", default="stress-binary", choices=("stress-binary", "stress"),
+                    help="task of the run trained here when --run/--bundle are not given (default "
+                         "stress-binary); a given bundle brings its own classes")
     ap.add_argument("--run-test-subjects", action="store_true",
                     help="users = the run's held-out test subjects (its splits.json 'test', never fitted) "
                          "instead of newly simulated ones")
@@ -278,7 +281,7 @@ def main() -> None:
     if args.run and args.bundle:
         run_dir, src_bundle = Path(args.run), Path(args.bundle)
     else:
-        run_dir, src_bundle = train_and_export(out, args.seed)
+        run_dir, src_bundle = train_and_export(out, args.seed, args.task)
     report["train_export_seconds"] = time.perf_counter() - t0
 
     eng = Engines(src_bundle)
