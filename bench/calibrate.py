@@ -251,9 +251,10 @@ def main() -> None:
     ap.add_argument("--calibration-minutes", type=float, default=5,
                     help="paired minutes at the start of each user's recording used to calibrate (default 5)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--task", default="stress-binary", choices=("stress-binary", "stress"),
-                    help="task of the run trained here when --run/--bundle are not given (default "
-                         "stress-binary); a given bundle brings its own classes")
+    ap.add_argument("--task", default="stress", choices=("stress", "stress-binary"),
+                    help="task of the small run trained here when --run/--bundle are not given (default "
+                         "stress: with 3 training subjects a stress-binary source model can collapse to one "
+                         "class, which selection refuses); a given bundle brings its own classes")
     ap.add_argument("--run-test-subjects", action="store_true",
                     help="users = the run's held-out test subjects (its splits.json 'test', never fitted) "
                          "instead of newly simulated ones")
