@@ -55,3 +55,16 @@ def assert_block_outputs(net: torch.nn.Module, io: dict[str, np.ndarray], n_bloc
     assert len(outs) == net.n_blocks == n_blocks
     for k, out in enumerate(outs):
         assert_golden(out, io[f"block_{k}"], f"block_{k}")
+
+
+def build_published(name: str, schema: dict[str, Any]) -> torch.nn.Module:
+    """``build_backbone(name, config=published_config)``, asserted to have schema.json's state dict (keys in
+    order, shapes, dtypes) and parameter count; model-specific block checks stay with each test."""
+    from edge_bridge.models import build_backbone
+
+    net = build_backbone(name, config=schema["published_config"])
+    got = [(k, list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in net.state_dict().items()]
+    want = [(e["key"], e["shape"], e["dtype"]) for e in schema["state_dict"]]
+    assert got == want
+    assert net.num_parameters() == schema["parameter_count"]["n_parameters"]
+    return net

@@ -14,7 +14,13 @@ from safetensors.torch import load_file
 from edge_bridge.models import CheckpointError, build_backbone, load_backbone, save_backbone
 from edge_bridge.models.checkpoints import load_state_dict_file, load_strict
 from edge_bridge.models.hubert_ecg import preprocessing
-from tests.helpers.golden import assert_block_outputs, assert_golden, golden_dir, skip_without_golden
+from tests.helpers.golden import (
+    assert_block_outputs,
+    assert_golden,
+    build_published,
+    golden_dir,
+    skip_without_golden,
+)
 
 GOLDEN = golden_dir("hubert_ecg")
 pytestmark = skip_without_golden("hubert_ecg")
@@ -53,11 +59,7 @@ def test_embedding_pooling_and_window_path_match_golden(net, io):
 
 def test_published_config_has_the_published_state_dict():
     schema = json.loads((GOLDEN / "schema.json").read_text())
-    net = build_backbone("hubert_ecg", config=schema["published_config"])
-    got = {k: (list(v.shape), str(v.dtype).removeprefix("torch.")) for k, v in net.state_dict().items()}
-    want = {e["key"]: (e["shape"], e["dtype"]) for e in schema["state_dict"]}
-    assert got == want
-    assert net.num_parameters() == schema["parameter_count"]["n_parameters"]
+    net = build_published("hubert_ecg", schema)
     shapes = [[1, b.tokens, b.features] for b in net.boundaries[1:]]
     assert shapes == [b["output_shape"] for b in schema["bridgeable_blocks"]["blocks"]]
     assert net.block_paths == [b["module_path"] for b in schema["bridgeable_blocks"]["blocks"]]
