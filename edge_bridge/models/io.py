@@ -101,23 +101,12 @@ def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
 
 def load_state_checked(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``module`` after checking keys, shapes and dtypes match exactly."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(tensors))
-    unexpected = sorted(set(tensors) - set(own))
-    shapes = [f"{k}: file {tuple(tensors[k].shape)} vs model {tuple(v.shape)}"
-              for k, v in own.items() if k in tensors and tuple(tensors[k].shape) != tuple(v.shape)]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if shapes:
-            parts.append(f"shape mismatch {shapes[:5]}")
-        raise CheckpointError(f"{source}: weights do not fit the model ({'; '.join(parts)}); the weights and "
-                              "the config come from different models")
-    module.load_state_dict({k: v.to(own[k].dtype) for k, v in tensors.items()}, strict=True)
+    """Copy ``tensors`` into ``module`` after checking keys and shapes match exactly (our own files: the
+    weights and their config travel together, so a mismatch means they were mixed up)."""
+    from edge_bridge.models.checkpoints import load_strict  # checkpoints imports this module
+
+    load_strict(module, tensors, source,
+                hint="the weights and the config come from different models")
 
 
 def load_weights(model: Backbone, path: str | os.PathLike[str]) -> Backbone:
