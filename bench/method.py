@@ -205,15 +205,14 @@ def main() -> None:
     mem_bridge = _memory_in_subprocess("bridge", run.path, args.batch, args.threads, args.seed)
     mem_kd = _memory_in_subprocess("kd", run.path, args.batch, args.threads, args.seed)
     mem_rc = _memory_in_subprocess("bridge-recompute", run.path, args.batch, args.threads, args.seed)
-    # the same bridge training with recomputed source[j:] activations (TrainConfig.recompute): a few
-    # epochs for the time per epoch, on the same cache and thread count
-    rc_cache = bridge_cache(target, source, paired.x["target"], paired.x["source"], i)
-    rc_bridge = P.make_bridge(target, source, i, j, P.BridgeSettings(), paired.x["source"], args.seed)
-    rc_plain = train_bridge(rc_bridge, source, j, rc_cache, None,
-                            TrainConfig(epochs=5, seed=args.seed, batch_size=args.batch))
-    rc_bridge = P.make_bridge(target, source, i, j, P.BridgeSettings(), paired.x["source"], args.seed)
-    rc_res = train_bridge(rc_bridge, source, j, rc_cache, None,
-                          TrainConfig(epochs=5, seed=args.seed, batch_size=args.batch, recompute=True))
+    # the same bridge training with and without recomputed source[j:] activations (TrainConfig.recompute),
+    # side by side: a few epochs each for the time per epoch, on the same cache and thread count
+    full_cache = bridge_cache(target, source, paired.x["target"], paired.x["source"], i)
+    rc_plain, rc_res = (
+        train_bridge(P.make_bridge(target, source, i, j, P.BridgeSettings(), paired.x["source"], args.seed),
+                     source, j, full_cache, None,
+                     TrainConfig(epochs=5, seed=args.seed, batch_size=args.batch, recompute=recompute))
+        for recompute in (False, True))
     bridge_params = report["bridge_train"]["trainable_parameters"]
     kd_params = report["kd_train"]["trainable_parameters"]
     report["cost"] = {
@@ -254,7 +253,6 @@ def main() -> None:
     # --- prototype init ablation (same i, j, data, epochs) -------------------------------------------------
     test = run.role("test", labelled=True)
     val = run.role("val")
-    full_cache = bridge_cache(target, source, paired.x["target"], paired.x["source"], i)
     vcache = bridge_cache(target, source, val.x["target"], val.x["source"], i)
     xt_test = torch.as_tensor(test.x["target"])
     with torch.no_grad():
