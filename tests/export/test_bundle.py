@@ -183,3 +183,6 @@ def test_label_map_round_trips_and_is_optional(bundle_copy):
     _edit_manifest(bundle_copy, lambda m: m.update(label_map=merge))
     m = Bundle.load(bundle_copy).manifest
     assert m.label_map == merge and m.to_dict()["label_map"] == merge
+    _edit_manifest(bundle_copy, lambda m: m.update(label_map=["baseline", "stress"]))  # not a mapping
+    with pytest.raises(BundleError, match="malformed manifest"):
+        Bundle.load(bundle_copy)
