@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from edge_bridge.models.backbone import Backbone, BackboneError
@@ -58,13 +59,41 @@ class PatchEmbed(nn.Module):
         return h + self.pos
 
 
+class SelfAttention(nn.Module):
+    """Multi-head self-attention on ``(B, T, D)`` straight through ``F.scaled_dot_product_attention``.
+
+    Why not ``nn.MultiheadAttention``: it transposes to ``(T, B, D)`` and copies q, k and v apart before the
+    same fused kernel, and those copies cost about a third of a frozen block's forward + backward time on CPU
+    (bridge training runs ``source[j:]`` every step; see ``bench/method.py``). Parameter names and layout are
+    ``nn.MultiheadAttention``'s (``in_proj_weight``/``in_proj_bias`` stacking q, k, v; ``out_proj``), so
+    weights saved with either load into the other and the outputs agree to float precision.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.dropout = dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * d_model, d_model))
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * d_model))
+        self.out_proj = nn.Linear(d_model, d_model)
+        nn.init.xavier_uniform_(self.in_proj_weight)  # nn.MultiheadAttention's initialisation
+        nn.init.zeros_(self.out_proj.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)  # (B, T, 3D)
+        q, k, v = qkv.view(b, t, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)  # (B, H, T, D/H)
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.out_proj(o.transpose(1, 2).reshape(b, t, d))  # (B, T, D)
+
+
 class Block(nn.Module):
     """Pre-LN transformer block: x + attn(LN(x)); x + mlp(LN(x))."""
 
     def __init__(self, d_model: int, n_heads: int, mlp_ratio: float, dropout: float) -> None:
         super().__init__()
         self.ln1 = nn.LayerNorm(d_model)
-        self.attn = nn.MultiheadAttention(d_model, n_heads, dropout=dropout, batch_first=True)
+        self.attn = SelfAttention(d_model, n_heads, dropout)
         self.ln2 = nn.LayerNorm(d_model)
         hidden = int(d_model * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(d_model, hidden), nn.GELU(), nn.Linear(hidden, d_model),
@@ -72,7 +101,7 @@ class Block(nn.Module):
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         a = self.ln1(h)  # (B, T, D)
-        h = h + self.attn(a, a, a, need_weights=False)[0]  # (B, T, D)
+        h = h + self.attn(a)  # (B, T, D)
         return h + self.mlp(self.ln2(h))  # (B, T, D)
 
 

@@ -111,3 +111,29 @@ def test_set_head_and_freeze(tiny):
     assert net(torch.randn(2, *net.input_shape)).shape == (2, 4) and net.config["n_classes"] == 4
     net.freeze()
     assert net.num_parameters(trainable_only=True) == 0 and not net.training
+
+
+def test_transformer_attention_is_multihead_attention_with_the_same_weights():
+    """The transformer's own attention (no q/k/v copies) must stay a drop-in for nn.MultiheadAttention:
+    same state-dict keys, same initial weights for the same seed, same outputs and input gradients."""
+    from edge_bridge.models.transformer import SelfAttention
+
+    torch.manual_seed(3)
+    ref = torch.nn.MultiheadAttention(32, 4, batch_first=True)
+    torch.manual_seed(3)
+    ours = SelfAttention(32, 4, 0.0)
+    assert list(ref.state_dict()) == list(ours.state_dict())
+    for k, v in ref.state_dict().items():
+        torch.testing.assert_close(ours.state_dict()[k], v, rtol=0, atol=0)
+    with torch.no_grad():  # trained-looking weights: non-zero biases
+        for p in ref.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    ours.load_state_dict(ref.state_dict())
+    x1 = torch.randn(5, 7, 32, requires_grad=True)
+    x2 = x1.detach().clone().requires_grad_(True)
+    y_ref = ref(x1, x1, x1, need_weights=False)[0]
+    y = ours(x2)
+    torch.testing.assert_close(y, y_ref)
+    y_ref.square().sum().backward()
+    y.square().sum().backward()
+    torch.testing.assert_close(x2.grad, x1.grad)
