@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 
@@ -54,13 +52,15 @@ def test_wide_prototypes_more_than_token_width():
     assert res.info["prototype_rank"] == 3
 
 
-def test_closed_form_is_fast_at_paper_size():
-    """d_in 64, T 60, D_out 64, r 8, P 16, 300 windows: well under the 1 s goal."""
-    _, start, H, Z, starts = _problem(n=300, d_in=64, tokens=60, d_out=64, rank=8, prototypes=16,
-                                      noise=0.1)
-    t0 = time.perf_counter()
-    closed_form_refit(H, Z, start, starts=starts, groups=np.repeat(np.arange(3), 100), window_s=60.0)
-    assert time.perf_counter() - t0 < 1.0
+def test_closed_form_at_paper_size_keeps_structure():
+    """d_in 64, T 60, D_out 64, r 8, P 16, 300 windows (its speed is measured in bench/calibrate.py)."""
+    truth, start, H, Z, starts = _problem(n=300, d_in=64, tokens=60, d_out=64, rank=8, prototypes=16,
+                                          noise=0.1)
+    w = closed_form_refit(H, Z, start, starts=starts, groups=np.repeat(np.arange(3), 100),
+                          window_s=60.0).weights
+    assert w.config == start.config
+    assert np.linalg.matrix_rank(w.B.astype(np.float64) @ w.A.astype(np.float64)) <= 8
+    assert _rel_err(w, truth, H) < 0.1
 
 
 def test_gradient_refit_lowers_the_objective_and_touches_only_the_bridge():
