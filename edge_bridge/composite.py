@@ -46,6 +46,8 @@ class SourceBack(nn.Module):
         ``recompute`` (training only) keeps just each block's input for backward and runs the block again
         when the gradient reaches it (``torch.utils.checkpoint``): the frozen blocks' activations are the
         bulk of bridge-training memory, and one extra forward of ``source[j:]`` costs less than keeping them.
+        A block that knows a finer split offers it as ``forward_recomputed`` (the reference transformer
+        recomputes each residual branch on its own) and that is used instead.
         """
         h = self.source.from_tokens(z)
         if not (recompute and torch.is_grad_enabled()):
@@ -53,7 +55,8 @@ class SourceBack(nn.Module):
         from torch.utils.checkpoint import checkpoint
 
         for block in self.source.blocks[self.j:]:
-            h = checkpoint(block, h, use_reentrant=False)
+            finer = getattr(block, "forward_recomputed", None)
+            h = finer(h) if finer is not None else checkpoint(block, h, use_reentrant=False)
         return h
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
