@@ -7,12 +7,17 @@
 2. parity of ONNX Runtime vs PyTorch per part and chained, on held-out windows (the run's test subjects);
 3. static INT8 (or FP16) of ``target_front``, ``source_back`` and ``source_front`` in the flavour of
    ``target``; calibration: target windows for ``target_front``, source windows for ``source_front``, and
-   the bridge outputs ``z`` of the target windows for ``source_back`` (what it sees at run time). The bridge
-   stays FP32: it is refit on site. ``jetson`` graphs must pass the TensorRT audit;
+   for ``source_back`` both things it is fed at run time: the bridge outputs ``z`` of the target windows
+   (the live composite) and ``source_front``'s tokens of the source windows (on-site calibration reads the
+   source model's decisions through it; calibrating on bridge outputs alone clipped the real tokens and
+   flipped 13 % of the source model's decisions). The bridge stays FP32: it is refit on site. ``jetson``
+   graphs must pass the TensorRT audit;
 4. the accuracy guard: FP32 vs quantized composite on the held-out windows (argmax agreement, balanced
    accuracy, max logit drift). Below ``agreement_threshold`` parts fall back one step at a time
    (int8 -> fp16 -> fp32), the part whose step helps most first, each step logged as a warning and written
-   to the manifest: a degraded bundle is never shipped silently;
+   to the manifest: a degraded bundle is never shipped silently. The same for the source model's decisions
+   as calibration computes them (``source_front`` then ``source_back`` at their shipped precisions): the
+   step that helps most, ``source_front`` on a tie (it feeds nothing else);
 5. ``bridges/v0001.onnx`` + ``v0001.safetensors``, ``golden.npz``, ``manifest.json``; the bundle is built in
    a temporary sibling directory, verified with :meth:`Bundle.load`, and renamed into place, so a failed
    export leaves nothing behind.
@@ -465,12 +470,14 @@ class _Job:
                     cal.origin)
         xt = pick_windows(cal.target, self.qcfg, "calibration (target windows)")
         xs = pick_windows(cal.source, self.qcfg, "calibration (source windows)")
-        z = self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, xt))
+        z = np.concatenate([self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, xt)),
+                            self.run("source_front", Precision.FP32, xs)])
         feeds = {"target": xt, "source": xs, "z": z}
         self.quant["calibration"] = {"origin": cal.origin, "windows_given": len(cal),
                                      "windows_used": {"target_front": len(xt), "source_front": len(xs),
                                                       "source_back": len(z)},
-                                     "source_back_fed": "bridge outputs z of the target windows"}
+                                     "source_back_fed": "bridge outputs z of the target windows and "
+                                                        "source_front tokens of the source windows"}
         (self.work / "int8").mkdir()
         audits = {}
         for p in quantizable:
@@ -513,15 +520,17 @@ class _Job:
         out["precisions"] = {p: precisions[p].value for p in ("target_front", "source_back")}
         return out
 
-    def measure_source_front(self, prec: Precision) -> dict[str, Any]:
-        """source_front only feeds calibration: compare the source model's decisions through it."""
+    def measure_source_path(self, sf: Precision, sb: Precision) -> dict[str, Any]:
+        """The source model's decisions as on-site calibration computes them, ``source_back(source_front(x))``
+        at precisions ``sf``/``sb``, vs both in FP32, on the held-out source windows."""
         xs = self.holdout.source
-        ref = self.run("source_back", Precision.FP32, self.run("source_front", Precision.FP32, xs))
-        got = self.run("source_back", Precision.FP32, self.run("source_front", prec, xs))
-        zr, zg = self.run("source_front", Precision.FP32, xs), self.run("source_front", prec, xs)
-        out = _compare(ref, got, self.holdout.labels)
+        zr = self.run("source_front", Precision.FP32, xs)
+        zg = self.run("source_front", sf, xs)
+        out = _compare(self.run("source_back", Precision.FP32, zr), self.run("source_back", sb, zg),
+                       self.holdout.labels)
         out["max_z_drift"] = float(np.abs(zr - zg).max())
-        out["precision"] = prec.value
+        out["precision"] = sf.value
+        out["source_back_precision"] = sb.value
         return out
 
     def guard(self) -> None:
@@ -558,23 +567,34 @@ class _Job:
                            "threshold %.4f (a threshold above 1 can never be met: this forces the FP32 "
                            "fallback)",
                            current["agreement"], self.threshold)
-        sf = Precision.FP32
+        levels["source_front"] = self.precision
         sf_report = None
         if self.precision is not Precision.FP32:
-            sf = self.precision
-            sf_report = self.measure_source_front(sf)
-            while sf_report["agreement"] < self.threshold and sf is not Precision.FP32:
-                nxt = self._step("source_front", sf)
-                new = self.measure_source_front(nxt)
-                logger.warning("ACCURACY GUARD FALLBACK: source model decisions through the %s source_front "
-                               "agree %.4f < %.4f with FP32; source_front falls back to %s (agreement now "
-                               "%.4f)",
-                               sf.value, sf_report["agreement"], self.threshold, nxt.value, new["agreement"])
-                fallback.append({"part": "source_front", "from": sf.value, "to": nxt.value,
+            sf_report = self.measure_source_path(levels["source_front"], levels["source_back"])
+            while sf_report["agreement"] < self.threshold:
+                steps = [p for p in ("source_front", "source_back") if levels[p] is not Precision.FP32]
+                if not steps:
+                    break
+                trials = {}
+                for p in steps:
+                    t = {**levels, p: self._step(p, levels[p])}
+                    trials[p] = (t, self.measure_source_path(t["source_front"], t["source_back"]))
+                # the step that helps most; on a tie source_front, which feeds nothing but calibration
+                part = max(steps, key=lambda p: (trials[p][1]["agreement"], p == "source_front"))
+                trial, new = trials[part]
+                nxt = trial[part]
+                logger.warning("ACCURACY GUARD FALLBACK: the source model's decisions through %s "
+                               "source_front and %s source_back (what calibration reads) agree %.4f < %.4f "
+                               "with FP32; %s falls back to %s (agreement now %.4f)",
+                               levels["source_front"].value, levels["source_back"].value,
+                               sf_report["agreement"], self.threshold, part, nxt.value, new["agreement"])
+                fallback.append({"part": part, "from": levels[part].value, "to": nxt.value,
                                  "agreement_before": sf_report["agreement"],
-                                 "agreement_after": new["agreement"], "threshold": self.threshold})
-                sf, sf_report = nxt, new
-        levels["source_front"] = sf
+                                 "agreement_after": new["agreement"], "threshold": self.threshold,
+                                 "path": "source model (source_front -> source_back)"})
+                levels, sf_report = trial, new
+            if levels["source_back"].value != current["precisions"]["source_back"]:
+                current = self.measure(levels)  # source_back moved: the composite figures change too
         self.chosen = levels
         self.quant.update({
             "precisions": {p: levels[p].value for p in PARTS},

@@ -94,9 +94,10 @@ def test_jetson_graphs_pass_the_tensorrt_audit(bundles):
     assert b.manifest.report["tensorrt"]["status"] in ("skipped", "ok", "failed")
 
 
-def test_audit_fails_on_cpu_flavour_graphs(bundles):
+def test_audit_fails_on_cpu_flavour_graphs(tiny, tmp_path):
     """uint8 activations, asymmetric zero points, int32 biases, Q/DQ around everything: not for TensorRT."""
-    b = bundles["cpu"]
+    b = tiny.export(tmp_path / "all-int8.bundle", agreement_threshold=1e-6)  # no fallback: all INT8
+    assert b.manifest.parts["source_back"].precision == "int8"
     rep = audit_tensorrt(b.part_path("source_back"))
     assert not rep.ok
     assert {"int8", "symmetric", "no_bias_qdq", "qdq_placement"} <= set(rep.broken_rules)
@@ -153,3 +154,23 @@ def test_too_few_calibration_windows(tiny, tmp_path):
 def test_existing_bundle_is_not_overwritten_without_force(bundles, tiny):
     with pytest.raises(ExportError, match="already exists"):
         tiny.export(bundles["cpu"].root)
+
+
+def test_source_model_decisions_through_the_shipped_parts(bundles, tiny):
+    """On-site calibration reads the source model's decisions as source_back(source_front(x)) with the
+    bundle's own (quantized) parts; source_back is calibrated on those tokens too, and the guard measured
+    exactly that path. Checked here against the PyTorch source model on fresh windows."""
+    from deploy.engines import load_engine
+
+    b = bundles["cpu"]
+    xs = tiny.windows(200, 3).source
+    with (load_engine(b.part_path("source_front"), "cpu") as sf,
+          load_engine(b.part_path("source_back"), "cpu") as sb):
+        z = sf.run({sf.inputs[0].name: xs})[sf.outputs[0].name]
+        got = sb.run({sb.inputs[0].name: z})[sb.outputs[0].name]
+    with torch.no_grad():
+        ref = tiny.composite().source(torch.as_tensor(xs)).numpy()
+    assert np.mean(got.argmax(1) == ref.argmax(1)) >= 0.9
+    q = b.manifest.quantization
+    assert q["accuracy"]["source_front"]["source_back_precision"] == b.manifest.parts["source_back"].precision
+    assert "source_front tokens" in q["calibration"]["source_back_fed"]
