@@ -302,8 +302,8 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     if method in ("auto", "gradient") and gradient_ok:
         t0 = time.perf_counter()
         tail, y, match = _source_tail(run_dir, feats, fit, m.positions["j"])  # type: ignore[arg-type]
-        notes.append(f"gradient steps through the source model of {run_dir} (its logits correlate "
-                     f"{match:.3f} with source_back's)")
+        notes.append(f"gradient steps through the source model of {run_dir} (its logits differ from "
+                     f"source_back's by {match:.1%} RMS)")
         starts = [c.weights for c in candidates] or [current]
         for k, start in enumerate(starts):
             gr = gradient_refit(feats.h[fit], y, start, tail, epochs=epochs)
