@@ -83,7 +83,7 @@ class CalibrationReport:
     chosen: str | None
     windows: dict[str, int]
     skipped: dict[str, int]
-    current: Scores
+    current: Scores | None  # None: nothing was validated (see verdict)
     candidates: dict[str, Scores]
     timings_s: dict[str, float]
     refit_info: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +91,7 @@ class CalibrationReport:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d["current"] = self.current.to_dict()
+        d["current"] = self.current.to_dict() if self.current is not None else None
         d["candidates"] = {k: v.to_dict() for k, v in self.candidates.items()}
         d["timings_s"] = {k: round(v, 4) for k, v in self.timings_s.items()}
         return d
@@ -208,8 +208,8 @@ Recordings = Sequence[Recording | str | os.PathLike[str]]
 def calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
               method: str = "auto", holdout: float = 0.2, margin_agreement: float = 0.02,
               margin_loss: float = 0.01, device: str = "cpu", run_dir: str | os.PathLike[str] | None = None,
-              epochs: int = 30, dry_run: bool = False, verbose: bool | int | str | None = None
-              ) -> CalibrationReport:
+              epochs: int = 30, dry_run: bool = False, min_states: int = 2,
+              verbose: bool | int | str | None = None) -> CalibrationReport:
     """Refit the bundle's bridge on paired recordings; publish it only if it validates better.
 
     Parameters
@@ -233,6 +233,10 @@ def calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
         Gradient epochs.
     dry_run : bool
         Validate and report, never publish.
+    min_states : int
+        Keep the current bridge (nothing refit) unless the source model predicts at least this many
+        classes over the paired windows. Why: minutes at rest are one state; a refit on them validates
+        perfectly on more rest and can still map every state to that one (seen in ``bench/calibrate.py``).
     verbose : bool, int, str or None
         Logging level for this call (``None``: ``EDGE_BRIDGE_LOG_LEVEL``, else INFO).
 
@@ -254,20 +258,23 @@ def calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     try:
         return _calibrate(bundle_path, recordings, method=method, holdout=holdout,
                           margin_agreement=margin_agreement, margin_loss=margin_loss, device=device,
-                          run_dir=run_dir, epochs=epochs, dry_run=dry_run)
+                          run_dir=run_dir, epochs=epochs, dry_run=dry_run, min_states=min_states)
     finally:
         pkg.setLevel(old_level)
 
 
 def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
                method: str, holdout: float, margin_agreement: float, margin_loss: float, device: str,
-               run_dir: str | os.PathLike[str] | None, epochs: int, dry_run: bool) -> CalibrationReport:
+               run_dir: str | os.PathLike[str] | None, epochs: int, dry_run: bool,
+               min_states: int) -> CalibrationReport:
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     if method not in METHODS:
         raise CalibrationError(f"--method must be one of {', '.join(METHODS)}, got {method!r}")
     if not 0 < holdout < 1:
         raise CalibrationError(f"--holdout must be a fraction in (0, 1), got {holdout!r}")
+    if min_states < 1:
+        raise CalibrationError(f"--min-states must be >= 1, got {min_states}")
     if margin_agreement < 0 or margin_loss < 0:
         raise CalibrationError(f"margins must be >= 0, got agreement {margin_agreement}, loss {margin_loss}")
     notes: list[str] = []
@@ -291,6 +298,21 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     feats = extract_features(bundle, data, device)
     timings["features"] = time.perf_counter() - t0
     _check_feature_shapes(feats, current, bundle)
+
+    states = np.unique(feats.source_logits.argmax(1))
+    if len(states) < min_states:
+        names = [m.classes[int(c)] if int(c) < len(m.classes) else str(int(c)) for c in states]
+        verdict = (f"kept v{current_version:04d}: the source model sees {len(states)} state(s) "
+                   f"({', '.join(names)}) in all {len(data)} paired windows; a refit validated on fewer than "
+                   f"{min_states} states cannot show that the bridge still tells states apart (it can learn "
+                   "to map everything to the one it saw). Record paired data that include another state, "
+                   "e.g. a few minutes of a task after rest, or lower --min-states")
+        logger.warning("%s", verdict)
+        timings["total"] = time.perf_counter() - t_all
+        windows = {"paired": len(data), "fit": len(split.fit), "validate": len(split.validate),
+                   "purged": split.purged}
+        return CalibrationReport(str(bundle.root), False, verdict, current_version, None, method, None,
+                                 windows, data.skipped, None, {}, timings, {}, notes)
 
     fit = split.fit
     candidates: list[RefitResult] = []

@@ -57,6 +57,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--margin-loss", type=float, default=0.01,
                    help="or if agreement is no lower and the alignment loss falls by this fraction "
                         "(default 0.01)")
+    p.add_argument("--min-states", type=int, default=2,
+                   help="keep the current bridge unless the source model sees at least this many of its "
+                        "classes in the paired windows (default 2: minutes at rest alone cannot show that a "
+                        "refit still tells states apart)")
     p.add_argument("--device", default="cpu", help="engine device for the fronts: cpu, cuda, jetson")
     p.add_argument("--dry-run", action="store_true", help="validate and report; never publish")
     p.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
@@ -84,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
     report = calibrate(args.bundle, recordings, method=args.method, holdout=args.holdout,
                        margin_agreement=args.margin_agreement, margin_loss=args.margin_loss,
                        device=args.device, run_dir=args.run, epochs=args.epochs, dry_run=args.dry_run,
+                       min_states=args.min_states,
                        verbose="DEBUG" if args.verbose else "WARNING" if args.quiet else None)
     data = report.to_dict()
     if args.report:

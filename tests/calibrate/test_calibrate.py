@@ -49,6 +49,21 @@ def test_dry_run_and_strict_margin_write_nothing(bundle, paired_edf, snapshot):
     assert snapshot(bundle) == before
 
 
+def test_data_the_source_model_sees_as_too_few_states_keeps_the_bridge(bundle, paired_edf, snapshot):
+    """The refusal that protects a bridge from a refit on one state only; asking for more states than the
+    task has classes triggers it on any recording."""
+    b = Bundle.load(bundle)
+    seen = len(b.manifest.classes)
+    before = snapshot(bundle)
+    report = calibrate(bundle, [paired_edf], min_states=seen + 1)
+    assert not report.accepted and report.new_version is None and report.current is None
+    assert report.verdict.startswith("kept v0001") and "--min-states" in report.verdict
+    assert json.loads(json.dumps(report.to_dict()))["current"] is None  # the JSON report still works
+    assert snapshot(bundle) == before
+    with pytest.raises(CalibrationError, match="min-states"):
+        calibrate(bundle, [paired_edf], min_states=0)
+
+
 def test_rollback_moves_the_pointer_only(bundle, paired_edf, snapshot):
     with pytest.raises(CalibrationError, match="earliest"):
         rollback(bundle)
