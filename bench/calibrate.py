@@ -7,11 +7,13 @@ the bundle was trained on (documented in :func:`shift_ppg`: inverted polarity, a
 2.5 Hz low-pass that smooths the pulse morphology, and 80 ms more transit time). The simulator is not
 changed; the shift post-processes the PPG channel of its recordings.
 
-1. Each user gets a fresh copy of the bundle and runs ``edge-bridge calibrate`` (a fresh process) on the
-   first ``--calibration-minutes`` of *their own* paired ECG + shifted PPG.
-2. Test windows: the rest of that user's recording (windows that start after the calibration span, so no
-   test window shares a sample with calibration). Composite balanced accuracy before the shift (same windows,
-   unshifted PPG), after the shift, and after calibration, pooled over users (and per user).
+1. Each user gets a fresh copy of the bundle and runs ``edge-bridge calibrate`` (a fresh process) on
+   ``--calibration-minutes`` of *their own* paired ECG + shifted PPG: by default the minutes around their
+   first change of state (rest, then a task; ``--calibration-span start``: the first minutes, rest only,
+   which calibrate now refuses when the source model sees one state there).
+2. Test windows: the rest of that user's recording (windows sharing no sample with the calibration span).
+   Composite balanced accuracy before the shift (same windows, unshifted PPG), after the shift, and after
+   calibration, pooled over users (and per user).
 3. Recovery = (after calibration - after shift) / (before - after shift); goal >= 0.8.
 4. Cost: closed-form refit time (goal < 1 s) and the whole command's wall time in a fresh process (goal
    < 30 s, no recording time), with its peak resident memory.
@@ -180,17 +182,40 @@ def train_and_export(out: Path, seed: int, task: str) -> tuple[Path, Path]:
     return run.path, bundle
 
 
-def user_case(eng: Engines, rec: Any, cal_s: float) -> dict[str, Any]:
-    """Test windows of one user (start after the calibration span, labelled, present in both the unshifted
-    and the shifted recording) with their cached features."""
+def calibration_span(rec: Any, cal_s: float, where: str, hop_s: float) -> tuple[float, float]:
+    """``[a, b)`` seconds of the user's recording used to calibrate.
+
+    ``start``: the first ``cal_s`` seconds (in this protocol, rest). ``transition``: ``cal_s`` seconds
+    centred on the first change of state (the end of rest and the start of the first task), on the hop
+    grid; the on-site protocol a calibration that must see two states asks for ("sit still, then do this
+    task"). The span comes from the simulated protocol, which calibrate itself never reads.
+    """
+    if where == "start":
+        return 0.0, cal_s
+    onsets = sorted(a.onset for a in rec.annotations if a.onset > 0)
+    if not onsets:
+        raise SystemExit(f"{rec.subject}: no change of state in the recording for --calibration-span "
+                         "transition")
+    a = max(0.0, hop_s * round((onsets[0] - cal_s / 2) / hop_s))
+    return a, min(a + cal_s, rec.duration)
+
+
+def user_case(eng: Engines, rec: Any, span: tuple[float, float]) -> dict[str, Any]:
+    """Test windows of one user (labelled, sharing no sample with the calibration span, present in both
+    the unshifted and the shifted recording) with their cached features."""
     shifted = shift_ppg(rec)
     w0, w1 = eng.windows(rec), eng.windows(shifted)
-    ok0 = {float(s): i for i, s in enumerate(w0.starts) if w0.labels[i] >= 0 and s >= cal_s - 1e-9}
-    ok1 = {float(s): i for i, s in enumerate(w1.starts) if w1.labels[i] >= 0 and s >= cal_s - 1e-9}
+    win = eng.m.source.window_s
+
+    def outside(t: float) -> bool:
+        return t + win <= span[0] + 1e-9 or t >= span[1] - 1e-9
+
+    ok0 = {float(s): i for i, s in enumerate(w0.starts) if w0.labels[i] >= 0 and outside(float(s))}
+    ok1 = {float(s): i for i, s in enumerate(w1.starts) if w1.labels[i] >= 0 and outside(float(s))}
     common = sorted(set(ok0) & set(ok1))
     i0 = np.array([ok0[s] for s in common], dtype=int)
     i1 = np.array([ok1[s] for s in common], dtype=int)
-    return {"shifted": shifted, "labels": w0.labels[i0], "starts": w0.starts[i0],
+    return {"shifted": shifted, "span": span, "labels": w0.labels[i0], "starts": w0.starts[i0],
             "h0": eng.h(w0.x["target"][i0]), "h1": eng.h(w1.x["target"][i1]),
             "z": eng.z(w0.x["source"][i0]),
             "dropped_by_quality": {"unshifted": int(w0.skipped), "shifted": int(w1.skipped)}}
@@ -210,7 +235,7 @@ def diagnose_user(eng: Engines, case: dict[str, Any], paired: Path, current: Any
     feats = extract_features(eng.bundle, data)
     full = eng.windows(case["shifted"])  # calibrate reads no labels: take them from the annotations by start
     by_start = {float(t): int(c) for t, c in zip(full.starts, full.labels, strict=True)}
-    lab = np.array([by_start.get(float(t), -1) for t in data.windows.starts])
+    lab = np.array([by_start.get(float(t) + case["span"][0], -1) for t in data.windows.starts])
     names = list(m.classes)
     info["calibration_labels"] = {
         part: {names[c]: int((lab[idx] == c).sum()) for c in range(len(names))}
@@ -249,7 +274,11 @@ def main() -> None:
     ap.add_argument("--users", type=int, default=4, help="new simulated users (default 4)")
     ap.add_argument("--user-minutes", type=float, default=15, help="recording length per user (default 15)")
     ap.add_argument("--calibration-minutes", type=float, default=5,
-                    help="paired minutes at the start of each user's recording used to calibrate (default 5)")
+                    help="paired minutes of each user's recording used to calibrate (default 5)")
+    ap.add_argument("--calibration-span", choices=("transition", "start"), default="transition",
+                    help="which minutes: transition (default) = centred on the first change of state, rest "
+                         "then a task, since calibrate refuses data in which the source model sees one "
+                         "state (--min-states); start = the first minutes (rest)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--task", default="stress", choices=("stress", "stress-binary"),
                     help="task of the small run trained here when --run/--bundle are not given (default "
@@ -314,10 +343,10 @@ def main() -> None:
                    for k in range(args.users)]
     for name, load in sources:
         rec = load()
-        case = user_case(eng, rec, cal_s)
+        case = user_case(eng, rec, calibration_span(rec, cal_s, args.calibration_span, eng.m.source.hop_s))
         udir = out / "users" / name
         udir.mkdir(parents=True, exist_ok=True)
-        paired = write_edf(case["shifted"].copy().crop(0.0, cal_s), udir / "calibration-paired.edf")
+        paired = write_edf(case["shifted"].copy().crop(*case["span"]), udir / "calibration-paired.edf")
         case["paired"] = paired
         ub = fresh_copy(udir / "bundle")
         cal, secs = run_calibrate(ub, paired, args.method, run_dir)
