@@ -2,8 +2,9 @@
 
 1. Transfer: test-subject balanced accuracy of the composite vs the KD student and the source model, on
    30 held-out subjects by default, with 95 % intervals of the differences from resampling test subjects.
-2. Cost: trainable parameters, wall time per epoch (median, training steps only, same thread count, side
-   by side in this process) and measured peak training memory of the bridge vs KD.
+2. Cost: trainable parameters, wall time per epoch (training steps only, same thread count; bridge, bridge
+   with --recompute and KD interleaved in rounds in this process, medians) and measured peak training
+   memory of the bridge vs KD.
 3. Selection quality: a bridge for EVERY (i, j) pair; where the two-stage choice ranks (by test balanced
    accuracy and by the label-free validation alignment loss); selection cost vs grid cost; heat map PNG.
 Also: prototype initialisation from k-means of real source tokens vs random (same scale).
@@ -193,7 +194,8 @@ def main() -> None:
     from edge_bridge.composite import Composite
     from edge_bridge.evaluate import classification_metrics
     from edge_bridge.features import bridge_cache
-    from edge_bridge.fitting import FitConfig
+    from edge_bridge.fitting import FitConfig, predict
+    from edge_bridge.kd import fit_kd
     from edge_bridge.models import load_backbone
     from edge_bridge.runs import Run
     from edge_bridge.simulate import simulate_dataset
@@ -263,14 +265,23 @@ def main() -> None:
     mem_bridge = _memory_in_subprocess("bridge", run.path, args.batch, args.threads, args.seed)
     mem_kd = _memory_in_subprocess("kd", run.path, args.batch, args.threads, args.seed)
     mem_rc = _memory_in_subprocess("bridge-recompute", run.path, args.batch, args.threads, args.seed)
-    # the same bridge training with and without recomputed source[j:] activations (TrainConfig.recompute),
-    # side by side: a few epochs each for the time per epoch, on the same cache and thread count
+    # time per epoch, side by side: bridge (plain and --recompute) and KD, interleaved in rounds so that
+    # anything else slowing the machine hits all three alike; medians over rounds
     full_cache = bridge_cache(target, source, paired.x["target"], paired.x["source"], i)
-    rc_plain, rc_res = (
-        train_bridge(P.make_bridge(target, source, i, j, P.BridgeSettings(), paired.x["source"], args.seed),
-                     source, j, full_cache, None,
-                     TrainConfig(epochs=5, seed=args.seed, batch_size=args.batch, recompute=recompute))
-        for recompute in (False, True))
+    teacher = predict(source, paired.x["source"])
+    rounds: dict[str, list[float]] = {"bridge": [], "bridge_recompute": [], "kd": []}
+    for _ in range(3):
+        for recompute in (False, True):
+            b = P.make_bridge(target, source, i, j, P.BridgeSettings(), paired.x["source"], args.seed)
+            tcfg = TrainConfig(epochs=4, seed=args.seed, batch_size=args.batch, recompute=recompute)
+            r = train_bridge(b, source, j, full_cache, None, tcfg)
+            rounds["bridge_recompute" if recompute else "bridge"].append(r.seconds_per_epoch)
+        student, _ = load_backbone(run.target_backbone)
+        student.set_head(source.n_classes)
+        r = fit_kd(student, paired.x["target"], teacher, paired.x["target"][:2], teacher[:2],
+                   FitConfig(epochs=3, batch_size=args.batch, seed=args.seed, weight_decay=0.0))
+        rounds["kd"].append(r.seconds_per_epoch)
+    per_epoch = {k: float(np.median(v)) for k, v in rounds.items()}
     bridge_params = report["bridge_train"]["trainable_parameters"]
     kd_params = report["kd_train"]["trainable_parameters"]
     report["cost"] = {
@@ -281,9 +292,12 @@ def main() -> None:
         "source_back_parameters": sum(p.numel() for b in source.blocks[j:] for p in b.parameters())
         + sum(p.numel() for p in source.norm.parameters())
         + (sum(p.numel() for p in source.head.parameters()) if source.head is not None else 0),
-        "bridge_seconds_per_epoch": report["bridge_train"]["seconds_per_epoch"],
-        "kd_seconds_per_epoch": report["kd_train"]["seconds_per_epoch"],
-        "time_ratio": report["bridge_train"]["seconds_per_epoch"] / report["kd_train"]["seconds_per_epoch"],
+        "bridge_seconds_per_epoch": per_epoch["bridge"],
+        "kd_seconds_per_epoch": per_epoch["kd"],
+        "time_ratio": per_epoch["bridge"] / per_epoch["kd"],
+        "seconds_per_epoch_rounds": rounds,
+        "seconds_per_epoch_in_the_full_trainings": {"bridge": report["bridge_train"]["seconds_per_epoch"],
+                                                    "kd": report["kd_train"]["seconds_per_epoch"]},
         "bridge_total_seconds": report["seconds"]["bridge_train"], "bridge_epochs": args.epochs,
         "kd_total_seconds": report["seconds"]["kd_train"], "kd_epochs": args.epochs,
         "bridge_feature_cache_seconds": report["bridge_train"]["feature_seconds"],
@@ -292,13 +306,14 @@ def main() -> None:
         "recompute": {
             "memory": mem_rc,
             "memory_ratio": mem_rc["peak_training_bytes"] / max(mem_kd["peak_training_bytes"], 1),
-            "seconds_per_epoch": rc_res.seconds_per_epoch,
-            "plain_seconds_per_epoch_same_5_epochs": rc_plain.seconds_per_epoch,
-            "time_ratio": rc_res.seconds_per_epoch / report["kd_train"]["seconds_per_epoch"],
+            "seconds_per_epoch": per_epoch["bridge_recompute"],
+            "time_ratio": per_epoch["bridge_recompute"] / per_epoch["kd"],
+            "time_vs_plain": per_epoch["bridge_recompute"] / per_epoch["bridge"],
         },
         "batch_size": args.batch, "threads": args.threads,
-        "time_note": "median over epochs of the training-step wall time (validation excluded), both "
-                     "trainings in this process with the same thread count, batch size and epochs; the "
+        "time_note": "training-step wall time per epoch (validation excluded): 3 rounds, each a 4-epoch "
+                     "bridge, a 4-epoch bridge with recompute and a 3-epoch KD student in this process "
+                     "with the same data, thread count and batch size; median of the rounds' medians. The "
                      "bridge epoch runs the bridge + source[j:] on cached target features (one-time cache: "
                      "bridge_feature_cache_seconds)",
         "memory_ratio_rss": mem_bridge["peak_rss_training_bytes"] / max(mem_kd["peak_rss_training_bytes"], 1),
@@ -309,7 +324,6 @@ def main() -> None:
     }
 
     # --- how sure: the transfer comparison under resampled test subjects --------------------------------
-    from edge_bridge.fitting import predict
 
     test = run.role("test", labelled=True)
     preds = {"bridge (composite)": predict(comp, test.x["target"]).argmax(1),
