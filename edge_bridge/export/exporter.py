@@ -34,7 +34,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -543,25 +543,9 @@ class _Job:
             logger.info("accuracy guard: %s composite vs FP32 on %d held-out windows: agreement %.4f, max "
                         "logit drift %.3g%s", self.precision.value.upper(), len(self.holdout),
                         requested["agreement"], requested["max_logit_drift"], _bal_text(requested))
-        while current["agreement"] < self.threshold:
-            steps = [p for p in ("target_front", "source_back") if levels[p] is not Precision.FP32]
-            if not steps:
-                break
-            trials = {}
-            for p in steps:
-                trial = {**levels, p: self._step(p, levels[p])}
-                trials[p] = (trial, self.measure(trial))
-            part = max(steps, key=lambda p: (trials[p][1]["agreement"], -trials[p][1]["max_logit_drift"]))
-            new_levels, new = trials[part]
-            event = {"part": part, "from": levels[part].value, "to": new_levels[part].value,
-                     "agreement_before": current["agreement"], "agreement_after": new["agreement"],
-                     "threshold": self.threshold}
-            logger.warning("ACCURACY GUARD FALLBACK: composite agreement with FP32 is %.4f < %.4f; %s falls "
-                           "back from %s to %s (agreement now %.4f). The bundle ships with reduced "
-                           "quantization; see manifest quantization.fallback", current["agreement"],
-                           self.threshold, part, event["from"], event["to"], new["agreement"])
-            fallback.append(event)
-            levels, current = new_levels, new
+        levels, current = self._fall_back(
+            levels, current, ("target_front", "source_back"), self.measure, "composite decisions", fallback,
+            prefer=lambda p, r: -r["max_logit_drift"])
         if current["agreement"] < self.threshold:
             logger.warning("ACCURACY GUARD: even with every part in FP32 the agreement %.4f is below the "
                            "threshold %.4f (a threshold above 1 can never be met: this forces the FP32 "
@@ -570,29 +554,14 @@ class _Job:
         levels["source_front"] = self.precision
         sf_report = None
         if self.precision is not Precision.FP32:
-            sf_report = self.measure_source_path(levels["source_front"], levels["source_back"])
-            while sf_report["agreement"] < self.threshold:
-                steps = [p for p in ("source_front", "source_back") if levels[p] is not Precision.FP32]
-                if not steps:
-                    break
-                trials = {}
-                for p in steps:
-                    t = {**levels, p: self._step(p, levels[p])}
-                    trials[p] = (t, self.measure_source_path(t["source_front"], t["source_back"]))
-                # the step that helps most; on a tie source_front, which feeds nothing but calibration
-                part = max(steps, key=lambda p: (trials[p][1]["agreement"], p == "source_front"))
-                trial, new = trials[part]
-                nxt = trial[part]
-                logger.warning("ACCURACY GUARD FALLBACK: the source model's decisions through %s "
-                               "source_front and %s source_back (what calibration reads) agree %.4f < %.4f "
-                               "with FP32; %s falls back to %s (agreement now %.4f)",
-                               levels["source_front"].value, levels["source_back"].value,
-                               sf_report["agreement"], self.threshold, part, nxt.value, new["agreement"])
-                fallback.append({"part": part, "from": levels[part].value, "to": nxt.value,
-                                 "agreement_before": sf_report["agreement"],
-                                 "agreement_after": new["agreement"], "threshold": self.threshold,
-                                 "path": "source model (source_front -> source_back)"})
-                levels, sf_report = trial, new
+            def source_path(lv: dict[str, Precision]) -> dict[str, Any]:
+                return self.measure_source_path(lv["source_front"], lv["source_back"])
+
+            # on a tie source_front first: it feeds nothing but calibration
+            levels, sf_report = self._fall_back(
+                levels, source_path(levels), ("source_front", "source_back"), source_path,
+                "the source model's decisions through source_front and source_back (what calibration reads)",
+                fallback, prefer=lambda p, r: p == "source_front")
             if levels["source_back"].value != current["precisions"]["source_back"]:
                 current = self.measure(levels)  # source_back moved: the composite figures change too
         self.chosen = levels
@@ -607,6 +576,33 @@ class _Job:
                          "passed": current["agreement"] >= self.threshold,
                          "source_front": sf_report},
         })
+
+    def _fall_back(self, levels: dict[str, Precision], report: dict[str, Any], parts: tuple[str, ...],
+                   measure: Callable[[dict[str, Precision]], dict[str, Any]], what: str,
+                   events: list[dict[str, Any]], *, prefer: Callable[[str, dict[str, Any]], Any]
+                   ) -> tuple[dict[str, Precision], dict[str, Any]]:
+        """Step ``parts`` down the ladder one at a time while ``measure(levels)`` agrees with FP32 below
+        the threshold: each round tries every part's next step and keeps the one with the highest
+        agreement (``prefer`` breaks ties). Every step is logged as a warning and appended to ``events``
+        (the manifest's ``quantization.fallback``). Returns the levels and their report."""
+        while report["agreement"] < self.threshold:
+            steps = [p for p in parts if levels[p] is not Precision.FP32]
+            if not steps:
+                break
+            trials = {p: {**levels, p: self._step(p, levels[p])} for p in steps}
+            scored = {p: measure(t) for p, t in trials.items()}
+            part = max(steps, key=lambda p: (scored[p]["agreement"], prefer(p, scored[p])))
+            new = scored[part]
+            event = {"part": part, "from": levels[part].value, "to": trials[part][part].value,
+                     "agreement_before": report["agreement"], "agreement_after": new["agreement"],
+                     "threshold": self.threshold, "path": what}
+            logger.warning("ACCURACY GUARD FALLBACK: %s agree %.4f < %.4f with FP32; %s falls back from %s "
+                           "to %s (agreement now %.4f). The bundle ships with reduced quantization; see "
+                           "manifest quantization.fallback", what, report["agreement"], self.threshold, part,
+                           event["from"], event["to"], new["agreement"])
+            events.append(event)
+            levels, report = trials[part], new
+        return levels, report
 
     def _step(self, part: str, prec: Precision) -> Precision:
         nxt = LADDER[LADDER.index(prec) + 1]
