@@ -12,7 +12,9 @@ Steps (DESIGN.md, "calibrate:"):
 1. Paired windows with the bundle's own preprocessing spec (:mod:`calibrate.data`); bad windows counted.
 2. Features with the bundle's engines (:mod:`deploy.engines`): ``target_front`` on the target signal gives
    the bridge inputs ``h``; ``source_front`` on the source signal gives the tokens ``z*`` the bridge should
-   produce; ``source_back(z*)`` gives the source model's predictions, the reference for agreement.
+   produce; ``source_back(z*)`` gives the source model's predictions, the reference for agreement. If
+   those predictions show fewer than ``min_states`` classes, stop here and keep the current bridge: data
+   from one state cannot show that a refit still tells states apart.
 3. Refit (:mod:`calibrate.refit`) on the fit windows: closed form always; gradient steps on the paper's
    objective when torch and the training run (``run_dir``, for the source model's last blocks) are there.
 4. Validate every candidate and the current bridge on held-out windows (the last part of each recording,
