@@ -294,6 +294,8 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     t0 = time.perf_counter()
     data = load_paired(recordings, m.source, m.target, holdout=holdout)
     split = holdout_split(data, m.source, holdout)
+    windows = {"paired": len(data), "fit": len(split.fit), "validate": len(split.validate),
+               "purged": split.purged}
     timings["windows"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -311,8 +313,6 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
                    "e.g. a few minutes of a task after rest, or lower --min-states")
         logger.warning("%s", verdict)
         timings["total"] = time.perf_counter() - t_all
-        windows = {"paired": len(data), "fit": len(split.fit), "validate": len(split.validate),
-                   "purged": split.purged}
         return CalibrationReport(str(bundle.root), False, verdict, current_version, None, method, None,
                                  windows, data.skipped, None, {}, timings, {}, notes)
 
@@ -357,8 +357,6 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     accepted, reason = (False, "no candidate") if best is None else better(
         scored[best], current_scores, margin_agreement, margin_loss)
     new_version = None
-    windows = {"paired": len(data), "fit": len(split.fit), "validate": len(split.validate),
-               "purged": split.purged}
     refit_info = {c.method: c.info for c in candidates}
     if accepted and dry_run:
         verdict = f"dry run: {best} would replace v{current_version:04d} ({reason}); nothing written"
