@@ -29,6 +29,7 @@ import argparse
 import json
 import platform
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,45 +113,50 @@ def _memory_in_subprocess(kind: str, run_dir: Path, batch_size: int, threads: in
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def subject_bootstrap(labels: np.ndarray, subjects: np.ndarray, preds: dict[str, np.ndarray],
-                      pairs: list[tuple[str, str]], n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Balanced-accuracy differences between models with a 95 % interval from resampling *test subjects*.
+def balanced_accuracy(labels: np.ndarray, preds: np.ndarray, n_classes: int) -> np.ndarray:
+    """Balanced accuracy of every row of ``preds`` (models x windows): the mean recall over the classes
+    present in ``labels`` (sklearn's definition), vectorised over models for the bootstraps."""
+    p = np.atleast_2d(preds)
+    recalls = [np.mean(p[:, labels == c] == c, axis=1) for c in range(n_classes) if np.any(labels == c)]
+    return np.mean(recalls, axis=0)
 
-    Why subjects and not windows: one subject's windows overlap and share its physiology, so they are not
-    independent; resampling subjects (with replacement, all their windows at once) gives an interval that
-    says how much the comparison would move with another draw of test subjects.
-    """
-    from sklearn.metrics import balanced_accuracy_score
 
-    subj = np.unique(subjects)
-    members = [np.flatnonzero(subjects == s) for s in subj]
+def subject_resamples(subjects: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Window indices of ``n_boot`` resamples of the *test subjects* (with replacement, all of a subject's
+    windows at once). Why subjects and not windows: one subject's windows overlap and share its physiology,
+    so they are not independent; resampling subjects says how much a figure would move with another draw
+    of test subjects."""
+    members = [np.flatnonzero(subjects == s) for s in np.unique(subjects)]
     rng = np.random.default_rng(seed)
-    diffs: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
     for _ in range(n_boot):
-        idx = np.concatenate([members[k] for k in rng.integers(0, len(subj), len(subj))])
-        score = {k: balanced_accuracy_score(labels[idx], p[idx]) for k, p in preds.items()}
+        yield np.concatenate([members[k] for k in rng.integers(0, len(members), len(members))])
+
+
+def subject_bootstrap(labels: np.ndarray, subjects: np.ndarray, preds: dict[str, np.ndarray],
+                      pairs: list[tuple[str, str]], n_classes: int, n_boot: int = 1000,
+                      seed: int = 0) -> dict[str, Any]:
+    """Balanced-accuracy differences between models with a 95 % interval over :func:`subject_resamples`."""
+    names = list(preds)
+    stacked = np.stack([preds[k] for k in names])
+    col = {k: n for n, k in enumerate(names)}
+    diffs: dict[tuple[str, str], list[float]] = {pair: [] for pair in pairs}
+    for idx in subject_resamples(subjects, n_boot, seed):
+        score = balanced_accuracy(labels[idx], stacked[:, idx], n_classes)
         for a, b in pairs:
-            diffs[(a, b)].append(100 * (score[a] - score[b]))
-    full = {k: balanced_accuracy_score(labels, p) for k, p in preds.items()}
-    return {f"{a} - {b}": {"points": round(100 * (full[a] - full[b]), 2),
+            diffs[(a, b)].append(100 * (score[col[a]] - score[col[b]]))
+    full = balanced_accuracy(labels, stacked, n_classes)
+    return {f"{a} - {b}": {"points": round(100 * float(full[col[a]] - full[col[b]]), 2),
                            "ci95": [round(float(np.percentile(d, q)), 2) for q in (2.5, 97.5)]}
-            for (a, b), d in diffs.items()} | {"subjects": len(subj), "resamples": n_boot}
+            for (a, b), d in diffs.items()} | {"subjects": len(np.unique(subjects)), "resamples": n_boot}
 
 
 def rank_bootstrap(labels: np.ndarray, subjects: np.ndarray, preds: np.ndarray, chosen: int, n_classes: int,
                    n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Rank of pair ``chosen`` among ``preds`` (pairs x windows) by balanced accuracy when the test subjects
-    are resampled (as :func:`subject_bootstrap`): how firmly the grid's ranking stands on these subjects."""
-    subj = np.unique(subjects)
-    members = [np.flatnonzero(subjects == s) for s in subj]
-    rng = np.random.default_rng(seed)
-    ranks = np.zeros(n_boot, dtype=int)
-    for b in range(n_boot):
-        idx = np.concatenate([members[k] for k in rng.integers(0, len(subj), len(subj))])
-        y, p = labels[idx], preds[:, idx]
-        recalls = [np.mean(p[:, y == c] == c, axis=1) for c in range(n_classes) if np.any(y == c)]
-        ba = np.mean(recalls, axis=0)  # (pairs,)
-        ranks[b] = 1 + int(np.sum(ba > ba[chosen] + 1e-12))
+    """Rank of pair ``chosen`` among ``preds`` (pairs x windows) by balanced accuracy over
+    :func:`subject_resamples`: how firmly the grid's ranking stands on these subjects."""
+    ranks = np.array([1 + int(np.sum(ba > ba[chosen] + 1e-12))
+                      for ba in (balanced_accuracy(labels[idx], preds[:, idx], n_classes)
+                                 for idx in subject_resamples(subjects, n_boot, seed))])
     return {"median": float(np.median(ranks)), "ci95": [int(np.percentile(ranks, q)) for q in (2.5, 97.5)],
             "p_top3": float(np.mean(ranks <= 3)), "p_top1": float(np.mean(ranks == 1)), "resamples": n_boot}
 
@@ -324,23 +330,18 @@ def main() -> None:
     }
 
     # --- how sure: the transfer comparison under resampled test subjects --------------------------------
-
     test = run.role("test", labelled=True)
     preds = {"bridge (composite)": predict(comp, test.x["target"]).argmax(1),
              "source model": predict(source, test.x["source"]).argmax(1),
              "kd student": predict(load_backbone(run.kd_student)[0], test.x["target"]).argmax(1)}
-    report["subject_bootstrap"] = subject_bootstrap(
-        test.labels, test.subjects, preds, [("bridge (composite)", "kd student"),
-                                            ("bridge (composite)", "source model")], seed=args.seed)
-    import warnings
-
-    from sklearn.metrics import balanced_accuracy_score
-
-    with warnings.catch_warnings():  # a subject whose test windows hold one class: its recall of that class
-        warnings.simplefilter("ignore", UserWarning)
-        report["per_subject_mean_balanced_accuracy"] = {
-            k: float(np.mean([balanced_accuracy_score(test.labels[test.subjects == s], p[test.subjects == s])
-                              for s in np.unique(test.subjects)])) for k, p in preds.items()}
+    pairs = [("bridge (composite)", "kd student"), ("bridge (composite)", "source model")]
+    report["subject_bootstrap"] = subject_bootstrap(test.labels, test.subjects, preds, pairs, n_classes,
+                                                    seed=args.seed)
+    # a subject whose test windows hold one class scores its recall of that class
+    report["per_subject_mean_balanced_accuracy"] = {
+        k: float(np.mean([balanced_accuracy(test.labels[m], p[m], n_classes)[0]
+                          for m in (test.subjects == s for s in np.unique(test.subjects))]))
+        for k, p in preds.items()}
 
     # --- prototype init ablation (same i, j, data, epochs) -------------------------------------------------
     val = run.role("val")
