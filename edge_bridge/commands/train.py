@@ -46,7 +46,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "or random with the tokens' scale")
     p.add_argument("--resume", action="store_true", help="continue from RUN/bridge/last")
     p.add_argument("--recompute", action="store_true",
-                   help="keep only each source block's input for backward and recompute the rest "
+                   help="keep only the inputs of each source block (of each residual branch in the "
+                        "reference transformer) for backward and recompute the rest "
                         "(torch.utils.checkpoint): less training memory for one extra forward of source[j:]")
     p.add_argument("--kd", action="store_true", help="also train the KD student baseline")
     p.add_argument("--temperature", type=float, default=2.0, help="KD temperature")
