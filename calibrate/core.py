@@ -16,7 +16,8 @@ Steps (DESIGN.md, "calibrate:"):
    those predictions show fewer than ``min_states`` classes, stop here and keep the current bridge: data
    from one state cannot show that a refit still tells states apart.
 3. Refit (:mod:`calibrate.refit`) on the fit windows: closed form always; gradient steps on the paper's
-   objective when torch and the training run (``run_dir``, for the source model's last blocks) are there.
+   objective when torch and the source model's weights are there (the bundle's ``source_model/``, or the
+   training run given as ``run_dir``, which takes precedence).
 4. Validate every candidate and the current bridge on held-out windows (the last part of each recording,
    with the windows overlapping it dropped from the fit): *agreement* = how often the composite's class on
    the target signal equals the source model's class on the source signal; *alignment loss* = mean
@@ -221,8 +222,8 @@ def calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     recordings : sequence of path or Recording
         Paired recordings (one with both modalities, or one per modality with overlapping time stamps).
     method : {"auto", "closed-form", "gradient"}
-        ``auto``: closed form, then gradient steps if torch and ``run_dir`` are available, keeping whichever
-        validates better. ``gradient`` fails if they are not.
+        ``auto``: closed form, then gradient steps if torch and the source model's weights (bundle or
+        ``run_dir``) are available, keeping whichever validates better. ``gradient`` fails if they are not.
     holdout : float
         Fraction of each recording (its end) kept for validation.
     margin_agreement, margin_loss : float
@@ -230,7 +231,8 @@ def calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     device : str
         Engine device for the fronts (``cpu``, ``cuda``, ``jetson``); candidate bridges run on CPU.
     run_dir : path-like, optional
-        The training run (``edge-bridge train --run``), for the gradient path's source model.
+        The training run (``edge-bridge train --run``), for the gradient path's source model; needed only
+        for a bundle exported without its source weights (``--no-source-weights``).
     epochs : int
         Gradient epochs.
     dry_run : bool
@@ -250,7 +252,7 @@ def calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     ------
     CalibrationError
         Bad input (missing or flat modality, wrong rate, no time overlap, too little data, no
-        ``source_front``), or gradient requested without torch or ``run_dir``. The bundle is unchanged.
+        ``source_front``), or gradient requested without torch or source weights. The bundle is unchanged.
     BundleError
         The bundle does not load or verify.
     """
@@ -280,13 +282,13 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     if margin_agreement < 0 or margin_loss < 0:
         raise CalibrationError(f"margins must be >= 0, got agreement {margin_agreement}, loss {margin_loss}")
     notes: list[str] = []
-    gradient_ok, why_not = _gradient_possible(run_dir)
-    if method == "gradient" and not gradient_ok:
+    bundle = load_calibratable(bundle_path)
+    weights_dir, why_not = _source_weights(run_dir, bundle)
+    if method == "gradient" and weights_dir is None:
         raise CalibrationError(f"--method gradient {why_not}; use --method closed-form (or auto)")
-    if method == "auto" and not gradient_ok:
+    if method == "auto" and weights_dir is None:
         notes.append(f"closed form only: gradient steps {why_not}")
 
-    bundle = load_calibratable(bundle_path)
     m = bundle.manifest
     current_version = m.current_bridge
     current = read_weights(bundle.root / bundle.current_bridge.weights_file)
@@ -323,10 +325,10 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
                                groups=data.recording[fit], window_s=m.source.window_s)
         timings["closed_form"] = cf.seconds
         candidates.append(cf)
-    if method in ("auto", "gradient") and gradient_ok:
+    if method in ("auto", "gradient") and weights_dir is not None:
         t0 = time.perf_counter()
-        tail, y, match = _source_tail(run_dir, feats, fit, m.positions["j"])  # type: ignore[arg-type]
-        notes.append(f"gradient steps through the source model of {run_dir} (its logits differ from "
+        tail, y, match = _source_tail(weights_dir, feats, fit, m.positions["j"])
+        notes.append(f"gradient steps through the source model in {weights_dir} (its logits differ from "
                      f"source_back's by {match:.1%} RMS)")
         starts = [c.weights for c in candidates] or [current]
         for k, start in enumerate(starts):
@@ -437,18 +439,23 @@ def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) ->
 
 
 # --- gradient path ----------------------------------------------------------------------------------------
-def _gradient_possible(run_dir: str | os.PathLike[str] | None) -> tuple[bool, str]:
+def _source_weights(run_dir: str | os.PathLike[str] | None, bundle: Bundle) -> tuple[Path | None, str]:
+    """Where the source model's torch weights for gradient steps are (``--run`` first, then the bundle's
+    ``source_model/``), or None and why not."""
     if not torch_available():
-        return False, "need torch, which is not installed here"
-    if run_dir is None:
-        return False, ("need the source model's weights (the bundle has ONNX only); pass --run RUN, the "
-                       "training run directory")
-    if not Path(run_dir).is_dir():
-        return False, f"need the training run, but {run_dir} is not a directory"
-    return True, ""
+        return None, "need torch, which is not installed here"
+    if run_dir is not None:
+        if not Path(run_dir).is_dir():
+            return None, f"need the training run, but {run_dir} is not a directory"
+        return Path(run_dir) / "source_model", ""
+    if bundle.source_model_path is not None:
+        return bundle.source_model_path, ""
+    return None, ("need the source model's weights, which this bundle does not carry (exported with "
+                  "--no-source-weights, or by an older edge-bridge); pass --run RUN, the training run "
+                  "directory, or re-export the bundle")
 
 
-def _source_tail(run_dir: str | os.PathLike[str], feats: Features, fit: np.ndarray, j: int
+def _source_tail(weights_dir: Path, feats: Features, fit: np.ndarray, j: int
                  ) -> tuple[Any, np.ndarray, float]:
     """The source model's blocks from *j* on (frozen torch module), its last-block output on the fit
     windows' ``z*`` (the paper's target Y) and how well it matches the bundle's ``source_back``."""
@@ -456,7 +463,7 @@ def _source_tail(run_dir: str | os.PathLike[str], feats: Features, fit: np.ndarr
 
     from calibrate.torch_tail import check_matches, load_source_tail
 
-    tail = load_source_tail(run_dir, j)
+    tail = load_source_tail(weights_dir, j)
     match = check_matches(tail, feats.z, feats.source_logits)
     with torch.no_grad():
         y = tail(torch.as_tensor(feats.z[fit])).numpy()

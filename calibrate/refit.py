@@ -18,8 +18,9 @@ Milliseconds for the sizes of a bundle bridge (d_in ~ 64, P*T ~ 1000, a few hund
 
 Gradient (:func:`gradient_refit`): the paper's objective, ``1 - cos(vec Y_hat, vec Y)`` on the source
 model's last-block output, Adam on the bridge only, warm-started. It needs the source model's blocks after
-*j* as torch modules, which a bundle (ONNX only) does not carry: the caller passes them from the training
-run directory (``--run``). Torch is imported only inside it.
+*j* as torch modules, which the ONNX graphs are not: the caller builds them from the source model's weights
+(the bundle's ``source_model/`` or the training run's, :mod:`calibrate.torch_tail`). Torch is imported only
+inside it.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """The source model's blocks after *j*, as a frozen torch module, for the gradient path only (imports torch).
 
-A bundle carries ONNX graphs, and ``source_back`` ends in the head's logits; the paper's objective needs the
-last block's output, so the gradient path rebuilds the source model from the training run directory
-(``RUN/source_model``, written by ``edge-bridge fit-source``). Importing this module imports torch.
+``source_back`` (ONNX) ends in the head's logits; the paper's objective needs the last block's output, so the
+gradient path rebuilds the source model from its saved weights: the bundle's ``source_model/`` (shipped by
+``edge-bridge export`` unless ``--no-source-weights``) or the training run's (``RUN/source_model``, with
+``--run``). Importing this module imports torch.
 """
 
 from __future__ import annotations
@@ -33,17 +34,18 @@ class SourceTail(nn.Module):
         return self.back(z)
 
 
-def load_source_tail(run_dir: str | os.PathLike[str], j: int) -> SourceTail:
-    """Load ``RUN/source_model`` and wrap its blocks from *j* on, frozen and in eval mode."""
+def load_source_tail(weights_dir: str | os.PathLike[str], j: int) -> SourceTail:
+    """Load a saved source model (``RUN/source_model`` or a bundle's ``source_model/``: safetensors +
+    config, never unpickled) and wrap its blocks from *j* on, frozen and in eval mode."""
     from edge_bridge.errors import EdgeBridgeError
     from edge_bridge.models import load_backbone
 
-    path = Path(run_dir) / "source_model"
+    path = Path(weights_dir)
     try:
         source, _ = load_backbone(path)
     except EdgeBridgeError as exc:
-        raise CalibrationError(f"--run {run_dir}: cannot load the source model for gradient steps ({exc}); "
-                               "use --method closed-form, or point --run at the run the bundle was exported "
+        raise CalibrationError(f"{path}: cannot load the source model for gradient steps ({exc}); use "
+                               "--method closed-form, or point --run at the run the bundle was exported "
                                "from") from None
     tail = SourceTail(source, j).eval()
     for p in tail.parameters():
@@ -70,8 +72,8 @@ def check_matches(tail: SourceTail, z: np.ndarray, bundle_logits: np.ndarray, ma
     err = float(np.sqrt(np.mean((a - b) ** 2) / max(float(np.mean(a**2)), 1e-12)))
     if not err <= max_relative_error:
         raise CalibrationError(
-            f"the source model in --run does not compute the bundle's source_back: their logits differ by "
-            f"{err:.0%} (RMS, relative; allowed {max_relative_error:.0%}) on these windows; the run is not "
-            "the one this bundle was exported from. Point --run at the right run, or use --method "
+            f"the source model's weights do not compute the bundle's source_back: their logits differ by "
+            f"{err:.0%} (RMS, relative; allowed {max_relative_error:.0%}) on these windows; they are not "
+            "the ones this bundle was exported from. Point --run at the right run, or use --method "
             "closed-form")
     return err

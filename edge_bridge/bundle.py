@@ -53,6 +53,9 @@ PART_IO = {
     "source_front": (("x_source",), ("z",)),
 }
 REQUIRED_PARTS = ("target_front", "source_back")
+# The source model's torch weights (safetensors + config), optional: only calibrate's gradient path reads
+# them, to run the paper's objective through source blocks j.. on site; the device never does.
+SOURCE_MODEL_DIR = "source_model"
 
 
 class BundleError(EdgeBridgeError, ValueError):
@@ -142,6 +145,7 @@ class Manifest:
     quantization: dict[str, Any] = field(default_factory=dict)
     report: dict[str, Any] = field(default_factory=dict)
     label_map: dict[str, str] = field(default_factory=dict)  # annotation -> class (Task.label_map)
+    source_model: dict[str, str] = field(default_factory=dict)  # file under SOURCE_MODEL_DIR -> sha256
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _now())
     schema_version: int = SCHEMA_VERSION
@@ -162,6 +166,8 @@ class Manifest:
             "golden": {"file": GOLDEN, "sha256": self.golden_sha256} if self.golden_sha256 else None,
             "quantization": self.quantization,
             "report": self.report,
+            **({"source_model": {"files": dict(sorted(self.source_model.items()))}} if self.source_model
+               else {}),
         }
 
     @classmethod
@@ -180,7 +186,7 @@ class Manifest:
         if version < 1:
             raise BundleError(f"{where}: unknown bundle schema_version {version}")
         known = {"schema_version", "tool_version", "created", "task", "classes", "modalities", "positions",
-                 "parts", "bridges", "golden", "quantization", "report", "label_map"}
+                 "parts", "bridges", "golden", "quantization", "report", "label_map", "source_model"}
         unknown = sorted(set(d) - known)
         if unknown:
             warnings.warn(f"{where}: ignoring unknown manifest keys {unknown} (newer edge-bridge?)",
@@ -201,6 +207,8 @@ class Manifest:
                 golden_sha256=golden["sha256"] if golden else None,
                 quantization=dict(d.get("quantization") or {}),
                 report=dict(d.get("report") or {}),
+                source_model={str(k): str(v) for k, v in ((d.get("source_model") or {})["files"]).items()}
+                if d.get("source_model") else {},
                 tool_version=d.get("tool_version", "?"),
                 created=d.get("created", ""),
                 schema_version=version,
@@ -290,6 +298,11 @@ class Bundle:
         return self.root / self.manifest.bridges[v].onnx.file
 
     @property
+    def source_model_path(self) -> Path | None:
+        """``source_model/`` (weights for calibrate's gradient path), or None if the export left it out."""
+        return self.root / SOURCE_MODEL_DIR if self.manifest.source_model else None
+
+    @property
     def golden_path(self) -> Path | None:
         return self.root / GOLDEN if self.manifest.golden_sha256 else None
 
@@ -325,6 +338,10 @@ class Bundle:
             self._check_file(b.weights_file, b.weights_sha256)
         if m.golden_sha256:
             self._check_file(GOLDEN, m.golden_sha256)
+        for name, sha in m.source_model.items():
+            if Path(name).name != name:
+                raise BundleError(f"{self.root}: source_model lists {name!r}; only plain file names allowed")
+            self._check_file(f"{SOURCE_MODEL_DIR}/{name}", sha)
         self._check_shapes(self.current_bridge.onnx)
 
     def _check_part(self, name: str, spec: PartSpec) -> None:

@@ -3,8 +3,9 @@
 A new user or a new sensor shifts the target signal (PPG morphology, gain, pulse-transit time). This refits
 only the bridge, on paired windows cut with the bundle's own preprocessing: target_front on the target
 signal gives the bridge inputs, source_front on the source signal the tokens to reproduce. Closed form
-(reduced-rank ridge regression, numpy, well under a second); with --run and torch installed, also gradient
-steps on the paper's objective through the source model. The new bridge is validated on held-out windows
+(reduced-rank ridge regression, numpy, well under a second); with torch installed, also gradient steps on
+the paper's objective through the source model (its weights ship in the bundle; --run for one exported
+with --no-source-weights). The new bridge is validated on held-out windows
 (the end of each recording) against the current one, and published (bridges/vNNNN.onnx + .safetensors,
 then the manifest's pointer, atomically) only if it beats it by a margin. Otherwise the bundle is unchanged
 and the output says why. A running `edge-bridge deploy` picks the new bridge up between windows.
@@ -46,9 +47,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--record-dir", help="with --record: where the recording is kept "
                                         "(default: BUNDLE.calibration/ beside the bundle)")
     p.add_argument("--method", choices=("auto", "closed-form", "gradient"), default="auto",
-                   help="auto: closed form, then gradient steps when torch and --run are available, keeping "
-                        "whichever validates better (default)")
-    p.add_argument("--run", help="training run directory (source model weights), for gradient steps")
+                   help="auto: closed form, then gradient steps when torch and the source model's weights "
+                        "(in the bundle, or --run) are available, keeping whichever validates better "
+                        "(default)")
+    p.add_argument("--run", help="training run directory whose source model weights the gradient steps use "
+                                 "instead of the bundle's (needed for a bundle exported with "
+                                 "--no-source-weights)")
     p.add_argument("--epochs", type=int, default=30, help="gradient epochs (default 30)")
     p.add_argument("--holdout", type=float, default=0.2,
                    help="fraction at the end of each recording kept for validation (default 0.2)")

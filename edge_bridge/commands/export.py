@@ -31,6 +31,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--agreement-threshold", type=float, default=0.98,
                    help="minimum argmax agreement with FP32 before parts fall back (default 0.98)")
     p.add_argument("--golden-windows", type=int, default=4, help="windows in golden.npz (default 4)")
+    p.add_argument("--no-source-weights", dest="source_weights", action="store_false",
+                   help="leave the source model's weights (source_model/, safetensors, ~0.6 MB for the "
+                        "reference models) out of the bundle; on site, calibrate then needs --run for "
+                        "gradient steps (default: ship them)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing BUNDLE (only after the new one verifies)")
 
@@ -40,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
 
     bundle = export(args.run_dir, args.out, calibration=args.calibration_data, precision=args.precision,
                     target=args.target, agreement_threshold=args.agreement_threshold, overwrite=args.force,
-                    golden_windows=args.golden_windows)
+                    golden_windows=args.golden_windows, source_weights=args.source_weights)
     m = bundle.manifest
     q = m.quantization
     acc = (q.get("accuracy") or {}).get("shipped") or {}

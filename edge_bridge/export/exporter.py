@@ -18,7 +18,9 @@
    to the manifest: a degraded bundle is never shipped silently. The same for the source model's decisions
    as calibration computes them (``source_front`` then ``source_back`` at their shipped precisions): the
    step that helps most, ``source_front`` on a tie (it feeds nothing else);
-5. ``bridges/v0001.onnx`` + ``v0001.safetensors``, ``golden.npz``, ``manifest.json``; the bundle is built in
+5. ``bridges/v0001.onnx`` + ``v0001.safetensors``, ``golden.npz``, ``source_model/`` (the source model's
+   safetensors weights and config, for calibrate's gradient path on site; ``source_weights=False`` leaves
+   them out) and ``manifest.json``; the bundle is built in
    a temporary sibling directory, verified with :meth:`Bundle.load`, and renamed into place, so a failed
    export leaves nothing behind.
 """
@@ -44,6 +46,7 @@ import numpy as np
 from edge_bridge import __version__
 from edge_bridge.bundle import (
     GOLDEN,
+    SOURCE_MODEL_DIR,
     BridgeVersion,
     Bundle,
     Manifest,
@@ -189,7 +192,7 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
 def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
            calibration: str | os.PathLike[str] | WindowSet | None = None, precision: str = "int8",
            target: str = "cpu", agreement_threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False,
-           golden_windows: int = 4, holdout_max: int = 512,
+           golden_windows: int = 4, holdout_max: int = 512, source_weights: bool = True,
            verbose: bool | int | str | None = None) -> Bundle:
     """Export a trained run (``edge-bridge train`` done) as a bundle; see the module docstring.
 
@@ -213,6 +216,10 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     golden_windows : int
     holdout_max : int
         At most this many held-out windows are used.
+    source_weights : bool
+        Ship the source model's weights (``source_model/``, safetensors) so that ``edge-bridge calibrate``
+        can take gradient steps on the paper's objective on site without the training run. Off: the bundle
+        is ONNX only and calibrate needs ``--run`` for gradient steps.
     verbose : bool, int, str or None
 
     Returns
@@ -265,6 +272,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                                 calibration=calibration, precision=precision, target=target,
                                 agreement_threshold=agreement_threshold, overwrite=overwrite,
                                 golden_windows=golden_windows, weights_sha256=weights,
+                                source_weights=source_weights,
                                 run_dir=str(run.path), label_map=run.task.label_map)
 
 
@@ -278,7 +286,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
                      source_spec: Preprocessing, target_spec: Preprocessing, holdout: WindowSet,
                      calibration: WindowSet | None = None, precision: str | Precision = "int8",
                      target: str | Target = "cpu", agreement_threshold: float = DEFAULT_THRESHOLD,
-                     overwrite: bool = False, golden_windows: int = 4,
+                     overwrite: bool = False, golden_windows: int = 4, source_weights: bool = True,
                      quant_config: QuantConfig | None = None,
                      weights_sha256: dict[str, str] | None = None, parity_tolerance: float = PARITY_TOLERANCE,
                      run_dir: str | None = None, verbose: bool | int | str | None = None,
@@ -325,6 +333,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
                 job.guard()
                 manifest = job.assemble(staging, task=task, classes=classes, source_spec=source_spec,
                                         target_spec=target_spec, golden_windows=golden_windows,
+                                        source_weights=source_weights,
                                         run_dir=run_dir, label_map=label_map)
             Bundle.load(staging)
             _replace_dir(staging, out)
@@ -616,6 +625,7 @@ class _Job:
     # 5. files, golden, manifest
     def assemble(self, root: Path, *, task: str, classes: tuple[str, ...], source_spec: Preprocessing,
                  target_spec: Preprocessing, golden_windows: int, run_dir: str | None,
+                 source_weights: bool = True,
                  label_map: dict[str, str] | None = None) -> Manifest:
         import onnx
 
@@ -642,6 +652,14 @@ class _Job:
         bv = BridgeVersion(1, specs.pop("bridge"), wrel, sha256_file(root / wrel), _now(), "export",
                            {"kind": bridge.kind, "config": bridge.config})
 
+        source_files: dict[str, str] = {}
+        if source_weights:  # for calibrate's gradient path only; loaded with safetensors, never unpickled
+            from edge_bridge.models import save_backbone
+
+            sdir = save_backbone(self.composite.source, root / SOURCE_MODEL_DIR,
+                                 meta={"for": "edge-bridge calibrate (gradient steps through source[j:])"})
+            source_files = {p.name: sha256_file(p) for p in sorted(sdir.iterdir()) if p.is_file()}
+
         n = max(1, min(golden_windows, len(self.holdout)))
         g = self.holdout.head(n)
         arrays = golden_arrays(final, g.target, g.source)
@@ -660,7 +678,7 @@ class _Job:
                             source=source_spec, target=target_spec,
                             positions={"i": int(self.composite.i), "j": int(self.composite.j)}, parts=specs,
                             bridges={1: bv}, current_bridge=1, golden_sha256=sha256_file(root / GOLDEN),
-                            quantization=self.quant, report=self.report)
+                            quantization=self.quant, report=self.report, source_model=source_files)
         write_manifest(root, manifest)
         manifest.report["bundle_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         write_manifest(root, manifest)  # now including the manifest's own size (to within a few bytes)

@@ -48,5 +48,5 @@ def test_windows_at_rest_with_hardly_varying_logits_pass():
 def test_another_runs_source_model_is_refused():
     z = np.random.default_rng(0).standard_normal((200, 20, 16)).astype(np.float32)
     other = _logits(_tail(1), z)
-    with pytest.raises(CalibrationError, match="not the one this bundle was exported from"):
+    with pytest.raises(CalibrationError, match="not the ones this bundle was exported from"):
         check_matches(_tail(0), z, other)

@@ -186,3 +186,40 @@ def test_label_map_round_trips_and_is_optional(bundle_copy):
     _edit_manifest(bundle_copy, lambda m: m.update(label_map=["baseline", "stress"]))  # not a mapping
     with pytest.raises(BundleError, match="malformed manifest"):
         Bundle.load(bundle_copy)
+
+
+def test_source_weights_ship_hash_checked_and_rebuild_the_source_model(bundles, tiny):
+    """source_model/ (for calibrate's gradient path): safetensors + config listed with their hashes; loaded
+    without unpickling, they compute the same logits as the bundle's source_back on its own tokens."""
+    import torch
+
+    from calibrate.torch_tail import check_matches, load_source_tail
+    from deploy.engines import load_engine
+
+    b = bundles["cpu"]
+    files = b.manifest.source_model
+    assert set(files) == {"config.json", "model.safetensors"}
+    assert b.source_model_path == b.root / "source_model"
+    tail = load_source_tail(b.source_model_path, b.manifest.positions["j"])
+    xs = tiny.windows(64, 5).source
+    with (load_engine(b.part_path("source_front"), "cpu") as sf,
+          load_engine(b.part_path("source_back"), "cpu") as sb):
+        z = sf.run({"x_source": xs})["z"]
+        logits = sb.run({"z": z})["logits"]
+    assert check_matches(tail, z, logits) < 0.5
+    with torch.no_grad():  # the very weights of the exported source model
+        want = tiny.composite().source_back(torch.as_tensor(z))
+        got = tail.logits(torch.as_tensor(z)).numpy()
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_source_weights_damaged_or_unlisted(bundle_copy):
+    with open(bundle_copy / "source_model" / "model.safetensors", "ab") as fh:
+        fh.write(b"\0")
+    with pytest.raises(BundleError, match=r"source_model/model\.safetensors.*hashes to"):
+        Bundle.load(bundle_copy)
+    _edit_manifest(bundle_copy, lambda m: m.pop("source_model"))  # an ONNX-only bundle still loads
+    assert Bundle.load(bundle_copy).source_model_path is None
+    _edit_manifest(bundle_copy, lambda m: m.update(source_model={"files": {"../x": "0" * 64}}))
+    with pytest.raises(BundleError, match="only plain file names"):
+        Bundle.load(bundle_copy)
