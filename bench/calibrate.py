@@ -9,8 +9,9 @@ changed; the shift post-processes the PPG channel of its recordings.
 
 1. Each user gets a fresh copy of the bundle and runs ``edge-bridge calibrate`` (a fresh process) on
    ``--calibration-minutes`` of *their own* paired ECG + shifted PPG: by default the minutes around their
-   first change of state (rest, then a task; ``--calibration-span start``: the first minutes, rest only,
-   which calibrate now refuses when the source model sees one state there).
+   first change of state *in the bundle's classes* (rest, then the stress task for stress vs non-stress:
+   baseline -> amusement is no change there); ``--calibration-span start``: the first minutes, rest only,
+   which calibrate refuses when the source model sees one state there.
 2. Test windows: the rest of that user's recording (windows sharing no sample with the calibration span).
    Composite balanced accuracy before the shift (same windows, unshifted PPG), after the shift, and after
    calibration, pooled over users (and per user).
@@ -22,7 +23,7 @@ changed; the shift post-processes the PPG channel of its recordings.
 and tested on the same pooled test windows. ``--diagnose`` adds in-process figures that explain the result
 (never used to choose anything): the source model's own accuracy on the test windows, an *oracle* closed-form
 refit fitted on the test windows themselves (the ceiling of this bridge family), the closed form on all
-calibration windows (no holdout), and the gradient path (``--method auto`` with ``--run``).
+calibration windows (no holdout), and, with ``--method closed-form``, the gradient path (``--method auto``).
 
 Run (reusing a trained run and its FP32 bundle):
   .venv/bin/python bench/calibrate.py --out bench-out/calibrate --run RUN --bundle RUN.bundle --diagnose
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -134,8 +136,8 @@ def run_calibrate(bundle: Path, paired: Path, method: str, run_dir: Path | None
     """``edge-bridge calibrate`` in a fresh process: its JSON report and wall seconds."""
     cmd = [sys.executable, "-m", "edge_bridge.cli", "calibrate", "--bundle", str(bundle), "--paired",
            str(paired), "--method", method, "--json", "-q"]
-    if method != "closed-form" and run_dir is not None:
-        cmd += ["--run", str(run_dir)]
+    if method != "closed-form" and run_dir is not None and not (bundle / "source_model").is_dir():
+        cmd += ["--run", str(run_dir)]  # an ONNX-only bundle (exported with --no-source-weights)
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t
@@ -182,17 +184,21 @@ def train_and_export(out: Path, seed: int, task: str) -> tuple[Path, Path]:
     return run.path, bundle
 
 
-def calibration_span(rec: Any, cal_s: float, where: str, hop_s: float) -> tuple[float, float]:
+def calibration_span(rec: Any, cal_s: float, where: str, hop_s: float,
+                     label_map: dict[str, str] | None = None) -> tuple[float, float]:
     """``[a, b)`` seconds of the user's recording used to calibrate.
 
     ``start``: the first ``cal_s`` seconds (in this protocol, rest). ``transition``: ``cal_s`` seconds
-    centred on the first change of state (the end of rest and the start of the first task), on the hop
-    grid; the on-site protocol a calibration that must see two states asks for ("sit still, then do this
-    task"). The span comes from the simulated protocol, which calibrate itself never reads.
+    centred on the first change of state in the bundle's classes (annotations renamed by ``label_map``: for
+    stress vs non-stress, the end of rest and the start of the stress task), on the hop grid; the on-site
+    protocol a calibration that must see two states asks for ("sit still, then do this task"). The span
+    comes from the simulated protocol, which calibrate itself never reads.
     """
     if where == "start":
         return 0.0, cal_s
-    onsets = sorted(a.onset for a in rec.annotations if a.onset > 0)
+    names = [(a.onset, (label_map or {}).get(a.label, a.label)) for a in sorted(rec.annotations,
+                                                                               key=lambda a: a.onset)]
+    onsets = [t for (_, before), (t, now) in itertools.pairwise(names) if now != before]
     if not onsets:
         raise SystemExit(f"{rec.subject}: no change of state in the recording for --calibration-span "
                          "transition")
@@ -287,7 +293,9 @@ def main() -> None:
     ap.add_argument("--run-test-subjects", action="store_true",
                     help="users = the run's held-out test subjects (its splits.json 'test', never fitted) "
                          "instead of newly simulated ones")
-    ap.add_argument("--method", default="closed-form", choices=("auto", "closed-form", "gradient"))
+    ap.add_argument("--method", default="auto", choices=("auto", "closed-form", "gradient"),
+                    help="calibrate's --method (default auto, calibrate's own default: closed form, then "
+                         "gradient steps through the bundle's source weights)")
     ap.add_argument("--cross-subject", action="store_true",
                     help="also: calibrate once on another new subject, test on every user's test windows")
     ap.add_argument("--diagnose", action="store_true",
@@ -343,7 +351,8 @@ def main() -> None:
                    for k in range(args.users)]
     for name, load in sources:
         rec = load()
-        case = user_case(eng, rec, calibration_span(rec, cal_s, args.calibration_span, eng.m.source.hop_s))
+        span = calibration_span(rec, cal_s, args.calibration_span, eng.m.source.hop_s, eng.m.label_map)
+        case = user_case(eng, rec, span)
         udir = out / "users" / name
         udir.mkdir(parents=True, exist_ok=True)
         paired = write_edf(case["shifted"].copy().crop(*case["span"]), udir / "calibration-paired.edf")

@@ -15,13 +15,18 @@ Steps (DESIGN.md, "calibrate:"):
    produce; ``source_back(z*)`` gives the source model's predictions, the reference for agreement. If
    those predictions show fewer than ``min_states`` classes, stop here and keep the current bridge: data
    from one state cannot show that a refit still tells states apart.
-3. Refit (:mod:`calibrate.refit`) on the fit windows: closed form always; gradient steps on the paper's
-   objective when torch and the source model's weights are there (the bundle's ``source_model/``, or the
-   training run given as ``run_dir``, which takes precedence).
+3. Refit (:mod:`calibrate.refit`) on the fit windows: closed form (``auto``, ``closed-form``); gradient
+   steps on the paper's objective, warm-started from the current bridge (``auto``, ``gradient``), when torch
+   and the source model's weights are there (the bundle's ``source_model/``, or the training run given as
+   ``run_dir``, which takes precedence).
 4. Validate every candidate and the current bridge on held-out windows (the last part of each recording,
    with the windows overlapping it dropped from the fit): *agreement* = how often the composite's class on
-   the target signal equals the source model's class on the source signal; *alignment loss* = mean
-   ``1 - cos`` between the bridge output and ``z*``. Candidates run as the exact ONNX bytes that would be
+   the target signal equals the source model's class on the source signal; *alignment loss* = the paper's
+   objective, mean ``1 - cos`` between the source model's last-block outputs on the bridge output and on
+   ``z*``, when the source weights are loaded, else mean ``1 - cos`` between the bridge output and ``z*``
+   (tokens). Why the paper's objective when it can: the bridge was trained on it, and token distance does
+   not follow decisions (in ``bench/calibrate.py`` the closed form, which fits tokens, won on token
+   distance and lost on accuracy). Candidates run as the exact ONNX bytes that would be
    published. The best candidate is accepted only if it beats the current bridge by a margin:
    ``agreement >= current + margin_agreement``, or agreement no lower and alignment loss at least
    ``margin_loss`` (relative) lower.
@@ -144,17 +149,28 @@ def _alignment(z_hat: np.ndarray, z: np.ndarray) -> float:
     return float(np.mean(1.0 - cos))
 
 
-def score_bridge(bridge_path: str | os.PathLike[str], source_back: Any, feats: Features, idx: np.ndarray
-                 ) -> Scores:
-    """Run a bridge graph and ``source_back`` on held-out windows; compare with the source model."""
+def score_bridge(bridge_path: str | os.PathLike[str], source_back: Any, feats: Features, idx: np.ndarray,
+                 last_block: tuple[Any, np.ndarray] | None = None) -> Scores:
+    """Run a bridge graph and ``source_back`` on held-out windows; compare with the source model.
+
+    ``last_block``: ``(tail, y)``, the source model's blocks from *j* on (torch) and their output on the
+    windows' ``z*``; given, the alignment loss is the paper's objective on ``tail(bridge(h))`` vs ``y``.
+    """
     from deploy.engines import load_engine
 
     with load_engine(bridge_path, "cpu") as br:
-        z_hat = _run(br, "h", feats.h[idx])
-    pred = _run(source_back, "z", z_hat.astype(np.float32)).argmax(1)
+        z_hat = _run(br, "h", feats.h[idx]).astype(np.float32)
+    pred = _run(source_back, "z", z_hat).argmax(1)
     ref = feats.source_logits[idx].argmax(1)
     plain, balanced = _agreement(pred, ref)
-    return Scores(plain, balanced, _alignment(z_hat, feats.z[idx]), len(idx))
+    if last_block is None:
+        return Scores(plain, balanced, _alignment(z_hat, feats.z[idx]), len(idx))
+    import torch
+
+    tail, y = last_block
+    with torch.no_grad():
+        y_hat = tail(torch.as_tensor(z_hat)).numpy()
+    return Scores(plain, balanced, _alignment(y_hat, y), len(idx))
 
 
 def better(new: Scores, old: Scores, margin_agreement: float, margin_loss: float) -> tuple[bool, str]:
@@ -318,8 +334,9 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
         return CalibrationReport(str(bundle.root), False, verdict, current_version, None, method, None,
                                  windows, data.skipped, None, {}, timings, {}, notes)
 
-    fit = split.fit
+    fit, val = split.fit, split.validate
     candidates: list[RefitResult] = []
+    last_block: tuple[Any, np.ndarray] | None = None
     if method in ("auto", "closed-form"):
         cf = closed_form_refit(feats.h[fit], feats.z[fit], current, starts=data.windows.starts[fit],
                                groups=data.recording[fit], window_s=m.source.window_s)
@@ -327,31 +344,32 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
         candidates.append(cf)
     if method in ("auto", "gradient") and weights_dir is not None:
         t0 = time.perf_counter()
-        tail, y, match = _source_tail(weights_dir, feats, fit, m.positions["j"])
+        tail, y, match = _source_tail(weights_dir, feats, m.positions["j"])
         notes.append(f"gradient steps through the source model in {weights_dir} (its logits differ from "
-                     f"source_back's by {match:.1%} RMS)")
-        starts = [c.weights for c in candidates] or [current]
-        for k, start in enumerate(starts):
-            gr = gradient_refit(feats.h[fit], y, start, tail, epochs=epochs)
-            gr.info["warm_start"] = "closed-form" if candidates and k == 0 else f"v{current_version:04d}"
-            candidates.append(gr)
+                     f"source_back's by {match:.1%} RMS); alignment loss = the paper's objective")
+        # warm start from the current bridge, as the paper's training left it, not from the closed form: on
+        # 24 shifted users outside the benchmark's, accepted unvalidated, the closed-form start reached
+        # pooled balanced accuracy 0.70, the current-bridge start 0.76 (/tmp study, bench/calibrate.py setup)
+        gr = gradient_refit(feats.h[fit], y[fit], current, tail, epochs=epochs)
+        gr.info["warm_start"] = f"v{current_version:04d}"
+        candidates.append(gr)
+        last_block = (tail, y[val])
         timings["gradient"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     from deploy.engines import load_engine
 
-    val = split.validate
     scored: dict[str, Scores] = {}
     blobs: dict[str, tuple[bytes, bytes]] = {}
     with load_engine(bundle.part_path("source_back"), device) as sb, \
             tempfile.TemporaryDirectory(prefix="edge-bridge-calibrate-") as tmp:
-        current_scores = score_bridge(bundle.bridge_path(), sb, feats, val)
+        current_scores = score_bridge(bundle.bridge_path(), sb, feats, val, last_block)
         for cand in candidates:
             meta = {"origin": "calibrate", "method": cand.method, "based_on": f"v{current_version:04d}"}
             onnx_bytes = cand.weights.onnx_bytes({"method": cand.method})
             path = Path(tmp) / f"{cand.method}.onnx"
             path.write_bytes(onnx_bytes)
-            scored[cand.method] = score_bridge(path, sb, feats, val)
+            scored[cand.method] = score_bridge(path, sb, feats, val, last_block)
             blobs[cand.method] = (onnx_bytes, cand.weights.safetensors_bytes(meta))
     timings["validate"] = time.perf_counter() - t0
 
@@ -455,10 +473,9 @@ def _source_weights(run_dir: str | os.PathLike[str] | None, bundle: Bundle) -> t
                   "directory, or re-export the bundle")
 
 
-def _source_tail(weights_dir: Path, feats: Features, fit: np.ndarray, j: int
-                 ) -> tuple[Any, np.ndarray, float]:
-    """The source model's blocks from *j* on (frozen torch module), its last-block output on the fit
-    windows' ``z*`` (the paper's target Y) and how well it matches the bundle's ``source_back``."""
+def _source_tail(weights_dir: Path, feats: Features, j: int) -> tuple[Any, np.ndarray, float]:
+    """The source model's blocks from *j* on (frozen torch module), its last-block output on every
+    window's ``z*`` (the paper's target Y) and how well it matches the bundle's ``source_back``."""
     import torch
 
     from calibrate.torch_tail import check_matches, load_source_tail
@@ -466,5 +483,5 @@ def _source_tail(weights_dir: Path, feats: Features, fit: np.ndarray, j: int
     tail = load_source_tail(weights_dir, j)
     match = check_matches(tail, feats.z, feats.source_logits)
     with torch.no_grad():
-        y = tail(torch.as_tensor(feats.z[fit])).numpy()
+        y = tail(torch.as_tensor(feats.z)).numpy()
     return tail, y, match
