@@ -63,8 +63,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(default 0.01)")
     p.add_argument("--min-states", type=int, default=2,
                    help="keep the current bridge unless the source model sees at least this many of its "
-                        "classes in the paired windows (default 2: minutes at rest alone cannot show that a "
-                        "refit still tells states apart)")
+                        "classes in the paired windows, and accept on alignment loss alone (at equal "
+                        "agreement) only if the validation windows show that many (default 2: minutes at "
+                        "rest alone cannot show that a refit still tells states apart)")
     p.add_argument("--device", default="cpu", help="engine device for the fronts: cpu, cuda, jetson")
     p.add_argument("--dry-run", action="store_true", help="validate and report; never publish")
     p.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
