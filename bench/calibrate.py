@@ -136,8 +136,8 @@ def run_calibrate(bundle: Path, paired: Path, method: str, run_dir: Path | None
     """``edge-bridge calibrate`` in a fresh process: its JSON report and wall seconds."""
     cmd = [sys.executable, "-m", "edge_bridge.cli", "calibrate", "--bundle", str(bundle), "--paired",
            str(paired), "--method", method, "--json", "-q"]
-    if method != "closed-form" and run_dir is not None and not (bundle / "source_model").is_dir():
-        cmd += ["--run", str(run_dir)]  # an ONNX-only bundle (exported with --no-source-weights)
+    if method != "closed-form" and run_dir is not None:
+        cmd += ["--run", str(run_dir)]
     t = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     seconds = time.perf_counter() - t
@@ -326,6 +326,9 @@ def main() -> None:
     n_cls = len(eng.m.classes)
     bridge0 = eng.bundle.bridge_path()
     current = read_weights(eng.bundle.root / eng.bundle.current_bridge.weights_file)
+    # calibrate reads the source weights from the bundle; only an ONNX-only one (--no-source-weights) needs
+    # the run
+    cal_run = run_dir if eng.bundle.source_model_path is None else None
     cal_s = 60.0 * args.calibration_minutes
 
     def fresh_copy(path: Path) -> Path:
@@ -358,7 +361,7 @@ def main() -> None:
         paired = write_edf(case["shifted"].copy().crop(*case["span"]), udir / "calibration-paired.edf")
         case["paired"] = paired
         ub = fresh_copy(udir / "bundle")
-        cal, secs = run_calibrate(ub, paired, args.method, run_dir)
+        cal, secs = run_calibrate(ub, paired, args.method, cal_run)
         commands.append(secs)
         preds = {"source_model": eng.back(case["z"]),
                  "before_shift": eng.bridge_onnx(bridge0, case["h0"]),
@@ -405,7 +408,8 @@ def main() -> None:
         calib = shift_ppg(simulate_subject("stress", "CAL", max(args.calibration_minutes, 5.0),
                                            seed=20_000 + args.seed)).crop(0.0, cal_s)
         cb = fresh_copy(cdir / "bundle")
-        cal, secs = run_calibrate(cb, write_edf(calib, cdir / "calibration-paired.edf"), args.method, run_dir)
+        paired = write_edf(calib, cdir / "calibration-paired.edf")
+        cal, secs = run_calibrate(cb, paired, args.method, cal_run)
         after = np.concatenate([eng.bridge_onnx(Bundle.load(cb).bridge_path(), c["h1"]) for c in cases])
         a = balanced(np.concatenate(pooled["labels"]), after, n_cls)
         report["cross_subject"] = {
@@ -420,7 +424,7 @@ def main() -> None:
             p = diagnose_user(eng, case, case["paired"], current)
             if args.method == "closed-form" and run_dir is not None:
                 gb = fresh_copy(case["paired"].parent / "bundle-auto")
-                cal, secs = run_calibrate(gb, case["paired"], "auto", run_dir)
+                cal, secs = run_calibrate(gb, case["paired"], "auto", cal_run)
                 p["auto_with_run"] = eng.bridge_onnx(Bundle.load(gb).bridge_path(), case["h1"])
                 u["auto_with_run"] = {"command_seconds": secs,
                                       "calibration": {c: cal.get(c) for c in CAL_KEYS}}

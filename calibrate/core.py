@@ -493,7 +493,7 @@ def _source_tail(weights_dir: Path, feats: Features, j: int) -> tuple[Any, np.nd
     from calibrate.torch_tail import check_matches, load_source_tail
 
     tail = load_source_tail(weights_dir, j)
-    match = check_matches(tail, feats.z, feats.source_logits)
-    with torch.no_grad():
-        y = tail(torch.as_tensor(feats.z)).numpy()
-    return tail, y, match
+    with torch.no_grad():  # one pass of source[j:]: the targets Y and, through the head, the logits to check
+        y = tail(torch.as_tensor(feats.z))
+        logits = tail.head(y).numpy()
+    return tail, y.numpy(), check_matches(logits, feats.source_logits)

@@ -30,8 +30,12 @@ class SourceTail(nn.Module):
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.back.last_block(z)
 
+    def head(self, y: torch.Tensor) -> torch.Tensor:
+        """Logits from a last-block output (``self(z)``), so that both come from one pass of the blocks."""
+        return self.back.source.head_forward(y)
+
     def logits(self, z: torch.Tensor) -> torch.Tensor:
-        return self.back(z)
+        return self.head(self(z))
 
 
 def load_source_tail(weights_dir: str | os.PathLike[str], j: int) -> SourceTail:
@@ -53,9 +57,9 @@ def load_source_tail(weights_dir: str | os.PathLike[str], j: int) -> SourceTail:
     return tail
 
 
-def check_matches(tail: SourceTail, z: np.ndarray, bundle_logits: np.ndarray, max_relative_error: float = 0.5
-                  ) -> float:
-    """The run's source model must compute the bundle's ``source_back`` on the same tokens.
+def check_matches(ours: np.ndarray, bundle_logits: np.ndarray, max_relative_error: float = 0.5) -> float:
+    """The loaded source model (its logits ``ours``) must compute the bundle's ``source_back`` on the same
+    tokens.
 
     Compared on the logits, each window's minus their mean (softmax ignores a shift): the RMS of the
     difference relative to the RMS of the run's logits. Not the argmax: a quantized ``source_back`` moves
@@ -64,10 +68,9 @@ def check_matches(tail: SourceTail, z: np.ndarray, bundle_logits: np.ndarray, ma
     1 (measured 0.72 for a source_back whose INT8 ranges clipped the tokens: refused, rightly). Returns the
     relative error.
     """
-    with torch.no_grad():
-        ours = tail.logits(torch.as_tensor(z)).numpy().astype(np.float64)
+    a = np.asarray(ours, dtype=np.float64)
+    a = a - a.mean(axis=1, keepdims=True)
     theirs = np.asarray(bundle_logits, dtype=np.float64)
-    a = ours - ours.mean(axis=1, keepdims=True)
     b = theirs - theirs.mean(axis=1, keepdims=True)
     err = float(np.sqrt(np.mean((a - b) ** 2) / max(float(np.mean(a**2)), 1e-12)))
     if not err <= max_relative_error:

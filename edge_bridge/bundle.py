@@ -207,7 +207,7 @@ class Manifest:
                 golden_sha256=golden["sha256"] if golden else None,
                 quantization=dict(d.get("quantization") or {}),
                 report=dict(d.get("report") or {}),
-                source_model={str(k): str(v) for k, v in ((d.get("source_model") or {})["files"]).items()}
+                source_model={str(k): str(v) for k, v in d["source_model"]["files"].items()}
                 if d.get("source_model") else {},
                 tool_version=d.get("tool_version", "?"),
                 created=d.get("created", ""),
