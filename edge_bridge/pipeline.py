@@ -201,7 +201,7 @@ def select(run: Run, *, progress: bool = False) -> Any:
     target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
     source, _ = load_backbone(run.require(run.source_model, "fit-source"))
     paired = run.role("paired")
-    sel = select_positions(target, source, paired.x["target"], paired.x["source"], seed=run.seed,
+    sel = select_positions(target, source, paired.x["target"], paired.x["source"], subjects=paired.subjects,
                            progress=progress)
     sel.save(run.selection)
     sel.plot(run.path / "selection.png")

@@ -1,7 +1,8 @@
 """Choose where to cut the target model (i) and where to enter the source model (j), without labels.
 
 Stage 1: a logistic-regression probe per target block on the source model's pseudo-labels (5-fold
-macro-F1). Stage 2: linear CKA between the chosen target block and every source block's input. Writes
+macro-F1, folds grouped by subject because overlapping windows would leak across folds). Stage 2: linear
+CKA between the chosen target block and every source block's input. Writes
 RUN/selection.json (every candidate's score) and RUN/selection.png.
 
 Example:
@@ -25,7 +26,7 @@ def run(args: argparse.Namespace) -> int:
 
     r = open_run(args)
     sel = pipeline.select(r, progress=not args.no_progress)
-    print("target block  probe macro-F1")
+    print(f"target block  probe macro-F1 ({sel.folds})")
     for k, f in enumerate(sel.f1):
         print(f"  {k:>3}{'*' if k == sel.i else ' '}       {f:.3f}")
     print("source block  linear CKA")

@@ -85,3 +85,54 @@ def test_select_positions_end_to_end_writes_json_and_png(tmp_path, tiny):
     again = Selection.load(tmp_path / "selection.json")
     assert (again.i, again.j, again.f1) == (sel.i, sel.j, sel.f1)
     assert json.loads((tmp_path / "selection.json").read_text())["schema_version"] == 1
+
+
+def _overlapping_windows(seed: int = 0, subjects: int = 8, per_subject: int = 60):
+    """Windows cut on a short hop from each subject's recording, as the paired set is.
+
+    Block 0 carries the pseudo-label weakly but the same way in every subject (it transfers). Block 1 is
+    a slow random walk per subject (neighbouring windows are near copies) and carries nothing that
+    transfers; since each subject's pseudo-label is a run of a few states in time, a probe tested on
+    windows whose neighbours it trained on can still read it off block 1.
+    """
+    rng = np.random.default_rng(seed)
+    labels, groups, general, memorise = [], [], [], []
+    for s in range(subjects):
+        state = np.repeat(rng.permutation([0, 1, 0, 1]), per_subject // 4)
+        labels.append(state)
+        groups.append(np.full(per_subject, s))
+        general.append(state[:, None] * 1.0 + rng.normal(size=(per_subject, 6)) * 1.2)
+        memorise.append(np.cumsum(rng.normal(size=(per_subject, 32)), axis=0))
+    source = [np.concatenate(general) @ rng.normal(size=(6, 5))]
+    return ([np.concatenate(general), np.concatenate(memorise)], source, np.concatenate(labels),
+            np.concatenate(groups))
+
+
+def test_probe_folds_by_subject_choose_the_block_that_transfers():
+    target, source, labels, groups = _overlapping_windows()
+    sel = select_from_features(target, source, labels, groups=groups)
+    assert sel.i == 0, sel.f1
+    assert sel.f1[1] < 0.7 and "grouped by subject (8 subjects)" in sel.folds
+    # the same windows without their subjects: folds over windows let block 1 memorise its neighbours
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_score
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    shuffled = cross_val_score(make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000)), target[1],
+                               labels, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                               scoring="f1_macro").mean()
+    assert shuffled > sel.f1[0] > sel.f1[1], (shuffled, sel.f1)
+
+
+def test_probe_folds_without_subjects_are_contiguous():
+    from edge_bridge.select import probe_folds
+
+    labels = np.repeat([0, 1, 0, 1], 25)
+    cv, what = probe_folds(labels, None)
+    assert "contiguous" in what
+    for _, test in cv.split(np.zeros((100, 1)), labels):
+        # each test fold is a few runs of neighbouring windows, never a scatter
+        assert np.count_nonzero(np.diff(test) > 1) <= 3
+    _, what = probe_folds(labels, np.repeat(np.arange(3), [30, 30, 40]))
+    assert what.startswith("3 folds grouped by subject")
