@@ -5,8 +5,9 @@
 2. Cost: trainable parameters, wall time per epoch (training steps only, same thread count; bridge, bridge
    with --recompute and KD interleaved in rounds in this process, medians) and measured peak training
    memory of the bridge vs KD.
-3. Selection quality: a bridge for EVERY (i, j) pair; where the two-stage choice ranks (by test balanced
-   accuracy and by the label-free validation alignment loss); selection cost vs grid cost; heat map PNG.
+3. Selection quality: a bridge for EVERY (i, j) pair (``--grid-seeds`` training seeds each, ranked by
+   the mean); where the two-stage choice ranks (by test balanced accuracy and by the label-free
+   validation alignment loss); selection cost vs the cost of one grid; heat map PNG.
 Also: prototype initialisation from k-means of real source tokens vs random (same scale).
 
 Memory: each training (bridge, KD) runs again in its own fresh subprocess: one warm-up epoch, then one
@@ -152,11 +153,17 @@ def subject_bootstrap(labels: np.ndarray, subjects: np.ndarray, preds: dict[str,
 
 def rank_bootstrap(labels: np.ndarray, subjects: np.ndarray, preds: np.ndarray, chosen: int, n_classes: int,
                    n_boot: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """Rank of pair ``chosen`` among ``preds`` (pairs x windows) by balanced accuracy over
-    :func:`subject_resamples`: how firmly the grid's ranking stands on these subjects."""
+    """Rank of pair ``chosen`` among ``preds`` (training seeds x pairs x windows) by balanced accuracy
+    (mean over the seeds) over :func:`subject_resamples`: how firmly the grid's ranking stands on these
+    subjects."""
+    n_seeds, n_pairs, n_windows = preds.shape
+    flat = preds.reshape(n_seeds * n_pairs, n_windows)
+
+    def mean_ba(idx: np.ndarray) -> np.ndarray:
+        return balanced_accuracy(labels[idx], flat[:, idx], n_classes).reshape(n_seeds, n_pairs).mean(0)
+
     ranks = np.array([1 + int(np.sum(ba > ba[chosen] + 1e-12))
-                      for ba in (balanced_accuracy(labels[idx], preds[:, idx], n_classes)
-                                 for idx in subject_resamples(subjects, n_boot, seed))])
+                      for ba in (mean_ba(idx) for idx in subject_resamples(subjects, n_boot, seed))])
     return {"median": float(np.median(ranks)), "ci95": [int(np.percentile(ranks, q)) for q in (2.5, 97.5)],
             "p_top3": float(np.mean(ranks <= 3)), "p_top1": float(np.mean(ranks == 1)), "resamples": n_boot}
 
@@ -184,6 +191,10 @@ def main() -> None:
                     help="epochs of both the bridge and the KD student (the issue: same data, same epochs); "
                          "each keeps its best epoch by its own label-free validation loss")
     ap.add_argument("--grid-epochs", type=int, default=20)
+    ap.add_argument("--grid-seeds", type=int, default=1,
+                    help="train every grid pair with this many seeds and rank pairs by the mean; a pair's "
+                         "test accuracy moves with the bridge's initialisation and batch order, and one seed "
+                         "ranks that noise too (each seed adds the grid's time, ~7 min on one thread)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=64, help="bridge and KD batch size (the same for both)")
     ap.add_argument("--measure-memory", choices=("bridge", "bridge-recompute", "kd"), help=argparse.SUPPRESS)
@@ -372,10 +383,10 @@ def main() -> None:
     # --- exhaustive grid ------------------------------------------------------------------------------------
     t_grid = time.perf_counter()
     n_t, n_s = target.n_blocks, source.n_blocks
-    grid_ba = np.zeros((n_t, n_s))
-    grid_loss = np.zeros((n_t, n_s))
-    grid_pred = np.zeros((n_t * n_s, len(test)), dtype=np.int64)
-    gcfg = TrainConfig(epochs=args.grid_epochs, seed=args.seed, batch_size=args.batch)
+    n_seeds = max(1, args.grid_seeds)
+    grid_ba_seeds = np.zeros((n_seeds, n_t, n_s))
+    grid_loss_seeds = np.zeros((n_seeds, n_t, n_s))
+    grid_pred = np.zeros((n_seeds, n_t * n_s, len(test)), dtype=np.int64)
     for gi in range(n_t):
         tc = bridge_cache(target, source, paired.x["target"], paired.x["source"], gi)
         vc = bridge_cache(target, source, val.x["target"], val.x["source"], gi)
@@ -383,21 +394,33 @@ def main() -> None:
             ht = torch.cat([target.pool(target.front(xt_test[s:s + 128], gi))
                             for s in range(0, len(xt_test), 128)])
         for gj in range(n_s):
-            b = P.make_bridge(target, source, gi, gj, P.BridgeSettings(), paired.x["source"], args.seed)
-            res = train_bridge(b, source, gj, tc, vc, gcfg)
-            grid_loss[gi, gj] = res.best_val
-            grid_pred[gi * n_s + gj] = test_pred(b, gj, ht)
-            grid_ba[gi, gj] = classification_metrics(test.labels, grid_pred[gi * n_s + gj],
-                                                     n_classes)["balanced_accuracy"]
-            print(f"grid i={gi} j={gj}: val loss {res.best_val:.4f}, test bal.acc {grid_ba[gi, gj]:.3f}",
-                  flush=True)
+            for k in range(n_seeds):
+                gseed = args.seed + k
+                gcfg = TrainConfig(epochs=args.grid_epochs, seed=gseed, batch_size=args.batch)
+                b = P.make_bridge(target, source, gi, gj, P.BridgeSettings(), paired.x["source"], gseed)
+                res = train_bridge(b, source, gj, tc, vc, gcfg)
+                grid_loss_seeds[k, gi, gj] = res.best_val
+                grid_pred[k, gi * n_s + gj] = test_pred(b, gj, ht)
+                grid_ba_seeds[k, gi, gj] = classification_metrics(test.labels, grid_pred[k, gi * n_s + gj],
+                                                                  n_classes)["balanced_accuracy"]
+                print(f"grid i={gi} j={gj} seed {gseed}: val loss {res.best_val:.4f}, "
+                      f"test bal.acc {grid_ba_seeds[k, gi, gj]:.3f}", flush=True)
+    grid_ba, grid_loss = grid_ba_seeds.mean(0), grid_loss_seeds.mean(0)
     grid_seconds = time.perf_counter() - t_grid
     order_ba = np.argsort(-grid_ba, axis=None, kind="stable")
     order_loss = np.argsort(grid_loss, axis=None, kind="stable")
     flat = sel.i * n_s + sel.j
     report["grid"] = {
         "test_balanced_accuracy": grid_ba.tolist(), "val_alignment_loss": grid_loss.tolist(),
-        "epochs": args.grid_epochs, "seconds": grid_seconds,
+        "epochs": args.grid_epochs, "seconds": grid_seconds, "training_seeds": n_seeds,
+        "note": "test_balanced_accuracy and val_alignment_loss are means over the training seeds; ranks "
+                "are taken on the means",
+        "test_balanced_accuracy_per_seed": grid_ba_seeds.tolist(),
+        "val_alignment_loss_per_seed": grid_loss_seeds.tolist(),
+        "chosen_rank_by_test_balanced_accuracy_per_seed": [
+            1 + int((g > g[sel.i, sel.j] + 1e-12).sum()) for g in grid_ba_seeds],
+        "seed_std_points_median_over_pairs": float(100 * np.median(grid_ba_seeds.std(0, ddof=1)))
+        if n_seeds > 1 else None,
         "chosen": [sel.i, sel.j],
         "rank_by_test_balanced_accuracy": int(np.flatnonzero(order_ba == flat)[0]) + 1,
         "rank_by_val_alignment_loss": int(np.flatnonzero(order_loss == flat)[0]) + 1,
@@ -409,7 +432,7 @@ def main() -> None:
         "best_pair_by_val_alignment_loss": [int(order_loss[0] // n_s), int(order_loss[0] % n_s)],
         "n_pairs": n_t * n_s,
         "selection_seconds": sel.seconds["total"],
-        "selection_cost_fraction": sel.seconds["total"] / grid_seconds,
+        "selection_cost_fraction": sel.seconds["total"] / (grid_seconds / n_seeds),  # vs one grid
         "best_pair_by_test_balanced_accuracy": [int(order_ba[0] // n_s), int(order_ba[0] % n_s)],
         "chosen_rank_under_subject_resampling": rank_bootstrap(test.labels, test.subjects, grid_pred, flat,
                                                                n_classes, seed=args.seed),
@@ -431,7 +454,8 @@ def main() -> None:
                 ax.text(c, a, f"{grid[a, c]:.2f}", ha="center", va="center", fontsize=7, color="w")
         ax.add_patch(plt.Rectangle((sel.j - 0.5, sel.i - 0.5), 1, 1, fill=False, ec="red", lw=2))
         fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle("Bridge for every (i, j); red: two-stage selection", fontsize=10)
+    fig.suptitle(f"Bridge for every (i, j), mean of {n_seeds} training seed(s); red: two-stage selection",
+                 fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "grid.png", dpi=100)
     plt.close(fig)
