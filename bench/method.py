@@ -2,9 +2,9 @@
 
 1. Transfer: test-subject balanced accuracy of the composite vs the KD student and the source model, on
    30 held-out subjects by default, with 95 % intervals of the differences from resampling test subjects.
-2. Cost: trainable parameters, wall time per epoch (training steps only, same thread count; bridge, bridge
-   with --recompute and KD interleaved in rounds in this process, medians) and measured peak training
-   memory of the bridge vs KD.
+2. Cost: trainable parameters, wall time per epoch (training steps only, same thread count; bridge with
+   train's default recompute, bridge with --no-recompute and KD interleaved in rounds in this process,
+   medians) and measured peak training memory of the bridge (both ways) vs KD.
 3. Selection quality: a bridge for EVERY (i, j) pair (``--grid-seeds`` training seeds each, ranked by
    the mean); where the two-stage choice ranks (by test balanced accuracy and by the label-free
    validation alignment loss); selection cost vs the cost of one grid; heat map PNG.
@@ -328,6 +328,8 @@ def main() -> None:
             "time_vs_plain": per_epoch["bridge_recompute"] / per_epoch["bridge"],
         },
         "batch_size": args.batch, "threads": args.threads,
+        "variants_note": "bridge_seconds_per_epoch, time_ratio, bridge_memory and memory_ratio: the bridge "
+                         "trained with --no-recompute; 'recompute' holds the same for train's default",
         "time_note": "training-step wall time per epoch (validation excluded): 3 rounds, each a 4-epoch "
                      "bridge, a 4-epoch bridge with recompute and a 3-epoch KD student in this process "
                      "with the same data, thread count and batch size; median of the rounds' medians. The "
@@ -466,10 +468,10 @@ def main() -> None:
         "bridge >= kd - 2 points": ba["bridge (composite)"] >= ba["kd student"] - 2,
         "bridge within 10 points of source": ba["source model"] - ba["bridge (composite)"] <= 10,
         "params <= 12% of kd": c["param_ratio"] <= 0.12,
-        "time per epoch <= 1/3 of kd": c["time_ratio"] <= 1 / 3,
-        "memory <= 1/3 of kd": c["memory_ratio"] <= 1 / 3,
-        "memory <= 1/3 of kd (--recompute)": c["recompute"]["memory_ratio"] <= 1 / 3,
-        "time per epoch <= 1/3 of kd (--recompute)": c["recompute"]["time_ratio"] <= 1 / 3,
+        "time per epoch <= 1/3 of kd (train default: recompute)": c["recompute"]["time_ratio"] <= 1 / 3,
+        "memory <= 1/3 of kd (train default: recompute)": c["recompute"]["memory_ratio"] <= 1 / 3,
+        "time per epoch <= 1/3 of kd (--no-recompute)": c["time_ratio"] <= 1 / 3,
+        "memory <= 1/3 of kd (--no-recompute)": c["memory_ratio"] <= 1 / 3,
         "selection in top 3 (test bal.acc)": report["grid"]["rank_by_test_balanced_accuracy"] <= 3,
         "selection in top 3 in most subject resamples (test bal.acc)":
             report["grid"]["chosen_rank_under_subject_resampling"]["p_top3"] > 0.5,
