@@ -388,6 +388,7 @@ def main() -> None:
     n_seeds = max(1, args.grid_seeds)
     grid_ba_seeds = np.zeros((n_seeds, n_t, n_s))
     grid_loss_seeds = np.zeros((n_seeds, n_t, n_s))
+    grid_one_class = np.zeros((n_seeds, n_t, n_s), dtype=bool)
     grid_pred = np.zeros((n_seeds, n_t * n_s, len(test)), dtype=np.int64)
     for gi in range(n_t):
         tc = bridge_cache(target, source, paired.x["target"], paired.x["source"], gi)
@@ -402,6 +403,7 @@ def main() -> None:
                 b = P.make_bridge(target, source, gi, gj, P.BridgeSettings(), paired.x["source"], gseed)
                 res = train_bridge(b, source, gj, tc, vc, gcfg)
                 grid_loss_seeds[k, gi, gj] = res.best_val
+                grid_one_class[k, gi, gj] = res.one_class
                 grid_pred[k, gi * n_s + gj] = test_pred(b, gj, ht)
                 grid_ba_seeds[k, gi, gj] = classification_metrics(test.labels, grid_pred[k, gi * n_s + gj],
                                                                   n_classes)["balanced_accuracy"]
@@ -419,6 +421,10 @@ def main() -> None:
                 "are taken on the means",
         "test_balanced_accuracy_per_seed": grid_ba_seeds.tolist(),
         "val_alignment_loss_per_seed": grid_loss_seeds.tolist(),
+        "one_class_per_seed": grid_one_class.tolist(),
+        "one_class_bridges": int(grid_one_class.sum()),
+        "one_class_note": "bridges whose best checkpoint (lowest val alignment loss) decides one class on "
+                          "every val window while the source model decides several (train's warning)",
         "chosen_rank_by_test_balanced_accuracy_per_seed": [
             1 + int((g > g[sel.i, sel.j] + 1e-12).sum()) for g in grid_ba_seeds],
         "seed_std_points_median_over_pairs": float(100 * np.median(grid_ba_seeds.std(0, ddof=1)))

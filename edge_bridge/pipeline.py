@@ -271,6 +271,8 @@ def train(run: Run, cfg: Any, settings: BridgeSettings, *, i: int | None = None,
     trainable, _ = bridge.count_parameters()
     out = {"i": i, "j": j, "bridge": bridge.kind, "trainable_parameters": trainable,
            "best_epoch": res.best_epoch, "best_val_loss": res.best_val,
+           "best_val_agreement": res.best.get("val_agreement"),
+           "best_val_balanced_agreement": res.best.get("val_balanced_agreement"), "one_class": res.one_class,
            "seconds_per_epoch": res.seconds_per_epoch, "feature_seconds": t_feat, "world_size": world,
            "paired_windows": len(paired)}
     if rank == 0:

@@ -91,6 +91,13 @@ def run(args: argparse.Namespace) -> int:
           f"trainable parameters, best epoch {out['best_epoch']}, val alignment loss "
           f"{out['best_val_loss']:.4f}, {out['seconds_per_epoch']:.2f} s/epoch on {world} process(es) "
           f"-> {r.bridge}")
+    if out["best_val_agreement"] is not None:
+        print(f"  decisions on the val windows agree with the source model's on "
+              f"{out['best_val_agreement']:.1%} (balanced over its classes: "
+              f"{out['best_val_balanced_agreement']:.1%})")
+    if out["one_class"]:
+        print("  WARNING: this bridge decides one class on every val window (a constant classifier); train "
+              "again with another --seed or more --epochs")
     if args.kd:
         if world > 1:
             print("skipping --kd under torchrun: run it in a single process")

@@ -145,3 +145,56 @@ def test_recompute_per_residual_branch_lowers_the_peak_below_per_block(tiny):
     block = peak(per_block)
     branch = peak(lambda z: back.last_block(z, recompute=True))
     assert branch < block < plain
+
+
+def _spread_head(source) -> None:
+    """Give the untrained tiny source head a spread of decisions (it otherwise decides one class)."""
+    with torch.no_grad():
+        source.head.bias.zero_()
+        source.head.weight.mul_(50)
+
+
+def test_decisions_are_compared_with_the_source_models_own(tiny):
+    """compare_decisions reads the source model's decision from the cached Y; it must be the source model's
+    argmax on the source windows, and the composite's must be the composite's argmax on the target ones."""
+    from edge_bridge.composite import Composite, SourceBack
+    from edge_bridge.fitting import predict
+    from edge_bridge.train import compare_decisions
+
+    target, source, _, bridge, xs = _setup(tiny)
+    _spread_head(source)
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(48, 1, 1, generator=g)
+    xt = (torch.randn(48, *target.input_shape, generator=g) + z).numpy()
+    xs = (torch.randn(48, *source.input_shape, generator=g) + z).numpy()
+    cache = bridge_cache(target, source, xt, xs, 1)
+    with torch.no_grad():
+        bridge.B.normal_()  # B starts at zero (a constant bridge); give it decisions that vary
+    d = compare_decisions(bridge, SourceBack(source, 1), cache, batch_size=7)
+    theirs = predict(source, xs).argmax(1)
+    with torch.no_grad():
+        ours = Composite(target, source, bridge, 1, 1)(torch.as_tensor(xt)).argmax(1).numpy()
+    assert d.agreement == pytest.approx(np.mean(ours == theirs))
+    assert d.balanced_agreement == pytest.approx(
+        np.mean([np.mean(ours[theirs == c] == c) for c in np.unique(theirs)]))
+    assert (d.classes, d.source_classes) == (len(np.unique(ours)), len(np.unique(theirs)))
+    assert d.source_classes > 1
+
+
+def test_a_one_class_best_bridge_is_flagged(tiny, caplog):
+    """A bridge that stays where it starts (B = 0: the same tokens for every window) decides one class;
+    training records per-epoch agreement and warns that the best checkpoint is a constant classifier."""
+    _, source, cache, bridge, _ = _setup(tiny)
+    _spread_head(source)
+    train, val = cache.subset(np.arange(36)), cache.subset(np.arange(36, 48))
+    with caplog.at_level("WARNING", logger="edge_bridge.train"):
+        res = train_bridge(bridge, source, 1, train, val, TrainConfig(epochs=2, batch_size=8, lr=1e-12))
+    assert res.best["val_classes"] == 1 and res.best["val_source_classes"] > 1
+    assert res.one_class and "one class on every validation window" in caplog.text
+    assert 0 < res.best["val_balanced_agreement"] < 1
+
+    _, source, cache, bridge, _ = _setup(tiny)  # the same, trained: it decides more than one class
+    _spread_head(source)
+    train, val = cache.subset(np.arange(36)), cache.subset(np.arange(36, 48))
+    res = train_bridge(bridge, source, 1, train, val, TrainConfig(epochs=12, batch_size=8, lr=3e-2))
+    assert not res.one_class and res.best["val_classes"] > 1
