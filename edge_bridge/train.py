@@ -15,11 +15,11 @@ Besides the loss, every epoch records how often the composite's decision on a va
 with the source model's decision on the paired source window (``val_agreement``, and
 ``val_balanced_agreement``: the mean over the source model's classes) -- still no labels. Why: the
 alignment loss can be lowest for a bridge that gives every window the same class. On the benchmark's second
-draw, source block j=3, 2 of 3 seeds spent their first 15 epochs in that state and had their lowest
-validation loss there (0.4354, test balanced accuracy 0.50) while the epochs after it, at loss 0.44-0.46,
-tested at 0.65-0.69. The best checkpoint stays the paper's (lowest validation loss); when it decides one
-class on every validation window while the source model decides several, :attr:`TrainResult.one_class`
-is set and a warning names the fix.
+draw at source block j=3, the bridge of seed 2 decided one class for its first 15 epochs and had its lowest
+validation loss there (0.4354; test balanced accuracy 0.50), while its later epochs, at loss 0.44-0.46,
+tested at 0.65-0.69 (seed 3: the same lowest loss in the same state). The best checkpoint stays the
+paper's (lowest validation loss); when it decides one class on every validation window while the source
+model decides several, :attr:`TrainResult.one_class` is set and a warning names the fix.
 
 Scaling out uses ``torch.distributed`` as launched by ``torchrun`` (``init_distributed``): gloo on CPUs,
 NCCL on GPUs. Features are extracted on contiguous shards and all-gathered; every global batch is split
