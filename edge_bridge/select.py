@@ -84,8 +84,8 @@ def probe_folds(labels: np.ndarray, groups: np.ndarray | None, folds: int = 5) -
     n_groups = 0 if groups is None else len(np.unique(groups))
     if n_groups >= 2:
         n_splits = int(min(folds, n_groups))
-        return StratifiedGroupKFold(n_splits=n_splits), f"{n_splits} folds grouped by subject ({n_groups} " \
-                                                        "subjects)"
+        what = f"{n_splits} folds grouped by subject ({n_groups} subjects)"
+        return StratifiedGroupKFold(n_splits=n_splits), what
     n_splits = int(min(folds, counts.min()))
     if n_splits < 2:
         raise SelectionError("a probe needs at least 2 windows of every pseudo-label")
@@ -205,6 +205,8 @@ def select_from_features(target_outputs: list[np.ndarray], source_inputs: list[n
     n = len(labels)
     if any(len(f) != n for f in (*target_outputs, *source_inputs)):
         raise SelectionError("every feature array must have one row per paired window")
+    if groups is not None and len(groups) != n:
+        raise SelectionError(f"groups has {len(groups)} subjects for {n} paired windows; give one per window")
     classes, counts = np.unique(labels, return_counts=True)
     if len(classes) < 2:
         raise SelectionError(f"the source model predicts a single class ({classes.tolist()}) on all {n} "

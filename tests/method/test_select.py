@@ -136,3 +136,9 @@ def test_probe_folds_without_subjects_are_contiguous():
         assert np.count_nonzero(np.diff(test) > 1) <= 3
     _, what = probe_folds(labels, np.repeat(np.arange(3), [30, 30, 40]))
     assert what.startswith("3 folds grouped by subject")
+
+
+def test_groups_must_name_every_window():
+    target, source, labels, groups = _overlapping_windows()
+    with pytest.raises(SelectionError, match="one per window"):
+        select_from_features(target, source, labels, groups=groups[:-1])
