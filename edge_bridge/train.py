@@ -19,7 +19,7 @@ draw at source block j=3, the bridge of seed 2 decided one class for its first 1
 validation loss there (0.4354; test balanced accuracy 0.50), while its later epochs, at loss 0.44-0.46,
 tested at 0.65-0.69 (seed 3: the same lowest loss in the same state). The best checkpoint stays the
 paper's (lowest validation loss); when it decides one class on every validation window while the source
-model decides several, :attr:`TrainResult.one_class` is set and a warning names the fix.
+model decides several, :attr:`TrainResult.one_class` says so and a warning names the fix.
 
 Scaling out uses ``torch.distributed`` as launched by ``torchrun`` (``init_distributed``): gloo on CPUs,
 NCCL on GPUs. Features are extracted on contiguous shards and all-gathered; every global batch is split
@@ -142,27 +142,19 @@ class TrainResult:
     best_epoch: int = -1
     best_val: float = float("inf")
     seconds_per_epoch: float = 0.0
-    one_class: bool = False  # the best bridge decides one class on every val window (the source: several)
 
     @property
     def best(self) -> dict[str, float]:
         """The history entry of the best epoch (empty before the first epoch)."""
         return next((h for h in self.history if h["epoch"] == self.best_epoch), {})
 
+    @property
+    def one_class(self) -> bool:
+        """The best bridge decides one class on every val window, where the source model decides several."""
+        return self.best.get("val_classes", 2) == 1 and self.best.get("val_source_classes", 1) > 1
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def evaluate_alignment(bridge: nn.Module, back: SourceBack, cache: BridgeCache,
-                       batch_size: int = 256) -> float:
-    """Mean alignment loss of ``bridge`` over ``cache`` (no gradients)."""
-    total = 0.0
-    with torch.no_grad():
-        for s in range(0, len(cache), batch_size):
-            y_hat = back.last_block(bridge(cache.h[s:s + batch_size]))  # native layout
-            y = back.source.from_tokens(cache.y[s:s + batch_size])
-            total += float(alignment_loss(y_hat, y, "sum"))
-    return total / max(len(cache), 1)
 
 
 @dataclass
@@ -174,25 +166,45 @@ class Decisions:
     classes: int  # distinct classes the composite decides
     source_classes: int  # distinct classes the source model decides on the same windows
 
+    @classmethod
+    def compare(cls, ours: np.ndarray, theirs: np.ndarray) -> Decisions:
+        seen = np.unique(theirs)
+        return cls(agreement=float(np.mean(ours == theirs)),
+                   balanced_agreement=float(np.mean([np.mean(ours[theirs == c] == c) for c in seen])),
+                   classes=len(np.unique(ours)), source_classes=len(seen))
 
-def compare_decisions(bridge: nn.Module, back: SourceBack, cache: BridgeCache,
-                      batch_size: int = 256) -> Decisions:
-    """The composite's argmax on ``cache`` against the source model's own argmax on the same windows.
 
-    The source model's decisions come from the cached last-block output ``Y`` through its head, so this
-    costs one pass of the bridge and ``source[j:]``, like :func:`evaluate_alignment`.
-    """
-    ours, theirs = [], []
+def source_decisions(back: SourceBack, cache: BridgeCache, batch_size: int = 256) -> np.ndarray:
+    """The source model's own class for each cached window: its head on the cached last-block output ``Y``
+    (fixed during training, so computed once)."""
+    with torch.no_grad():
+        logits = [back.source.head_forward(back.source.from_tokens(cache.y[s:s + batch_size]))
+                  for s in range(0, len(cache), batch_size)]
+    return torch.cat(logits).argmax(1).numpy()
+
+
+def validate(bridge: nn.Module, back: SourceBack, cache: BridgeCache, reference: np.ndarray | None = None,
+             batch_size: int = 256) -> tuple[float, Decisions | None]:
+    """Mean alignment loss of ``bridge`` over ``cache`` and, given the source model's decisions on the same
+    windows (``reference``, :func:`source_decisions`), how the composite's compare; one pass of the bridge
+    and ``source[j:]`` serves both (no gradients)."""
+    total = 0.0
+    ours = []
     with torch.no_grad():
         for s in range(0, len(cache), batch_size):
-            ours.append(back(bridge(cache.h[s:s + batch_size])).argmax(1))
+            y_hat = back.last_block(bridge(cache.h[s:s + batch_size]))  # native layout
             y = back.source.from_tokens(cache.y[s:s + batch_size])
-            theirs.append(back.source.head_forward(y).argmax(1))
-    a, b = torch.cat(ours).numpy(), torch.cat(theirs).numpy()
-    seen = np.unique(b)
-    return Decisions(agreement=float(np.mean(a == b)),
-                     balanced_agreement=float(np.mean([np.mean(a[b == c] == c) for c in seen])),
-                     classes=len(np.unique(a)), source_classes=len(seen))
+            total += float(alignment_loss(y_hat, y, "sum"))
+            if reference is not None:
+                ours.append(back.source.head_forward(y_hat).argmax(1))
+    loss = total / max(len(cache), 1)
+    return loss, None if reference is None else Decisions.compare(torch.cat(ours).numpy(), reference)
+
+
+def evaluate_alignment(bridge: nn.Module, back: SourceBack, cache: BridgeCache,
+                       batch_size: int = 256) -> float:
+    """Mean alignment loss of ``bridge`` over ``cache`` (no gradients)."""
+    return validate(bridge, back, cache, batch_size=batch_size)[0]
 
 
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
@@ -271,6 +283,7 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
         logger.info("resuming bridge training at epoch %d of %d from %s", start, cfg.epochs, last)
 
     n = len(train)
+    reference = source_decisions(back, val) if val is not None and len(val) else None
     epochs = range(start, cfg.epochs)
     if progress and rank == 0:
         from tqdm import tqdm
@@ -302,8 +315,8 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
         train_loss = run_loss / n
         entry: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
         if val is not None and len(val):
-            val_loss = evaluate_alignment(bridge, back, val)
-            d = compare_decisions(bridge, back, val)
+            val_loss, d = validate(bridge, back, val, reference)
+            assert d is not None  # a reference was given
             entry |= {"val_loss": val_loss, "val_agreement": d.agreement,
                       "val_balanced_agreement": d.balanced_agreement, "val_classes": d.classes,
                       "val_source_classes": d.source_classes}
@@ -333,15 +346,13 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
     elif out is not None and (out / "bridge.safetensors").is_file():  # resumed after the last epoch
         load_state_checked(bridge, load_bridge(out).state_dict(), str(out))
     bridge.eval()
-    best = result.best
-    result.one_class = best.get("val_classes", 2) == 1 and best.get("val_source_classes", 1) > 1
     if result.one_class and rank == 0:
         logger.warning(
             "the best bridge by validation alignment loss (epoch %d, loss %.4f) decides one class on every "
             "validation window, where the source model decides %d classes on the same windows: the "
             "composite would be a constant classifier. Train again with another --seed or more --epochs; "
             "history.json shows each epoch's val_balanced_agreement", result.best_epoch, result.best_val,
-            best["val_source_classes"])
+            result.best["val_source_classes"])
     times = [h["seconds"] for h in result.history[start:]]
     result.seconds_per_epoch = float(np.median(times)) if times else 0.0
     return result

@@ -155,11 +155,11 @@ def _spread_head(source) -> None:
 
 
 def test_decisions_are_compared_with_the_source_models_own(tiny):
-    """compare_decisions reads the source model's decision from the cached Y; it must be the source model's
-    argmax on the source windows, and the composite's must be the composite's argmax on the target ones."""
+    """source_decisions reads the source model's decision from the cached Y; it must be the source model's
+    argmax on the source windows, and validate's must be the composite's argmax on the target ones."""
     from edge_bridge.composite import Composite, SourceBack
     from edge_bridge.fitting import predict
-    from edge_bridge.train import compare_decisions
+    from edge_bridge.train import source_decisions, validate
 
     target, source, _, bridge, xs = _setup(tiny)
     _spread_head(source)
@@ -170,7 +170,9 @@ def test_decisions_are_compared_with_the_source_models_own(tiny):
     cache = bridge_cache(target, source, xt, xs, 1)
     with torch.no_grad():
         bridge.B.normal_()  # B starts at zero (a constant bridge); give it decisions that vary
-    d = compare_decisions(bridge, SourceBack(source, 1), cache, batch_size=7)
+    back = SourceBack(source, 1)
+    loss, d = validate(bridge, back, cache, source_decisions(back, cache, batch_size=7), batch_size=7)
+    assert loss == pytest.approx(evaluate_alignment(bridge, back, cache))
     theirs = predict(source, xs).argmax(1)
     with torch.no_grad():
         ours = Composite(target, source, bridge, 1, 1)(torch.as_tensor(xt)).argmax(1).numpy()
