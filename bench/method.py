@@ -200,6 +200,8 @@ def main() -> None:
     ap.add_argument("--measure-memory", choices=("bridge", "bridge-recompute", "kd"), help=argparse.SUPPRESS)
     ap.add_argument("--run-dir", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.grid_seeds < 1:
+        ap.error(f"--grid-seeds must be at least 1, got {args.grid_seeds}")
     torch.set_num_threads(args.threads)
     if args.measure_memory:
         print(json.dumps(measure_training_memory(args.measure_memory, args.run_dir, args.batch, args.threads,
@@ -385,7 +387,7 @@ def main() -> None:
     # --- exhaustive grid ------------------------------------------------------------------------------------
     t_grid = time.perf_counter()
     n_t, n_s = target.n_blocks, source.n_blocks
-    n_seeds = max(1, args.grid_seeds)
+    n_seeds = args.grid_seeds
     grid_ba_seeds = np.zeros((n_seeds, n_t, n_s))
     grid_loss_seeds = np.zeros((n_seeds, n_t, n_s))
     grid_one_class = np.zeros((n_seeds, n_t, n_s), dtype=bool)
