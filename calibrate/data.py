@@ -12,6 +12,7 @@ sampling rate other than the spec's, recordings that do not overlap in time, too
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 import math
 import os
@@ -103,6 +104,15 @@ def _conform(rec: Recording, spec: Preprocessing, role: str) -> Recording:
     return rec
 
 
+def utc(t: dt.datetime) -> dt.datetime:
+    """``t`` as an aware UTC time: EDF+ start times are naive local clock time, BrainFlow's unix (UTC).
+
+    A naive time is read in this machine's time zone (the device that recorded both files), so an EDF
+    written at 10:00 local beside a CSV whose first timestamp is 10:00 local in unix seconds align at 0 s.
+    """
+    return t.astimezone(dt.UTC)
+
+
 def align(source_rec: Recording, target_rec: Recording, window_s: float) -> Recording:
     """One recording with the channels of both, cropped to the seconds both cover (by start time stamps).
 
@@ -116,9 +126,7 @@ def align(source_rec: Recording, target_rec: Recording, window_s: float) -> Reco
             raise CalibrationError(f"{_name(rec)}: no start time, so it cannot be aligned with another "
                                    "recording; record both modalities in one file, or use files with time "
                                    "stamps (BrainFlow CSV, EDF+)")
-    s0, t0 = source_rec.start_time, target_rec.start_time
-    if (s0.tzinfo is None) != (t0.tzinfo is None):  # naive vs aware: read both as UTC
-        s0, t0 = s0.replace(tzinfo=None), t0.replace(tzinfo=None)
+    s0, t0 = utc(source_rec.start_time), utc(target_rec.start_time)
     offset = (t0 - s0).total_seconds()  # target start relative to source start
     lo = max(0.0, offset)
     hi = min(source_rec.duration, offset + target_rec.duration)
@@ -170,11 +178,14 @@ def pair_recordings(recs: Sequence[Recording], source: Preprocessing, target: Pr
     # pair each source-only recording with the target-only one that starts closest to it
     pairs = list(both)
     remaining = list(only_t)
-    for s in sorted(only_s, key=lambda r: (r.start_time is None, r.start_time or 0)):
+    def _when(r: Recording) -> float:
+        return utc(r.start_time).timestamp() if r.start_time is not None else 0.0
+
+    for s in sorted(only_s, key=lambda r: (r.start_time is None, _when(r))):
         if s.start_time is None or any(t.start_time is None for t in remaining):
             best = remaining[0]
         else:
-            best = min(remaining, key=lambda t: abs((t.start_time - s.start_time).total_seconds()))
+            best = min(remaining, key=lambda t: abs(_when(t) - _when(s)))
         remaining.remove(best)
         pairs.append(align(_conform(s, source, "source"), _conform(best, target, "target"), source.window_s))
     return pairs
@@ -220,6 +231,12 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
 
     if not recordings:
         raise CalibrationError("no paired recordings given; pass --paired FILE [FILE ...] or --record")
+    from edge_bridge.recordings.dataset import check_distinct
+
+    try:
+        check_distinct([r for r in recordings if not isinstance(r, Recording)], "--paired recordings")
+    except EdgeBridgeError as exc:
+        raise CalibrationError(str(exc)) from None
     recs: list[Recording] = []
     for item in recordings:
         if isinstance(item, Recording):

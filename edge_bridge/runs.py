@@ -1,10 +1,12 @@
 """The run directory: where each method step reads its inputs and writes its outputs.
 
-Every verb takes ``--run RUN``; the first one also takes ``--data DIR`` (EDF recordings) and ``--task``.
-Later steps, including export, read only this folder::
+Every verb takes ``--run RUN``; the first one also takes ``--data DIR`` (EDF+, BrainFlow CSV, WESAD, ISRUC
+recordings), ``--task`` and, for one's own recordings, ``--channels`` and ``--label-map``. Later steps,
+including export, read only this folder and reuse the maps it records::
 
     RUN/
-      run.json              task, data folder, seed, split fractions (written once, then read)
+      run.json              task, data folder, seed, split fractions, channel and label maps (written once)
+      recordings.json       what was read: per file its subject, rates, channels used and labels found
       splits.json           subjects per role: train (source head) / val / paired (bridge) / test
       windows.npz           paired, preprocessed windows of every subject (cache; plain arrays)
       target_backbone/      model.safetensors + config.json    `edge-bridge pretrain` (no labels)
@@ -22,10 +24,11 @@ spec of the modality they read.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +55,10 @@ class Run:
     data: Path
     seed: int
     fractions: dict[str, float]
+    channel_map: dict[str, Any] = field(default_factory=dict)
+    """``--channels`` as given: modality or preset channel -> the recordings' channel name(s)."""
+    user_label_map: dict[str, str] = field(default_factory=dict)
+    """``--label-map`` as given: annotation -> class (already folded into ``task.label_map``)."""
 
     # --- paths ---------------------------------------------------------------------------------------
     @property
@@ -86,9 +93,18 @@ class Run:
     @staticmethod
     def open(path: str | os.PathLike[str], data: str | os.PathLike[str] | None = None,
              task: str | None = None,
-             seed: int | None = None, fractions: dict[str, float] | None = None) -> Run:
-        """Open ``path``; create ``run.json`` from ``data``/``task`` when it does not exist yet."""
+             seed: int | None = None, fractions: dict[str, float] | None = None, *,
+             channels: str | os.PathLike[str] | dict[str, Any] | None = None,
+             label_map: str | os.PathLike[str] | dict[str, Any] | None = None) -> Run:
+        """Open ``path``; create ``run.json`` from ``data``/``task`` when it does not exist yet.
+
+        ``channels`` and ``label_map`` (``--channels``, ``--label-map``: ``k=v`` text, a JSON/TOML file or a
+        dict) are checked against the task and recorded in ``run.json``; on an existing run they must match
+        what it recorded (the cached windows were cut with them). A new run is written only after its data
+        folder is found to hold recordings, so a mistyped ``--data`` leaves nothing behind.
+        """
         from edge_bridge.fileio import atomic_write_text
+        from edge_bridge.recordings.dataset import check_channel_map, compose_label_map, parse_map
 
         path = Path(path)
         meta_file = path / "run.json"
@@ -106,11 +122,28 @@ class Run:
             meta = {"task": task or "stress", "data": str(Path(data).resolve()),
                     "seed": 0 if seed is None else seed,
                     "fractions": fractions or DEFAULT_FRACTIONS}
-            get_task(meta["task"])
+        preset = get_task(meta["task"])
+        cmap = check_channel_map(parse_map(channels, "--channels"), [preset.source, preset.target])
+        given = {"channels": cmap, "label_map": parse_map(label_map, "--label-map")}
+        compose_label_map(given["label_map"], preset.classes, preset.label_map)  # refuse unknown classes now
+        for key, flag in (("channels", "--channels"), ("label_map", "--label-map")):
+            if key not in meta:
+                meta[key] = given[key]
+            elif given[key] and given[key] != meta[key]:
+                raise RunError(f"{path} was made with {flag} {_pairs(meta[key]) or '(none)'}, not "
+                               f"{_pairs(given[key])}; its windows were cut with the first; use another "
+                               "--run folder")
+        if not meta_file.is_file():
+            from edge_bridge.recordings.dataset import recording_files
+
+            recording_files(meta["data"])  # raises before anything is written
             path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(meta_file, json.dumps(meta, indent=1))
-        return Run(path, get_task(meta["task"]), Path(meta["data"]), int(meta["seed"]),
-                   dict(meta["fractions"]))
+        lmap = dict(meta.get("label_map") or {})
+        run_task = dataclasses.replace(preset, label_map=compose_label_map(lmap, preset.classes,
+                                                                          preset.label_map))
+        return Run(path, run_task, Path(meta["data"]), int(meta["seed"]), dict(meta["fractions"]),
+                   dict(meta.get("channels") or {}), lmap)
 
     # --- data ----------------------------------------------------------------------------------------
     def windows(self, *, progress: bool = False) -> Windows:
@@ -118,14 +151,16 @@ class Run:
         cache = self.path / "windows.npz"
         if cache.is_file():
             return Windows.load(cache)
+        from edge_bridge.recordings.dataset import recording_files
         from edge_bridge.recordings.paired import windows_from_files
 
-        files = sorted(self.data.glob("*.edf"))
-        if not files:
-            raise RunError(f"{self.data} holds no .edf recordings; run `edge-bridge simulate --out "
-                           f"{self.data}`")
+        files = recording_files(self.data)
         w = windows_from_files(files, self.task.source, self.task.target, self.task.classes,
-                               label_map=self.task.label_map, progress=progress)
+                               label_map=self.task.label_map, channel_map=self.channel_map, progress=progress)
+        if self.task.classes and not (w.labels >= 0).any():
+            logger.warning("no window of %s carries a label of the task's classes (%s); fit-source and "
+                           "evaluate need them: map your annotations with --label-map LABEL=CLASS",
+                           self.data, ", ".join(self.task.classes))
         w.save(cache)
         logger.info("cut %d paired windows from %d recordings (%d skipped by quality)", len(w), len(files),
                     w.skipped)
@@ -152,8 +187,11 @@ class Run:
         if labelled:
             w = w.subset(w.labels >= 0)
         if len(w) == 0:
+            classes = ", ".join(self.task.classes)
+            hint = (f"; label the recordings with the task's classes ({classes}), or map their annotations "
+                    "with --label-map LABEL=CLASS when the run is made" if labelled else "")
             raise RunError(f"no {'labelled ' if labelled else ''}windows for the {role!r} subjects "
-                           f"{self.splits()[role]}")
+                           f"{self.splits()[role]}{hint}")
         return w
 
     def require(self, what: Path, command: str) -> Path:
@@ -167,3 +205,7 @@ class Run:
         spec = self.task.source if role == "source" else self.task.target
         return {"task": self.task.name, "modality_role": role, "classes": list(self.task.classes),
                 "preprocessing": spec.to_dict()}
+
+
+def _pairs(m: dict[str, Any]) -> str:
+    return ",".join(f"{k}={'|'.join(v) if isinstance(v, list) else v}" for k, v in m.items())

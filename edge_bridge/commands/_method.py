@@ -1,21 +1,39 @@
-"""Arguments shared by the method verbs (pretrain, fit-source, select, train, evaluate)."""
+"""Arguments shared by the method verbs (pretrain, fit-source, select, train, evaluate) and the data maps."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, metavar="RUN", help="run directory (created on first use)")
-    p.add_argument("--data", metavar="DIR", help="folder of EDF recordings; needed when RUN is new")
+    p.add_argument("--data", metavar="DIR",
+                   help="folder of recordings: EDF+ (.edf), BrainFlow CSV (.csv + .csv.json sidecar, labels "
+                        "from .csv.labels.json), WESAD (S*/S*.pkl), ISRUC (.rec); needed when RUN is new")
     p.add_argument("--task", default=None,
                    help="task preset: stress (3 classes), stress-binary (stress vs non-stress, read from the "
                         "same recordings) or sleep; needed when RUN is new")
+    add_map_arguments(p)
     p.add_argument("--seed", type=int, default=0, help="seed of the subject split and of training")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def add_map_arguments(p: argparse.ArgumentParser, labels: bool = True) -> None:
+    """``--channels`` (and ``--label-map``): how one's own recordings name their channels and labels."""
+    p.add_argument("--channels", metavar="MAP",
+                   help="which channel of the recordings is which: MODALITY=NAME or PRESET_CHANNEL=NAME "
+                        'pairs, e.g. --channels ecg="ECG II",ppg=BVP, or a JSON/TOML file of them. Without '
+                        "it, channels are found by name, else as the only channel of their modality (as "
+                        "`edge-bridge inspect` tags them). Recorded in the run and reused by later verbs")
+    if labels:
+        p.add_argument("--label-map", metavar="MAP",
+                       help="annotation label -> task class, e.g. --label-map \"TSST=stress,Rest=baseline\", "
+                            "or a JSON/TOML file; unmapped labels that are not classes stay unlabelled. "
+                            "Recorded in the run and reused by later verbs")
 
 
 def add_fit_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int = 32,
@@ -41,7 +59,20 @@ def open_run(args: argparse.Namespace) -> Any:
         import torch
 
         torch.set_num_threads(args.threads)
-    return Run.open(args.run, data=args.data, task=args.task, seed=args.seed)
+    run_dir = Path(args.run)
+    existed, had_meta = run_dir.exists(), (run_dir / "run.json").is_file()
+    run = Run.open(args.run, data=args.data, task=args.task, seed=args.seed,
+                   channels=getattr(args, "channels", None), label_map=getattr(args, "label_map", None))
+    if not had_meta:
+        # a new run: read the recordings now, so that a bad file leaves no run.json that blocks the retry
+        try:
+            run.windows(progress=not getattr(args, "no_progress", False))
+        except BaseException:
+            (run_dir / "run.json").unlink(missing_ok=True)
+            if not existed:
+                shutil.rmtree(run_dir, ignore_errors=True)
+            raise
+    return run
 
 
 def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:

@@ -35,11 +35,16 @@ from edge_bridge.errors import EdgeBridgeError
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle directory (it must include source_front)")
     what = p.add_mutually_exclusive_group(required=True)
-    what.add_argument("--paired", nargs="+", metavar="REC", help="paired recordings (EDF+, BrainFlow CSV)")
+    what.add_argument("--paired", nargs="+", metavar="REC",
+                      help="paired recordings (EDF+, BrainFlow CSV, mixed: one file with both modalities, or "
+                           "one per modality with overlapping time stamps); a file given twice is refused")
     what.add_argument("--record", type=float, metavar="SECONDS",
                       help="record this many seconds of paired data now (needs --board)")
     what.add_argument("--rollback", nargs="?", type=int, const=0, metavar="VERSION",
                       help="make an earlier bridge current again (default: the one before the current)")
+    from edge_bridge.commands._method import add_map_arguments
+
+    add_map_arguments(p, labels=False)
     p.add_argument("--board", metavar="NAME[,k=v...]",
                    help="with --record: BrainFlow board and its parameters, e.g. "
                         "CYTON_BOARD,serial_port=/dev/ttyUSB0 or synthetic")
@@ -72,6 +77,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", help="also write the JSON report to this file")
 
 
+def _paired(paths: list[str], channels: str | None) -> list:
+    """The ``--paired`` files, each once; read and mapped here when ``--channels`` names their channels."""
+    from edge_bridge.recordings.dataset import apply_modality_map, check_distinct, parse_map, read_labelled
+
+    files = [Path(p) for p in paths]
+    check_distinct(files, "--paired recordings")
+    cmap = parse_map(channels, "--channels")
+    if not cmap:
+        return files
+    return [apply_modality_map(read_labelled(f, cmap), cmap) for f in files]
+
+
 def run(args: argparse.Namespace) -> int:
     from calibrate.core import calibrate, rollback
 
@@ -89,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if args.board or args.profile:
             raise EdgeBridgeError("--board/--profile go with --record, not with --paired")
-        recordings = [Path(p) for p in args.paired]
+        recordings = _paired(args.paired, args.channels)
     report = calibrate(args.bundle, recordings, method=args.method, holdout=args.holdout,
                        margin_agreement=args.margin_agreement, margin_loss=args.margin_loss,
                        device=args.device, run_dir=args.run, epochs=args.epochs, dry_run=args.dry_run,

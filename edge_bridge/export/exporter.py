@@ -143,8 +143,10 @@ def _log_level(verbose: bool | int | str | None) -> Iterator[None]:
 # --- data ---------------------------------------------------------------------------------------------------
 def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target: Preprocessing,
                      classes: tuple[str, ...] = (), exclude_subjects: tuple[str, ...] = (),
-                     label_map: dict[str, str] | None = None) -> WindowSet:
-    """Calibration windows from a directory of EDF+ recordings (cut with THE preprocessing of the manifest)
+                     label_map: dict[str, str] | None = None,
+                     channel_map: dict[str, Any] | None = None) -> WindowSet:
+    """Calibration windows from a directory of recordings (EDF+, BrainFlow CSV, ...; ``channel_map`` as
+    the run's ``--channels``) (cut with THE preprocessing of the manifest)
     or from a ``.npz`` written by ``Windows.save``.
 
     Windows of ``exclude_subjects`` (the held-out subjects the accuracy guard uses) are dropped, so the
@@ -159,12 +161,10 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
 
     path = Path(path)
     if path.is_dir():
-        files = sorted(path.glob("*.edf"))
-        if not files:
-            raise ExportError(f"{path}: no .edf recordings for calibration; pass a directory of paired "
-                              f"{source.modality}+{target.modality} recordings (e.g. from `edge-bridge "
-                              "simulate`) or a windows .npz")
-        w = windows_from_files(files, source, target, classes, label_map=label_map)
+        from edge_bridge.recordings.dataset import recording_files
+
+        files = recording_files(path, "--calibration-data")
+        w = windows_from_files(files, source, target, classes, label_map=label_map, channel_map=channel_map)
         origin = f"{path} ({len(files)} recordings)"
     elif path.is_file() and path.suffix == ".npz":
         w = Windows.load(path)
@@ -262,7 +262,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         if calibration is not None and not isinstance(calibration, WindowSet):
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
                                            exclude_subjects=tuple(run.splits()["test"]),
-                                           label_map=run.task.label_map)
+                                           label_map=run.task.label_map, channel_map=run.channel_map)
         weights = {"target_front": sha256_file(t_dir / "model.safetensors"),
                    "source_back": sha256_file(s_dir / "model.safetensors"),
                    "source_front": sha256_file(s_dir / "model.safetensors"),

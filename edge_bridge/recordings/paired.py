@@ -13,6 +13,7 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -204,23 +205,59 @@ def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], 
 
 def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preprocessing,
                        target: Preprocessing | None = None, classes: Sequence[str] = (),
-                       *, label_map: Mapping[str, str] | None = None, progress: bool = False) -> Windows:
-    """Read EDF+ recordings and cut windows (paired when ``target`` is given) from all of them."""
-    from edge_bridge.recordings.edf import read_edf
+                       *, label_map: Mapping[str, str] | None = None,
+                       channel_map: Mapping[str, Any] | None = None, progress: bool = False) -> Windows:
+    """Read recordings of any supported format and cut windows (paired when ``target`` is given).
+
+    Each file is read with :func:`edge_bridge.recordings.dataset.read_labelled`; its channels are found
+    with ``channel_map`` or by name/modality (:func:`~edge_bridge.recordings.dataset.conform`), and a
+    channel at another raw rate than the spec's is resampled by the one preprocessing path. The subject is
+    the file's own subject code, else its stem.
+
+    Raises
+    ------
+    RecordingError
+        Naming the file: unreadable, a channel missing or ambiguous, a rate that cannot carry the band, or
+        every window failing the quality gate (a flat or non-finite channel); also when no window at all
+        comes out of the files.
+    """
+    from edge_bridge.recordings.dataset import conform, read_labelled
 
     paths = sorted(Path(p) for p in paths)
     if not paths:
         raise RecordingError("no recordings given")
+    specs = [source] if target is None else [source, target]
     it: Iterable[Path] = paths
     if progress:
         from tqdm import tqdm
 
         it = tqdm(paths, desc="windows", unit="rec")
     parts = []
+    unknown: dict[str, int] = {}
     for p in it:
-        rec = read_edf(p)
-        if not rec.subject:
-            rec.subject = p.stem
-        parts.append(paired_windows(rec, source, target, classes, label_map) if target is not None
-                     else modality_windows(rec, source, classes, label_map))
+        rec = read_labelled(p, channel_map, specs)
+        try:
+            s = conform(rec, source, channel_map, "source" if target is not None else "")
+            t = conform(rec, target, channel_map, "target") if target is not None else None
+            w = (paired_windows(rec, s, t, classes, label_map) if t is not None
+                 else modality_windows(rec, s, classes, label_map))
+        except SignalError as exc:
+            raise RecordingError(f"{p}: {exc}") from None
+        if len(w) == 0:
+            if w.skipped:
+                raise RecordingError(
+                    f"{p}: all {w.skipped} windows fail the quality gate ({w.skipped_reasons}); a flat, "
+                    "clipped or non-finite channel means a lead off or a dead sensor: fix or remove the file")
+            logger.warning("%s: shorter than one %g s window; left out", p, source.window_s)
+            continue
+        for a in rec.annotations:
+            name = label_map.get(a.label, a.label) if label_map else a.label
+            if classes and name not in classes and not a.label.startswith(("BAD", "marker_")):
+                unknown[a.label] = unknown.get(a.label, 0) + 1
+        parts.append(w)
+    if not parts:
+        raise RecordingError(f"no windows: every recording is shorter than one {source.window_s:g} s window")
+    if unknown:
+        logger.warning("annotation(s) %s are not classes of the task (%s) and were left unlabelled; map them "
+                       "with --label-map LABEL=CLASS", sorted(unknown), ", ".join(classes))
     return Windows.concatenate(parts)
