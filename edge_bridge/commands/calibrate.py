@@ -86,7 +86,16 @@ def _paired(paths: list[str], channels: str | None) -> list:
     cmap = parse_map(channels, "--channels")
     if not cmap:
         return files
-    return [apply_modality_map(read_labelled(f, cmap), cmap) for f in files]
+    recs = [read_labelled(f, cmap) for f in files]
+    for modality, value in cmap.items():  # one map for all files: each name must be in one of them at least
+        names = value if isinstance(value, list) else [value]
+        if not any(set(names) <= set(r.channel_names) for r in recs):
+            have = "; ".join(f"{f}: {r.channel_names}" for f, r in zip(files, recs, strict=True))
+            raise EdgeBridgeError(f"--channels maps {modality} to {names}, but none of the --paired files "
+                                  f"has such a channel ({have})")
+    return [apply_modality_map(r, {m: v for m, v in cmap.items()
+                                   if set(v if isinstance(v, list) else [v]) <= set(r.channel_names)})
+            for r in recs]
 
 
 def run(args: argparse.Namespace) -> int:
