@@ -24,10 +24,9 @@ import numpy as np
 
 from calibrate.errors import CalibrationError
 from edge_bridge.errors import EdgeBridgeError
-from edge_bridge.recordings.paired import Windows, paired_windows
+from edge_bridge.recordings.paired import Windows, diagnose_quality, paired_windows
 from edge_bridge.recordings.recording import Recording
-from edge_bridge.signals import Preprocessing, assess_quality, cut_windows
-from edge_bridge.signals.quality import Quality
+from edge_bridge.signals import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -193,20 +192,7 @@ def pair_recordings(recs: Sequence[Recording], source: Preprocessing, target: Pr
 
 def _diagnose(rec: Recording, source: Preprocessing, target: Preprocessing) -> str:
     """Why windows were lost: per modality, how many windows are flat / clipped / non-finite."""
-    notes = []
-    for role, spec in (("source", source), ("target", target)):
-        data, _ = rec.data(list(spec.channels))
-        raw, _ = cut_windows(data, spec)
-        if not len(raw):
-            continue
-        flags = np.bitwise_or.reduce(assess_quality(raw, spec), axis=1)
-        n = len(flags)
-        for flag, word in ((Quality.FLAT, "flat"), (Quality.NONFINITE, "non-finite"),
-                           (Quality.CLIPPED, "clipped"), (Quality.AMPLITUDE, "out of range")):
-            k = int(((flags & int(flag)) != 0).sum())
-            if k:
-                notes.append(f"{role} {spec.modality} {word} in {k} of {n} windows")
-    return "; ".join(notes)
+    return diagnose_quality(rec, {"source": source, "target": target})
 
 
 def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source: Preprocessing,
@@ -246,7 +232,8 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
         try:
             rec = read_recording(path)
         except EdgeBridgeError as exc:
-            raise CalibrationError(f"cannot read {path}: {exc}") from None
+            text = str(exc)
+            raise CalibrationError(text if str(path) in text else f"cannot read {path}: {text}") from None
         rec.meta.setdefault("source_file", str(path))
         recs.append(rec)
     pairs = pair_recordings(recs, source, target)

@@ -323,10 +323,10 @@ def spec_at_rate(spec: Preprocessing, rate: float, where: str) -> Preprocessing:
     try:
         return dataclasses.replace(spec, input_rate=rate)
     except EdgeBridgeError as exc:
-        band = f"the {spec.bandpass[0]:g}-{spec.bandpass[1]:g} Hz band" if spec.bandpass else "the task"
-        raise RecordingError(f"{where}: {spec.modality} at {rate:g} Hz cannot be used for {band} at "
-                             f"{spec.output_rate:g} Hz output ({exc}); record at {spec.input_rate:g} Hz or "
-                             "at least above twice the band's upper edge") from None
+        band = f" above twice the band's {spec.bandpass[1]:g} Hz edge" if spec.bandpass else ""
+        raise RecordingError(f"{where}: {spec.modality} sampled at {rate:g} Hz cannot be brought to the "
+                             f"task's {spec.output_rate:g} Hz ({exc}); record at {spec.input_rate:g} Hz, or "
+                             f"at a rate{band} that gives whole samples per {spec.hop_s:g} s hop") from None
 
 
 def conform(rec: Recording, spec: Preprocessing, cmap: Mapping[str, Any] | None = None,

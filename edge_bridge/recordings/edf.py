@@ -123,13 +123,16 @@ def read_edf(path: str | os.PathLike[str], *, modalities: Mapping[str, str] | No
     path = Path(path)
     if not path.is_file():
         raise RecordingError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise RecordingError(f"{path}: the file is empty (0 bytes); copy or record it again")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             edf = edfio.read_edf(path, lazy_load_data=False)
         except Exception as exc:  # edfio raises ValueError/IndexError/UnicodeDecodeError on broken files
             size = path.stat().st_size
-            raise RecordingError(f"{path}: not a readable EDF file ({size} bytes): {exc}") from None
+            raise RecordingError(f"{path}: not a readable EDF file ({size} bytes: cut short, or not EDF at "
+                                 f"all): {exc}; copy or export it again") from None
     # edfio repairs a short file by shrinking its header and only warns; for us a short file is an error,
     # because training silently on a fraction of a recording is worse than stopping.
     for w in caught:

@@ -203,6 +203,26 @@ def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], 
     return Windows(x, labels, starts.astype(np.float64), subjects, tuple(classes), skipped, reasons)
 
 
+def diagnose_quality(rec: Recording, specs: Mapping[str, Preprocessing]) -> str:
+    """Why windows fail the gate, per role: e.g. ``"target ppg flat in 35 of 35 windows"``."""
+    from edge_bridge.signals.quality import Quality
+
+    notes = []
+    for role, spec in specs.items():
+        data, _ = rec.data(list(spec.channels))
+        raw, _ = cut_windows(data, spec)
+        if not len(raw):
+            continue
+        flags = np.bitwise_or.reduce(assess_quality(raw, spec), axis=1)
+        for flag, word in ((Quality.FLAT, "flat"), (Quality.NONFINITE, "non-finite"),
+                           (Quality.CLIPPED, "clipped"), (Quality.AMPLITUDE, "out of range")):
+            k = int(((flags & int(flag)) != 0).sum())
+            if k:
+                name = role if role == spec.modality else f"{role} {spec.modality}"
+                notes.append(f"{name} {word} in {k} of {len(flags)} windows")
+    return "; ".join(notes) or "no flag set"
+
+
 def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preprocessing,
                        target: Preprocessing | None = None, classes: Sequence[str] = (),
                        *, label_map: Mapping[str, str] | None = None,
@@ -221,7 +241,7 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
         every window failing the quality gate (a flat or non-finite channel); also when no window at all
         comes out of the files.
     """
-    from edge_bridge.recordings.dataset import conform, read_labelled
+    from edge_bridge.recordings.dataset import conform, read_labelled, resolve_channels
 
     paths = sorted(Path(p) for p in paths)
     if not paths:
@@ -234,9 +254,12 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
         it = tqdm(paths, desc="windows", unit="rec")
     parts = []
     unknown: dict[str, int] = {}
+    short: list[Path] = []
     for p in it:
         rec = read_labelled(p, channel_map, specs)
         try:
+            for spec, role in zip(specs, ("source", "target"), strict=False):  # all found before any rename
+                resolve_channels(rec, spec, channel_map, role if target is not None else "")
             s = conform(rec, source, channel_map, "source" if target is not None else "")
             t = conform(rec, target, channel_map, "target") if target is not None else None
             w = (paired_windows(rec, s, t, classes, label_map) if t is not None
@@ -245,10 +268,12 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
             raise RecordingError(f"{p}: {exc}") from None
         if len(w) == 0:
             if w.skipped:
+                roles = {"source": s, "target": t} if t is not None else {s.modality: s}
                 raise RecordingError(
-                    f"{p}: all {w.skipped} windows fail the quality gate ({w.skipped_reasons}); a flat, "
-                    "clipped or non-finite channel means a lead off or a dead sensor: fix or remove the file")
-            logger.warning("%s: shorter than one %g s window; left out", p, source.window_s)
+                    f"{p}: all {w.skipped} windows fail the quality gate ({diagnose_quality(rec, roles)}); "
+                    "a flat, clipped or non-finite channel means a lead off or a dead sensor: fix or remove "
+                    "the file")
+            short.append(p)
             continue
         for a in rec.annotations:
             name = label_map.get(a.label, a.label) if label_map else a.label
@@ -256,7 +281,11 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
                 unknown[a.label] = unknown.get(a.label, 0) + 1
         parts.append(w)
     if not parts:
-        raise RecordingError(f"no windows: every recording is shorter than one {source.window_s:g} s window")
+        raise RecordingError(f"no windows: every recording ({', '.join(map(str, short))}) is shorter than "
+                             f"one {source.window_s:g} s window")
+    if short:
+        logger.warning("left out %d recording(s) shorter than one %g s window: %s", len(short),
+                       source.window_s, ", ".join(map(str, short)))
     if unknown:
         logger.warning("annotation(s) %s are not classes of the task (%s) and were left unlabelled; map them "
                        "with --label-map LABEL=CLASS", sorted(unknown), ", ".join(classes))
