@@ -232,8 +232,8 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
         try:
             rec = read_recording(path)
         except EdgeBridgeError as exc:
-            text = str(exc)
-            raise CalibrationError(text if str(path) in text else f"cannot read {path}: {text}") from None
+            text = str(exc).removeprefix(f"{path}: ").removeprefix(f"{path}, ")  # said once, first
+            raise CalibrationError(f"cannot read {path}: {text}") from None
         rec.meta.setdefault("source_file", str(path))
         recs.append(rec)
     pairs = pair_recordings(recs, source, target)
