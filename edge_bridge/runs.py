@@ -155,12 +155,18 @@ class Run:
         from edge_bridge.recordings.paired import windows_from_files
 
         files = recording_files(self.data)
+        report: list[dict[str, Any]] = []
         w = windows_from_files(files, self.task.source, self.task.target, self.task.classes,
-                               label_map=self.task.label_map, channel_map=self.channel_map, progress=progress)
+                               label_map=self.task.label_map, channel_map=self.channel_map, progress=progress,
+                               report=report)
         if self.task.classes and not (w.labels >= 0).any():
             logger.warning("no window of %s carries a label of the task's classes (%s); fit-source and "
                            "evaluate need them: map your annotations with --label-map LABEL=CLASS",
                            self.data, ", ".join(self.task.classes))
+        from edge_bridge.fileio import atomic_write_text
+
+        seen = {"channel_map": self.channel_map, "label_map": self.task.label_map, "recordings": report}
+        atomic_write_text(self.path / "recordings.json", json.dumps(seen, indent=1))
         w.save(cache)
         logger.info("cut %d paired windows from %d recordings (%d skipped by quality)", len(w), len(files),
                     w.skipped)

@@ -114,6 +114,10 @@ def test_own_recordings_end_to_end(tmp_path, capsys):
     meta = json.loads((run / "run.json").read_text())
     assert meta["channels"] == {"ppg": "Wrist"}
     assert meta["label_map"] == {"Rest": "baseline", "TSST": "stress", "Fun": "amusement"}
+    seen = json.loads((run / "recordings.json").read_text())["recordings"]
+    assert {r["file"].rsplit(".", 1)[1] for r in seen} == {"edf", "csv"}
+    assert all(r["channels"] == {"ECG": "ECG II", "PPG": "Wrist"} for r in seen)
+    assert {r["rates"]["ppg"] for r in seen} == {64.0, 128.0}  # both resampled to the model's 125 Hz
     metrics = json.loads((run / "metrics.json").read_text())
     test_subjects = set(metrics["test_subjects"])
     assert all(m["n"] > 0 for m in metrics["models"].values())  # labels came through the label map

@@ -484,3 +484,51 @@ def test_windows_leave_out_bad_spans(tmp_path: Path) -> None:
     rec.annotations = [a for a in rec.annotations if not a.label.startswith("BAD")]
     w = modality_windows(rec, spec)
     assert len(w) == 18 and w.skipped_reasons == {"quality": 1} and w.skipped == 1
+
+
+# --- a folder of one's own recordings, as the method verbs read it ------------------------------------------
+def test_folder_of_wesad_and_isruc_files_gives_windows(tmp_path: Path) -> None:
+    """WESAD ``S2/S2.pkl`` and ISRUC ``1/1.rec`` sit one folder down, as published; both are found, and
+    WESAD's 700 Hz chest ECG is brought to the stress task's 100 Hz by the one preprocessing path."""
+    from edge_bridge.recordings.dataset import recording_files
+    from edge_bridge.recordings.paired import windows_from_files
+
+    wesad = tmp_path / "wesad"
+    (wesad / "S2").mkdir(parents=True)
+    _write_pickle(_wesad_dict(seconds=40), wesad / "S2" / "S2.pkl")
+    files = recording_files(wesad)
+    assert files == [wesad / "S2" / "S2.pkl"]
+    task = get_task("stress").with_window(10, 5)
+    w = windows_from_files(files, task.source, task.target, task.classes)
+    assert len(w) == 6 and set(w.subjects.tolist()) == {"S2"}  # the wrist stream ends 3 samples early
+    assert w.x["source"].shape[1:] == (1, 1000) and w.x["target"].shape[1:] == (1, 1250)
+
+    isruc = tmp_path / "isruc"
+    _write_isruc(isruc / "1")
+    sleep = get_task("sleep")
+    files = recording_files(isruc)
+    assert files == [isruc / "1" / "1.rec"]  # the scorer's .txt is not a recording
+    w = windows_from_files(files, sleep.source, sleep.target, sleep.classes)
+    assert w.labels.tolist() == [0, 0, 1, 1, 1, 1]
+
+
+def test_channel_and_label_maps_from_files(tmp_path: Path) -> None:
+    from edge_bridge.recordings.dataset import compose_label_map, parse_map, resolve_channels
+
+    (tmp_path / "channels.toml").write_text('ecg = "ECG II"\nppg = "BVP"\n')
+    (tmp_path / "labels.json").write_text('{"TSST": "stress", "Rest": "baseline"}')
+    cmap = parse_map(str(tmp_path / "channels.toml"), "--channels")
+    assert cmap == {"ecg": "ECG II", "ppg": "BVP"}
+    assert parse_map('ecg="ECG II",ppg=BVP', "--channels") == cmap  # the shell form, quotes kept
+    task = get_task("stress-binary")
+    lmap = compose_label_map(parse_map(str(tmp_path / "labels.json"), "--label-map"), task.classes,
+                             task.label_map)
+    assert lmap["Rest"] == "non-stress" and lmap["TSST"] == "stress"  # through the preset's own map
+    rec = Recording([Channel("ECG II", np.zeros(10), 250, "ecg"), Channel("BVP", np.zeros(10), 64, "ppg"),
+                     Channel("PPG", np.zeros(10), 64, "ppg")])
+    assert resolve_channels(rec, task.target, cmap) == ["BVP"]  # the map wins over the preset's name
+    assert resolve_channels(rec, task.target) == ["PPG"]  # by name
+    assert resolve_channels(rec, task.source) == ["ECG II"]  # the only ECG
+    with pytest.raises(RecordingError, match="ambiguous"):
+        resolve_channels(Recording([Channel("a", np.zeros(3), 64, "ppg"),
+                                    Channel("b", np.zeros(3), 64, "ppg")]), task.target)

@@ -23,7 +23,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", metavar="RUN", help="run directory with a trained bridge (edge-bridge train)")
     p.add_argument("-o", "--out", required=True, metavar="BUNDLE", help="bundle directory to create")
     p.add_argument("--calibration-data", metavar="DIR", default=None,
-                   help="paired EDF+ recordings (or a windows .npz) for INT8 calibration; required for int8")
+                   help="folder of paired recordings (EDF+, BrainFlow CSV, ...; read with the run's "
+                        "--channels and --label-map) or a windows .npz for INT8 calibration; needed for int8")
     p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32"],
                    help="precision of target_front, source_back and source_front (default int8)")
     p.add_argument("--target", default="cpu", choices=["cpu", "jetson"],

@@ -226,13 +226,15 @@ def diagnose_quality(rec: Recording, specs: Mapping[str, Preprocessing]) -> str:
 def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preprocessing,
                        target: Preprocessing | None = None, classes: Sequence[str] = (),
                        *, label_map: Mapping[str, str] | None = None,
-                       channel_map: Mapping[str, Any] | None = None, progress: bool = False) -> Windows:
+                       channel_map: Mapping[str, Any] | None = None, progress: bool = False,
+                       report: list[dict[str, Any]] | None = None) -> Windows:
     """Read recordings of any supported format and cut windows (paired when ``target`` is given).
 
     Each file is read with :func:`edge_bridge.recordings.dataset.read_labelled`; its channels are found
     with ``channel_map`` or by name/modality (:func:`~edge_bridge.recordings.dataset.conform`), and a
     channel at another raw rate than the spec's is resampled by the one preprocessing path. The subject is
-    the file's own subject code, else its stem.
+    the file's own subject code, else its stem. ``report``, when given, gets one entry per file: its
+    subject, the channel used for each spec channel, the raw rates, windows kept and labels found.
 
     Raises
     ------
@@ -257,9 +259,11 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
     short: list[Path] = []
     for p in it:
         rec = read_labelled(p, channel_map, specs)
+        used: dict[str, str] = {}
         try:
             for spec, role in zip(specs, ("source", "target"), strict=False):  # all found before any rename
-                resolve_channels(rec, spec, channel_map, role if target is not None else "")
+                names = resolve_channels(rec, spec, channel_map, role if target is not None else "")
+                used.update(zip(spec.channels, names, strict=True))
             s = conform(rec, source, channel_map, "source" if target is not None else "")
             t = conform(rec, target, channel_map, "target") if target is not None else None
             w = (paired_windows(rec, s, t, classes, label_map) if t is not None
@@ -280,6 +284,11 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
             if classes and name not in classes and not a.label.startswith(("BAD", "marker_")):
                 unknown[a.label] = unknown.get(a.label, 0) + 1
         parts.append(w)
+        if report is not None:
+            report.append({"file": str(p), "subject": rec.subject, "channels": used,
+                           "rates": {sp.modality: sp.input_rate for sp in (s, t) if sp is not None},
+                           "windows": len(w), "left_out": w.skipped_reasons,
+                           "labels": sorted({a.label for a in rec.annotations})})
     if not parts:
         raise RecordingError(f"no windows: every recording ({', '.join(map(str, short))}) is shorter than "
                              f"one {source.window_s:g} s window")
