@@ -127,10 +127,10 @@ class Run:
         given = {"channels": cmap, "label_map": parse_map(label_map, "--label-map")}
         compose_label_map(given["label_map"], preset.classes, preset.label_map)  # refuse unknown classes now
         for key, flag in (("channels", "--channels"), ("label_map", "--label-map")):
-            if key not in meta:
+            if not meta_file.is_file():
                 meta[key] = given[key]
-            elif given[key] and given[key] != meta[key]:
-                raise RunError(f"{path} was made with {flag} {_pairs(meta[key]) or '(none)'}, not "
+            elif given[key] and given[key] != meta.get(key, {}):  # a run from before the maps had none
+                raise RunError(f"{path} was made with {flag} {_pairs(meta.get(key, {})) or '(none)'}, not "
                                f"{_pairs(given[key])}; its windows were cut with the first; use another "
                                "--run folder")
         if not meta_file.is_file():
@@ -140,8 +140,8 @@ class Run:
             path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(meta_file, json.dumps(meta, indent=1))
         lmap = dict(meta.get("label_map") or {})
-        run_task = dataclasses.replace(preset, label_map=compose_label_map(lmap, preset.classes,
-                                                                          preset.label_map))
+        run_task = _at_recorded_rates(path, dataclasses.replace(
+            preset, label_map=compose_label_map(lmap, preset.classes, preset.label_map)))
         return Run(path, run_task, Path(meta["data"]), int(meta["seed"]), dict(meta["fractions"]),
                    dict(meta.get("channels") or {}), lmap)
 
@@ -168,6 +168,7 @@ class Run:
         seen = {"channel_map": self.channel_map, "label_map": self.task.label_map, "recordings": report}
         atomic_write_text(self.path / "recordings.json", json.dumps(seen, indent=1))
         w.save(cache)
+        self.task = _at_recorded_rates(self.path, self.task)
         logger.info("cut %d paired windows from %d recordings (%d skipped by quality)", len(w), len(files),
                     w.skipped)
         return w
@@ -211,6 +212,23 @@ class Run:
         spec = self.task.source if role == "source" else self.task.target
         return {"task": self.task.name, "modality_role": role, "classes": list(self.task.classes),
                 "preprocessing": spec.to_dict()}
+
+
+def _at_recorded_rates(path: Path, task: Task) -> Task:
+    """``task`` at the raw rates its recordings share (``recordings.json``), so the bundle asks the device
+    for the rate the user's sensor has; recordings at mixed rates keep the preset's (each was resampled)."""
+    f = path / "recordings.json"
+    if not f.is_file():
+        return task
+    try:
+        recs = json.loads(f.read_text())["recordings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return task
+    rates = {}
+    for role, spec in (("source", task.source), ("target", task.target)):
+        seen = {float(r["rates"][spec.modality]) for r in recs if spec.modality in r.get("rates", {})}
+        rates[role] = seen.pop() if len(seen) == 1 else None
+    return task.with_rates(source_rate=rates["source"], target_rate=rates["target"])
 
 
 def _pairs(m: dict[str, Any]) -> str:

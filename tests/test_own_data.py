@@ -147,3 +147,26 @@ def test_own_recordings_end_to_end(tmp_path, capsys):
         print(f"\nown-data path: {wall:.1f} s wall, {len(warnings)} warning line(s)")
         for line in warnings:
             print(f"  {line}")
+
+
+def test_recordings_at_one_board_rate_set_the_runs_input_rate(tmp_path):
+    """All recordings at 128 Hz: the run (and so the bundle's manifest) asks for 128 Hz, not the preset's
+    250/64 Hz, while the model input stays the same (resampled to 100/125 Hz by the one path)."""
+    from edge_bridge.runs import Run
+
+    data = tmp_path / "board"
+    data.mkdir()
+    for k in range(1, 5):
+        rec = simulate_subject("stress", f"S{k:02d}", 3.0, seed=0)
+        e = _resample(rec.channel("ECG").data, 250, CSV_RATE)
+        p = _resample(rec.channel("PPG").data, 64, CSV_RATE)
+        n = min(len(e), len(p))
+        write_csv(data / f"S{k:02d}.csv", [("ECG II", e[:n], "ecg"), ("BVP", p[:n], "ppg")], CSV_RATE,
+                  rec.annotations, START)
+    run = Run.open(tmp_path / "run", data=data, task="stress")
+    w = run.windows()
+    assert (run.task.source.input_rate, run.task.target.input_rate) == (CSV_RATE, CSV_RATE)
+    assert w.x["source"].shape[1:] == (1, 6000) and w.x["target"].shape[1:] == (1, 7500)
+    again = Run.open(tmp_path / "run")
+    assert again.task.source == run.task.source and again.task.target == run.task.target
+    assert again.task.source.output_rate == 100 and again.task.target.output_rate == 125
