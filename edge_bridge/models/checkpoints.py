@@ -30,7 +30,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from edge_bridge.models.io import CheckpointError
+from edge_bridge.models.backbone import Backbone
+from edge_bridge.models.tensors import CheckpointError, read_tensors
 
 logger = logging.getLogger(__name__)
 
@@ -100,8 +101,6 @@ def read_checkpoint(path: str | os.PathLike[str], *, stub_classes: Iterable[str]
         raise CheckpointError(f"{path}: no such checkpoint file; check the path (download the published "
                               "checkpoint first if needed)")
     if is_safetensors(path):
-        from edge_bridge.models.io import read_tensors
-
         return read_tensors(path)
     names = tuple(stub_classes)
     extra: list[Any] = []
@@ -261,3 +260,16 @@ def load_strict(module: nn.Module, state_dict: Mapping[str, torch.Tensor], sourc
     own = module.state_dict()
     module.load_state_dict({k: v.to(own[k].dtype) for k, v in state_dict.items()}, strict=True)
     logger.info("loaded %d tensors into %s from %s", len(state_dict), type(module).__name__, source)
+
+
+def load_state_checked(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``tensors`` into ``module`` after checking keys and shapes match exactly (our own files: the
+    weights and their config travel together, so a mismatch means they were mixed up)."""
+    load_strict(module, tensors, source,
+                hint="the weights and the config come from different models")
+
+
+def load_weights(model: Backbone, path: str | os.PathLike[str]) -> Backbone:
+    """Load a ``model.safetensors`` file into ``model`` (exact match required)."""
+    load_state_checked(model, read_tensors(path), str(path))
+    return model

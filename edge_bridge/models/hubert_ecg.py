@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_bridge.models.backbone import Backbone, BackboneError
-from edge_bridge.models.registry import config_from_dict, register_backbone
+from edge_bridge.models.config import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -498,6 +498,5 @@ def preprocessing(input_rate: float = 500.0, window_s: float = 60.0, hop_s: floa
                          normalise="zscore")
 
 
-@register_backbone(KIND)
 def build_hubert_ecg(config: dict[str, Any]) -> Backbone:
     return HuBERTECG(config)

@@ -15,22 +15,20 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from edge_bridge import __version__
-from edge_bridge.errors import EdgeBridgeError
-from edge_bridge.fileio import atomic_path, atomic_write_text
+from edge_bridge.fileio import atomic_write_text
 from edge_bridge.models.backbone import Backbone
+from edge_bridge.models.checkpoints import load_state_checked, load_weights
+from edge_bridge.models.tensors import CheckpointError, read_tensors, save_tensors
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["CheckpointError", "load_backbone", "load_state_checked", "load_weights", "read_backbone_config",
+           "read_tensors", "read_versioned_json", "save_backbone", "save_tensors", "write_versioned_json"]
 
 SCHEMA_VERSION = 1
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
-
-
-class CheckpointError(EdgeBridgeError, ValueError):
-    """A weights or config file is missing, corrupted, from a newer tool, or does not fit the model."""
 
 
 def write_versioned_json(path: str | os.PathLike[str], payload: dict[str, Any]) -> None:
@@ -73,46 +71,6 @@ def read_versioned_json(path: str | os.PathLike[str], required: tuple[str, ...],
         for k in extra:
             data.pop(k)
     return data
-
-
-def save_tensors(path: str | os.PathLike[str], tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, str] | None = None) -> None:
-    """Write tensors to a safetensors file atomically (contiguous CPU copies)."""
-    from safetensors.torch import save_file
-
-    flat = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    with atomic_path(path) as tmp:
-        save_file(flat, str(tmp), metadata=metadata)
-
-
-def read_tensors(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
-    """Read every tensor of a safetensors file; a truncated or foreign file is a :class:`CheckpointError`."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such file; expected safetensors weights written by edge-bridge")
-    try:
-        return load_file(str(path), device="cpu")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-        raise CheckpointError(f"{path}: cannot read safetensors weights ({exc}); the file is corrupted or "
-                              "not a safetensors file. Re-create it with the command that wrote it") from None
-
-
-def load_state_checked(module: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy ``tensors`` into ``module`` after checking keys and shapes match exactly (our own files: the
-    weights and their config travel together, so a mismatch means they were mixed up)."""
-    from edge_bridge.models.checkpoints import load_strict  # checkpoints imports this module
-
-    load_strict(module, tensors, source,
-                hint="the weights and the config come from different models")
-
-
-def load_weights(model: Backbone, path: str | os.PathLike[str]) -> Backbone:
-    """Load a ``model.safetensors`` file into ``model`` (exact match required)."""
-    load_state_checked(model, read_tensors(path), str(path))
-    return model
 
 
 def save_backbone(model: Backbone, directory: str | os.PathLike[str],

@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_bridge.models.backbone import Backbone, BackboneError
-from edge_bridge.models.registry import config_from_dict, register_backbone
+from edge_bridge.models.config import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -536,6 +536,5 @@ def preprocessing(channels: tuple[str, ...] = ISRUC_CHANNELS, input_rate: float 
                          notch=notch, normalise="none")
 
 
-@register_backbone(KIND)
 def build_labram(config: dict[str, Any]) -> Backbone:
     return Labram(config)

@@ -45,7 +45,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_bridge.models.backbone import Backbone, BackboneError, Boundary
-from edge_bridge.models.registry import config_from_dict, register_backbone
+from edge_bridge.models.config import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -631,7 +631,6 @@ def preprocessing(input_rate: float = 500.0, channels: tuple[str, ...] = ("emg1"
                          window_s=window_s, hop_s=hop_s, bandpass=None, normalise="zscore")
 
 
-@register_backbone(KIND)
 def build_normwear(config: dict[str, Any]) -> Backbone:
     return NormWear(config)
 

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_bridge.models.backbone import Backbone, BackboneError
-from edge_bridge.models.registry import config_from_dict, register_backbone
+from edge_bridge.models.config import config_from_dict
 
 logger = logging.getLogger(__name__)
 
@@ -316,6 +316,5 @@ def preprocessing(input_rate: float = 64.0, window_s: float = 60.0, hop_s: float
                          window_s=window_s, hop_s=hop_s, bandpass=(0.5, 12.0), normalise="zscore")
 
 
-@register_backbone(KIND)
 def build_papagei(config: dict[str, Any]) -> Backbone:
     return PaPaGei(config)

@@ -1,22 +1,20 @@
 """Backbones by name: ``build_backbone(name, config=..., weights=...)``.
 
-The registry is a plain dict of builders keyed by name. The built-in reference backbones register
-themselves here; a later issue adds published foundation models (PaPaGei, HuBERT-ECG, LaBraM) through the
-same function, each a builder that takes a config dict and returns a :class:`Backbone`.
-
-Configs are dataclasses; :func:`config_from_dict` rebuilds one from JSON, dropping keys from a newer tool with
-a warning (upgrade to use them) and naming any value of the wrong type.
+The built-in backbones (the reference models and the published foundation models) are a name table:
+registry name -> the module and the builder function in it, imported on first use. So the registry knows
+every model while no model module imports the registry (no import circle), and building one backbone loads
+only its own module. Other code adds backbones with :func:`register_backbone`; each builder takes a config
+dict and returns a :class:`Backbone`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
+import importlib
 import logging
 import os
-import warnings
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 from edge_bridge.models.backbone import Backbone, BackboneError
 
@@ -24,14 +22,22 @@ logger = logging.getLogger(__name__)
 
 Builder = Callable[[dict[str, Any]], Backbone]
 _REGISTRY: dict[str, Builder] = {}
-C = TypeVar("C")
+# name -> (module, builder function): the built-ins, imported when first asked for
+BUILTINS: dict[str, tuple[str, str]] = {
+    "resnet1d": ("edge_bridge.models.resnet1d", "build_resnet1d"),
+    "transformer": ("edge_bridge.models.transformer", "build_transformer"),
+    "hubert_ecg": ("edge_bridge.models.hubert_ecg", "build_hubert_ecg"),
+    "labram": ("edge_bridge.models.labram", "build_labram"),
+    "normwear": ("edge_bridge.models.normwear", "build_normwear"),
+    "papagei": ("edge_bridge.models.papagei", "build_papagei"),
+}
 
 
 def register_backbone(name: str) -> Callable[[Builder], Builder]:
     """Decorator: register ``builder(config_dict) -> Backbone`` under ``name``."""
 
     def deco(builder: Builder) -> Builder:
-        if name in _REGISTRY and _REGISTRY[name] is not builder:
+        if name in BUILTINS or (name in _REGISTRY and _REGISTRY[name] is not builder):
             raise BackboneError(f"a backbone named {name!r} is already registered")
         _REGISTRY[name] = builder
         return builder
@@ -41,13 +47,18 @@ def register_backbone(name: str) -> Callable[[Builder], Builder]:
 
 def available_backbones() -> list[str]:
     """Names :func:`build_backbone` accepts."""
-    _load_builtins()
-    return sorted(_REGISTRY)
+    return sorted(set(_REGISTRY) | set(BUILTINS))
 
 
-def _load_builtins() -> None:
-    # importing the modules runs their @register_backbone decorators (built-ins + published foundation models)
-    from edge_bridge.models import hubert_ecg, labram, normwear, papagei, resnet1d, transformer  # noqa: F401
+def _builder(name: str) -> Builder | None:
+    if name in _REGISTRY:
+        return _REGISTRY[name]
+    if name not in BUILTINS:
+        return None
+    module, function = BUILTINS[name]
+    builder: Builder = getattr(importlib.import_module(module), function)
+    _REGISTRY[name] = builder
+    return builder
 
 
 def build_backbone(name: str, config: dict[str, Any] | None = None,
@@ -71,50 +82,19 @@ def build_backbone(name: str, config: dict[str, Any] | None = None,
     CheckpointError
         If ``weights`` cannot be read or does not match the model.
     """
-    _load_builtins()
-    if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
+    builder = _builder(name)
+    if builder is None:
+        names = available_backbones()
+        close = difflib.get_close_matches(name, names, n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise BackboneError(f"unknown backbone {name!r}{hint}; choose one of {', '.join(sorted(_REGISTRY))}")
-    model = _REGISTRY[name](dict(config or {}))
+        raise BackboneError(f"unknown backbone {name!r}{hint}; choose one of {', '.join(names)}")
+    model = builder(dict(config or {}))
     if weights is not None:
         loader = getattr(model, "load_checkpoint", None)
         if callable(loader):  # published models: their checkpoint layouts (.pt/.pth or safetensors)
             loader(weights)
         else:
-            from edge_bridge.models.io import load_weights
+            from edge_bridge.models.checkpoints import load_weights
 
             load_weights(model, weights)
     return model
-
-
-def config_from_dict(cls: type[C], data: dict[str, Any], *, what: str) -> C:
-    """Build config dataclass ``cls`` from ``data``: unknown keys warn, wrong types raise."""
-    if not isinstance(data, dict):
-        raise BackboneError(f"{what} config must be a mapping, got {type(data).__name__}")
-    known = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(data) - set(known))
-    if unknown:
-        warnings.warn(f"{what} config has keys this version does not know: {unknown}; they are ignored "
-                      "(written by a newer edge-bridge? upgrade to use them)", stacklevel=3)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
-        if key not in known:
-            continue
-        default = getattr(cls, key, None)
-        if isinstance(default, tuple):
-            if not isinstance(value, list | tuple):
-                raise BackboneError(f"{what} config {key!r} must be a list, got {value!r}")
-            value = tuple(value)
-        elif isinstance(default, bool):
-            if not isinstance(value, bool):
-                raise BackboneError(f"{what} config {key!r} must be true or false, got {value!r}")
-        elif isinstance(default, int):
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise BackboneError(f"{what} config {key!r} must be an integer, got {value!r}")
-        elif isinstance(default, float):
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise BackboneError(f"{what} config {key!r} must be a number, got {value!r}")
-            value = float(value)
-        kwargs[key] = value
-    return cls(**kwargs)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from edge_bridge.models.backbone import Backbone, BackboneError
-from edge_bridge.models.registry import config_from_dict, register_backbone
+from edge_bridge.models.config import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,5 @@ class ResNet1d(Backbone):
         return "bcl"
 
 
-@register_backbone("resnet1d")
 def build_resnet1d(config: dict[str, Any]) -> Backbone:
     return ResNet1d(config)

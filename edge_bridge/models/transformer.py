@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edge_bridge.models.backbone import Backbone, BackboneError
-from edge_bridge.models.registry import config_from_dict, register_backbone
+from edge_bridge.models.config import config_from_dict
 
 
 @dataclass(frozen=True)
@@ -146,6 +146,5 @@ class PatchTransformer(Backbone):
         return "btd"
 
 
-@register_backbone("transformer")
 def build_transformer(config: dict[str, Any]) -> Backbone:
     return PatchTransformer(config)
