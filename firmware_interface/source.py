@@ -99,6 +99,11 @@ class SourceStats:
         Frames thrown away by the decoder (bad CRC, impossible header, torn); frame devices only.
     overflow : int
         Samples overwritten in our buffer before ``read()`` returned them (the consumer is too slow).
+    duplicate_timestamps, nonfinite_timestamps : int
+        Samples whose timestamp equals the one before, or is NaN or infinite.
+    package_out_of_order, package_repeats, package_nonfinite : int
+        Package numbers (BrainFlow boards) that step backwards, repeat the one before, or are NaN/infinite.
+        A repeat is normal on boards that send several samples per package; the others are not.
     """
 
     samples: int = 0
@@ -108,6 +113,11 @@ class SourceStats:
     reconnects: int = 0
     rejected: int = 0
     overflow: int = 0
+    duplicate_timestamps: int = 0
+    nonfinite_timestamps: int = 0
+    package_out_of_order: int = 0
+    package_repeats: int = 0
+    package_nonfinite: int = 0
 
 
 class Source(abc.ABC):
@@ -151,6 +161,11 @@ class Source(abc.ABC):
     @property
     def finished(self) -> bool:
         """True once a finite source (a playback file) has delivered everything."""
+        return False
+
+    @property
+    def finite(self) -> bool:
+        """True for a source that ends (a playback file): silence means its end, never a lost device."""
         return False
 
     def __enter__(self) -> Source:
@@ -232,6 +247,7 @@ class StreamingSource(Source):
         self._last_reason = "unknown"
         self._gaps_logged = 0
         self._gaps_logged_at = -1e9
+        self._ended = False  # a finite source went quiet: the end of its data
 
     # --- hooks ------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -261,6 +277,7 @@ class StreamingSource(Source):
             return
         self._stop_event.clear()
         self._failure = None
+        self._ended = False
         self._open()
         self._connected = True
         capacity = max(int(np.ceil(self.sampling_rate * self.buffer_seconds)), 1)
@@ -292,12 +309,18 @@ class StreamingSource(Source):
         return self._connected
 
     @property
+    def finished(self) -> bool:
+        return self._ended
+
+    @property
     def stats(self) -> SourceStats:
         with self._lock:
             out = dataclasses.replace(self._stats)
         if self._buffer is not None:
             out.overflow = self._buffer.overflow
             out.out_of_order = self._buffer.out_of_order
+            out.duplicate_timestamps = self._buffer.duplicates
+            out.nonfinite_timestamps = self._buffer.nonfinite
         return out
 
     def read(self) -> Chunk:
@@ -360,6 +383,9 @@ class StreamingSource(Source):
             try:
                 got = self._poll()
             except Exception as exc:  # any device failure: log it and reconnect, never kill the thread
+                if self.finite:  # reopening a file replays it from the start: fail instead
+                    self._fail(f"{self.name}: reading failed ({type(exc).__name__}: {exc})")
+                    break
                 self._lost(f"{type(exc).__name__}: {exc}")
                 continue
             now = time.monotonic()
@@ -370,6 +396,9 @@ class StreamingSource(Source):
             elif self.finished:
                 last_data = now
             elif now - last_data > grace:
+                if self.finite:  # a file that went quiet has ended; a live device that did is lost
+                    self._end_of_data(now - last_data)
+                    break
                 self._lost(f"no data for {now - last_data:.1f} s")
                 continue
             if not self._poll_blocks:
@@ -392,6 +421,26 @@ class StreamingSource(Source):
             logger.warning("%s: %d new gap(s) in the stream; %d gap(s), %d sample(s) lost so far",
                            self.name, gaps - self._gaps_logged, gaps, lost)
             self._gaps_logged, self._gaps_logged_at = gaps, now
+
+    def _fail(self, message: str) -> None:
+        logger.error("%s", message)
+        with self._lock:
+            self._failure = SourceError(message)
+
+    def _end_of_data(self, quiet: float) -> None:
+        """A finite source delivered nothing for ``quiet`` seconds: its data ended (or never began).
+
+        Never a reconnect: reopening a playback file starts it over, which would replay samples already
+        seen and count the replay as lost samples.
+        """
+        with self._lock:
+            samples = self._stats.samples
+        if samples == 0:
+            self._fail(f"{self.name}: delivered no sample in {quiet:.1f} s; check that the file is a "
+                       "BrainFlow CSV of its master board (edge-bridge convert writes one)")
+            return
+        logger.info("%s: no more data after %d sample(s): end of the recording", self.name, samples)
+        self._ended = True
 
     def _lost(self, reason: str) -> None:
         logger.warning("%s: connection lost (%s); reconnecting with back-off", self.name, reason)
@@ -462,8 +511,11 @@ def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
     return kind, target.strip(), options
 
 
-def open_source(spec: str, *, profile: Any = None, **kwargs: Any) -> Source:
+def open_source(spec: str, *, profile: Any = None, verbose: bool | None = None, **kwargs: Any) -> Source:
     """A source from a spec string (see the module docstring); not started yet.
+
+    Every kind takes the same options (``profile``, ``verbose`` and the reader-thread settings), so a caller
+    such as ``deploy`` never needs to know which kind the user's spec names.
 
     Parameters
     ----------
@@ -472,6 +524,9 @@ def open_source(spec: str, *, profile: Any = None, **kwargs: Any) -> Source:
         ``"tcp:127.0.0.1:5555"``, ``"serial:/dev/ttyACM0,baud=921600"``; ``profile=FILE`` works with all.
     profile : DeviceProfile or path, optional
         Overrides a ``profile=`` option.
+    verbose : bool, optional
+        BrainFlow boards: turn BrainFlow's native logger on (True) or off (False). Frame devices have no
+        native logger (their diagnostics are Python log records), so they accept it and ignore it.
     **kwargs
         Passed to the source class (``hop``, ``stall_timeout``, ``max_reconnects`` ...).
 
@@ -489,12 +544,12 @@ def open_source(spec: str, *, profile: Any = None, **kwargs: Any) -> Source:
             if options:
                 raise ProfileError(f"the synthetic board takes no options except profile=, "
                                    f"got {sorted(options)}")
-            return BrainFlowSource("SYNTHETIC_BOARD", profile=profile, **kwargs)
+            return BrainFlowSource("SYNTHETIC_BOARD", profile=profile, verbose=verbose, **kwargs)
         if kind == "playback":
             loop = options.pop("loop", "false").lower() in ("1", "true", "yes")
             return BrainFlowSource.playback(target, loop=loop, master_board=options.pop("master_board", None),
-                                            profile=profile, **kwargs)
-        return BrainFlowSource(target, options, profile=profile, **kwargs)
+                                            profile=profile, verbose=verbose, **kwargs)
+        return BrainFlowSource(target, options, profile=profile, verbose=verbose, **kwargs)
 
     from firmware_interface.frame_source import FrameSource
     from firmware_interface.transports import SerialTransport, TcpTransport
@@ -505,13 +560,14 @@ def open_source(spec: str, *, profile: Any = None, **kwargs: Any) -> Source:
             raise ProfileError(f"tcp source must look like tcp:HOST:PORT with a port 1..65535, got {spec!r}")
         if options:
             raise ProfileError(f"tcp sources take only profile=, got {sorted(options)}")
-        return FrameSource(TcpTransport(host.strip("[]"), int(port)), profile=profile, **kwargs)
+        return FrameSource(TcpTransport(host.strip("[]"), int(port)), profile=profile, verbose=verbose,
+                           **kwargs)
     baud = options.pop("baud", "115200")
     if options:
         raise ProfileError(f"serial sources take baud= and profile= only, got {sorted(options)}")
     if not baud.isdigit():
         raise ProfileError(f"baud must be an integer (e.g. 115200), got {baud!r}")
-    return FrameSource(SerialTransport(target, int(baud)), profile=profile, **kwargs)
+    return FrameSource(SerialTransport(target, int(baud)), profile=profile, verbose=verbose, **kwargs)
 
 
 def concat_chunks(chunks: Sequence[Chunk]) -> Chunk:
