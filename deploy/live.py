@@ -163,6 +163,8 @@ class LabelTrack:
 
 
 def _edf_header(path: Path) -> bool:
+    if not path.is_file():  # a FIFO or device would block the read
+        return False
     try:
         with open(path, "rb") as fh:
             return fh.read(8) == b"0       "

@@ -75,8 +75,18 @@ class SequenceTracker:
         report = SequenceReport()
         finite = np.isfinite(raw)
         if not finite.all():
+            # a NaN package number says nothing about loss: the sample did arrive, so it stands for the
+            # number after the one before it (counted, never a gap)
             self.nonfinite += int((~finite).sum())
-            raw = raw[finite]
+            raw = raw.copy()
+            known = np.ones(raw.size, dtype=bool)
+            for i in np.flatnonzero(~finite):
+                prev = raw[i - 1] if i > 0 and known[i - 1] else (self.last if i == 0 else None)
+                if prev is None:
+                    known[i] = False
+                else:
+                    raw[i] = prev + 1
+            raw = raw[known]
         values = raw.astype(np.int64)
         if values.size == 0:
             return report

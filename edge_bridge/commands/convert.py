@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,6 +74,8 @@ def is_edf(path: Path) -> bool:
     """EDF by suffix, or by its header: EDF and EDF+ files start with ``"0"`` and seven spaces."""
     if path.suffix.lower() in EDF_SUFFIXES:
         return True
+    if not path.is_file():  # never open a FIFO or a device to look: that can block forever
+        return False
     try:
         with open(path, "rb") as fh:
             return fh.read(8) == b"0       "
@@ -106,9 +109,37 @@ def _strict_numbers(path: Path) -> np.ndarray:
     try:
         return np.loadtxt(path, delimiter="\t", dtype=np.float64, ndmin=2, comments=None, encoding="utf-8")
     except (ValueError, UnicodeDecodeError) as exc:
-        text = str(exc).replace("\n", " ")
-        raise RecordingError(f"{path}: not a BrainFlow CSV of numbers: {text}; fix that line or convert the "
+        text = str(exc).replace("\n", " ").rstrip(".")
+        where = re.search(r"at row (\d+), column (\d+)", text)
+        if where:  # numpy counts rows from 0 and columns from 1; people count lines from 1
+            line, column = int(where.group(1)) + 1, int(where.group(2))
+            text = text[: where.start()].rstrip() + f" (field {column})"
+            raise RecordingError(f"{path}, line {line}: not a number: {text}; fix that line or convert the "
+                                 "recording again with `edge-bridge convert`") from None
+        raise RecordingError(f"{path}: not a BrainFlow CSV of numbers: {text}; fix the file or convert the "
                              "recording again with `edge-bridge convert`") from None
+
+
+def read_csv_checked(path: Path) -> Any:
+    """:func:`~edge_bridge.recordings.read_brainflow_csv`, with errors that name the file's line.
+
+    The reader counts samples from 0 and leaves BrainFlow's parse errors without a place; a person opening
+    the file counts lines from 1, so both are said that way here.
+    """
+    from edge_bridge.recordings import read_brainflow_csv
+
+    try:
+        rec = read_brainflow_csv(path)
+    except RecordingError as exc:
+        if "BrainFlow cannot read it" in str(exc):
+            _strict_numbers(path)  # says which line and column BrainFlow choked on
+        text = str(exc)
+        sample = re.search(r"\bsample (\d+)\b", text)
+        if sample is None:
+            raise
+        line = int(sample.group(1)) + 1
+        raise RecordingError(f"{path}, line {line}: " + text.removeprefix(f"{path}: ")) from None
+    return rec
 
 
 def check_playback_csv(path: str | os.PathLike[str], *, window_s: float | None = None,
@@ -130,15 +161,15 @@ def check_playback_csv(path: str | os.PathLike[str], *, window_s: float | None =
     RecordingError
         Naming the file and, where it applies, the line (1-based) at fault.
     """
-    from edge_bridge.recordings import read_brainflow_csv
     from firmware_interface import _brainflow as bf
 
+    bf.ensure_quiet()  # BrainFlow's own logger would add its lines to the one-line error
     path = Path(path)
     check_path(path)
     if is_edf(path):
         raise RecordingError(f"{path}: is EDF, not a BrainFlow CSV; convert it with `edge-bridge convert "
                              f"{path} -o FILE.csv` (deploy --source playback: converts EDF+ by itself)")
-    rec = read_brainflow_csv(path)
+    rec = read_csv_checked(path)
     side = rec.meta.get("sidecar")
     sidecar = json.loads(Path(side).read_text(encoding="utf-8")) if side else {}
     data = _strict_numbers(path).T  # (rows, samples), like the board's array
@@ -255,7 +286,12 @@ def convert_recording(src: str | os.PathLike[str], out: str | os.PathLike[str], 
 
     src, out = Path(src), Path(out)
     check_path(src)
-    rec = read_edf(src) if is_edf(src) and src.suffix.lower() != ".rec" else read_recording(src)
+    if is_edf(src) and src.suffix.lower() != ".rec":
+        rec = read_edf(src)
+    elif src.suffix.lower() == ".csv" or src.suffix.lower() not in (".pkl", ".rec"):
+        rec = read_csv_checked(src)
+    else:
+        rec = read_recording(src)
     chans = pick_channels(rec, str(src), names=names, modality=modality)
     n = min(len(c.data) for c in chans)
     start = rec.start_time.timestamp() if rec.start_time is not None else None

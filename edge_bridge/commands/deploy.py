@@ -114,7 +114,7 @@ def run(args: argparse.Namespace) -> int:
                  f"BrainFlow's playback board ({csv})")
         else:
             spec = args.source
-        spec, labels_path, open_options = _recorded_input(spec, labels_path, m.target, scratch)
+        spec, labels_path, open_options, file_counts = _recorded_input(spec, labels_path, m.target, scratch)
         labels = LabelTrack.load(labels_path) if labels_path is not None else None
 
         from firmware_interface import open_source
@@ -141,6 +141,8 @@ def run(args: argparse.Namespace) -> int:
             summary = pipe.run()
         except FirmwareError as exc:  # the source failed for good (reconnects ran out, or a file ended bad)
             raise EdgeBridgeError(f"--source {spec}: {exc}") from None
+        for key, count in file_counts.items():  # the playback board stamps samples anew: count the file's
+            setattr(summary, key, getattr(summary, key) + count)
     finally:
         runner.close()
         scratch.cleanup()
@@ -157,11 +159,14 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _recorded_input(spec: str, labels: Path | None, target: Any,
-                    scratch: tempfile.TemporaryDirectory[str]) -> tuple[str, Path | None, dict[str, Any]]:
+                    scratch: tempfile.TemporaryDirectory[str],
+                    ) -> tuple[str, Path | None, dict[str, Any], dict[str, int]]:
     """Check a recording before it streams; EDF+ goes through a temporary BrainFlow CSV.
 
     Returns the spec to open, the labels to score with (``--labels``, else the EDF+ annotations or the
-    ``FILE.labels.json`` beside a CSV) and options for ``open_source``. A playback's stall timeout covers
+    ``FILE.labels.json`` beside a CSV), options for ``open_source`` and counts for the summary that only
+    the file shows (BrainFlow's playback board stamps samples with the host clock as it replays them, so
+    duplicate timestamps in the file are counted here). A playback's stall timeout covers
     its longest timestamp step, because BrainFlow's playback board sleeps out every step and a quiet
     file means its end.
     """
@@ -175,7 +180,7 @@ def _recorded_input(spec: str, labels: Path | None, target: Any,
     except FirmwareError as exc:
         raise EdgeBridgeError(f"--source: {exc}") from None
     if kind != "playback":
-        return spec, labels, {}
+        return spec, labels, {}, {}
     path = Path(target_file)
     if is_edf(path):
         from edge_bridge.commands.convert import check_path
@@ -190,10 +195,18 @@ def _recorded_input(spec: str, labels: Path | None, target: Any,
     elif labels is None:
         guess = labels_path(path)
         labels = guess if guess.is_file() else None
-    checked = check_playback_csv(path, window_s=target.window_s)
+    try:
+        checked = check_playback_csv(path, window_s=target.window_s)
+    except EdgeBridgeError as exc:
+        if path == Path(target_file):
+            raise
+        # the temporary CSV means nothing to the user: name the EDF+ they gave
+        raise EdgeBridgeError(str(exc).replace(str(path), f"{target_file} (as converted for playback)")) \
+            from None
     if checked.notes:
         _say(f"source: {path}: " + "; ".join(checked.notes))
-    return spec, labels, {"stall_timeout": max(3.0, checked.max_step_s + 2.0)}
+    return (spec, labels, {"stall_timeout": max(3.0, checked.max_step_s + 2.0)},
+            {"duplicate_timestamps": checked.duplicate_timestamps})
 
 
 def _summary_json(summary: Any, args: argparse.Namespace) -> dict[str, Any]:
