@@ -118,6 +118,8 @@ class LabelTrack:
         and ``BAD...`` spans are not.
         """
         path = Path(path)
+        if path.is_dir():
+            raise LiveError(f"{path}: is a directory; --labels takes a label sidecar (JSON) or an EDF+ file")
         if path.suffix.lower() in EDF_SUFFIXES or _edf_header(path):
             return cls._from_edf(path)
         try:

@@ -142,6 +142,31 @@ def read_csv_checked(path: Path) -> Any:
     return rec
 
 
+def check_text(path: Path) -> None:
+    """A BrainFlow CSV is tab-separated ASCII: say so plainly for a binary file or another kind of CSV.
+
+    Without this, random bytes read as "truncated: the last line ends without a newline" and a
+    comma-separated file as a one-row array, which send the user looking in the wrong place.
+    """
+    with open(path, "rb") as fh:
+        head = fh.read(1 << 16)
+    text: str | None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as exc:  # a character cut at the end of the 64 KiB sample is fine
+        text = None if exc.start < len(head) - 4 else head[: exc.start].decode("utf-8")
+    if text is None or "\x00" in text:
+        raise RecordingError(f"{path}: binary data, not a BrainFlow CSV (tab-separated text, one sample per "
+                             "line); for EDF+ or other recordings use `edge-bridge convert`")
+    first = text.split("\n", 1)[0]
+    if text.startswith("\ufeff"):
+        raise RecordingError(f"{path}, line 1: starts with a byte-order mark, which BrainFlow cannot parse; "
+                             "save the file as plain UTF-8/ASCII or convert the recording again")
+    if "\t" not in first and ("," in first or ";" in first):
+        raise RecordingError(f"{path}, line 1: comma- or semicolon-separated, but a BrainFlow CSV is "
+                             "tab-separated; convert the recording with `edge-bridge convert`")
+
+
 def check_playback_csv(path: str | os.PathLike[str], *, window_s: float | None = None,
                        master_board: str | int | None = None) -> CheckedCsv:
     """Check a BrainFlow CSV before BrainFlow's playback board streams it; raise one clear line if it is bad.
@@ -169,6 +194,7 @@ def check_playback_csv(path: str | os.PathLike[str], *, window_s: float | None =
     if is_edf(path):
         raise RecordingError(f"{path}: is EDF, not a BrainFlow CSV; convert it with `edge-bridge convert "
                              f"{path} -o FILE.csv` (deploy --source playback: converts EDF+ by itself)")
+    check_text(path)
     rec = read_csv_checked(path)
     side = rec.meta.get("sidecar")
     sidecar = json.loads(Path(side).read_text(encoding="utf-8")) if side else {}

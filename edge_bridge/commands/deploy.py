@@ -65,7 +65,7 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploy.live import LabelTrack, LiveConfig, LivePipeline
+    from deploy.live import LabelTrack, LiveConfig, LiveError, LivePipeline
     from deploy.runtime import CompositeRunner
     from deploy.sinks import make_sinks
     from edge_bridge.bundle import Bundle
@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
                  f"BrainFlow's playback board ({csv})")
         else:
             spec = args.source
+        given = spec
         spec, labels_path, open_options, file_counts = _recorded_input(spec, labels_path, m.target, scratch)
         labels = LabelTrack.load(labels_path) if labels_path is not None else None
 
@@ -130,6 +131,10 @@ def run(args: argparse.Namespace) -> int:
         sinks = make_sinks(args.out, lsl=args.lsl, classes=list(m.classes), rate=1.0 / m.target.hop_s)
         try:
             pipe = LivePipeline(runner, source, sinks, config, labels)
+        except LiveError as exc:  # the source does not deliver what the model needs: name the source
+            for sink in sinks:
+                sink.close()
+            raise LiveError(f"--source {given}: {exc}") from None
         except BaseException:
             for sink in sinks:
                 sink.close()

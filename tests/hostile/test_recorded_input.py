@@ -340,6 +340,65 @@ def _edf_bad_header_field(d: Path) -> Path:
     return path
 
 
+def _crlf(d: Path) -> Path:  # edited on Windows: BrainFlow and numpy both read "\r\n" lines; valid
+    csv = good_csv(d, seconds=5.0)
+    csv.write_bytes(csv.read_bytes().replace(b"\n", b"\r\n"))
+    return csv
+
+
+def _bom(d: Path) -> Path:
+    csv = good_csv(d)
+    csv.write_bytes(b"\xef\xbb\xbf" + csv.read_bytes())
+    return csv
+
+
+def _gzip(d: Path) -> Path:  # a compressed recording under its old name
+    import gzip
+
+    csv = good_csv(d)
+    csv.write_bytes(gzip.compress(csv.read_bytes()))
+    return csv
+
+
+def _sidecar_is_list(d: Path) -> Path:
+    csv = good_csv(d)
+    Path(f"{csv}.json").write_text("[]")
+    return csv
+
+
+def _sidecar_unknown_modality(d: Path) -> Path:
+    csv = good_csv(d)
+    side = _side(csv)
+    side["channels"][0]["modality"] = "telepathy"
+    Path(f"{csv}.json").write_text(json.dumps(side))
+    return csv
+
+
+def _sidecar_is_directory(d: Path) -> Path:
+    csv = good_csv(d)
+    Path(f"{csv}.json").unlink()
+    Path(f"{csv}.json").mkdir()
+    return csv
+
+
+def _edf_named_csv_truncated(d: Path) -> Path:  # EDF under a .csv name is found by its header
+    path = edf(d, name="rec.csv")
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 100])
+    return path
+
+
+def _labels_missing(d: Path) -> Path:
+    return good_csv(d)
+
+
+def _labels_edf_truncated(d: Path) -> Path:
+    path = edf(d, name="labels.edf")
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) - 50])
+    return good_csv(d)
+
+
 def _labels_broken(d: Path) -> Path:
     csv = good_csv(d)
     Path(f"{csv}.labels.json").write_text('{"annotations": [{"onset": "soon"}]}')
@@ -395,12 +454,24 @@ CASES = [
     Case("edf-wrong-rate", _edf_wrong_rate),
     Case("edf-too-short", _edf_too_short),
     Case("edf-bad-header-field", _edf_bad_header_field),
+    Case("byte-order-mark", _bom, line=1),
+    Case("gzip-compressed", _gzip),
+    Case("sidecar-is-a-list", _sidecar_is_list),
+    Case("sidecar-unknown-modality", _sidecar_unknown_modality),
+    Case("sidecar-is-a-directory", _sidecar_is_directory),
+    Case("edf-named-csv-truncated", _edf_named_csv_truncated),
+    Case("labels-file-missing", _labels_missing, args=("--labels", "no-such-labels.json")),
+    Case("labels-file-is-a-directory", _labels_missing, args=("--labels", ".")),
+    Case("labels-edf-truncated", _labels_edf_truncated, args=("--labels", "labels.edf")),
     Case("labels-sidecar-broken", _labels_broken),
     Case("labels-sidecar-nan-onset", _labels_nan),
 ]
 #: names the error line must contain instead of the recording (the culprit is another file)
 CULPRIT = {"labels-sidecar-broken": ".labels.json", "labels-sidecar-nan-onset": ".labels.json",
-           "sidecar-not-json": ".csv.json"}
+           "sidecar-not-json": ".csv.json", "sidecar-is-a-list": ".csv.json",
+           "sidecar-unknown-modality": ".csv.json", "sidecar-is-a-directory": ".csv.json",
+           "labels-file-missing": "no-such-labels.json", "labels-file-is-a-directory": "--labels",
+           "labels-edf-truncated": "labels.edf"}
 #: refused only after the stream opened (the rate is the source's, checked against the model)
 NOT_A_FILE_ERROR = {"edf-wrong-rate"}
 
@@ -493,6 +564,7 @@ VALID = {
     "plain": lambda d: good_csv(d, seconds=5.0),
     "duplicates-and-nan-package-numbers": _dup_ts_and_nan_package,
     "edf-with-labels": lambda d: edf(d, seconds=5.0),
+    "crlf-line-endings": _crlf,
 }
 
 
