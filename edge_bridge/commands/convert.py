@@ -20,6 +20,7 @@ Examples:
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import math
@@ -320,7 +321,10 @@ def convert_recording(src: str | os.PathLike[str], out: str | os.PathLike[str], 
         rec = read_recording(src)
     chans = pick_channels(rec, str(src), names=names, modality=modality)
     n = min(len(c.data) for c in chans)
-    start = rec.start_time.timestamp() if rec.start_time is not None else None
+    start = None
+    if rec.start_time is not None:  # EDF has no time zone: a naive start is UTC, as the CSV reader takes it
+        t = rec.start_time
+        start = (t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t).timestamp()
     if start is not None and not start > 0:
         start = None  # the playback board paces only between positive timestamps
     try:

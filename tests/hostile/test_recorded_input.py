@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from edge_bridge.cli import main
 from tests.deploy.conftest import build_bundle, ppg_like
@@ -603,3 +605,37 @@ def test_valid_recordings_stream_to_the_end(bundle, sentinel):
             assert s["straddling"] == 2 and s["labelled"] == 0, s
     # (a native library keeps a session id in $TMPDIR/.ses; ours are edge-bridge-*)
     assert not list((sentinel / "tmp").glob("edge-bridge*")), "deploy left its converted EDF+ behind"
+
+
+# --- fuzzing the check ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fuzz_base(tmp_path_factory) -> tuple[Path, bytes, str]:
+    folder = tmp_path_factory.mktemp("fuzz")
+    csv = good_csv(folder, seconds=5.0)
+    return csv, csv.read_bytes(), Path(f"{csv}.json").read_text()
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(edits=st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 40), st.binary(max_size=12)),
+                      min_size=1, max_size=4))
+def test_check_is_a_clear_yes_or_no_on_any_damage(fuzz_base, edits):
+    """Any splice of bytes into a good file: the check passes it or refuses it with a RecordingError that
+    names the file in one line; nothing else escapes, and a file it passes has a window's worth of samples."""
+    from edge_bridge.commands.convert import check_playback_csv
+    from edge_bridge.errors import RecordingError
+
+    csv, raw, side = fuzz_base
+    data = bytearray(raw)
+    for at, cut, insert in edits:
+        at %= len(data) + 1
+        data[at:at + cut] = insert
+    target = csv.with_name("fuzzed.csv")
+    target.write_bytes(bytes(data))
+    Path(f"{target}.json").write_text(side)
+    try:
+        checked = check_playback_csv(target, window_s=4.0)
+    except RecordingError as exc:
+        text = str(exc)
+        assert "\n" not in text and target.name in text, text
+        return
+    assert checked.samples >= 256 and checked.rate == RATE
