@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             source = open_source(spec, verbose=True if args.verbose else None, **open_options)
         except FirmwareError as exc:
-            raise EdgeBridgeError(f"--source {spec}: {exc}") from None
+            raise EdgeBridgeError(f"--source {given}: {exc}") from None
         config = LiveConfig(smoothing=args.smoothing, alpha=args.alpha, majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
                             adapt_rate=args.adapt_rate)
@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             summary = pipe.run()
         except FirmwareError as exc:  # the source failed for good (reconnects ran out, or a file ended bad)
-            raise EdgeBridgeError(f"--source {spec}: {exc}") from None
+            raise EdgeBridgeError(f"--source {given}: {exc}") from None
         for key, count in file_counts.items():  # the playback board stamps samples anew: count the file's
             setattr(summary, key, getattr(summary, key) + count)
     finally:
