@@ -103,6 +103,23 @@ def test_convert_writes_a_playback_file_its_sidecar_and_labels(tmp_path, capsys)
     assert main(["convert", str(rec), "-o", str(tmp_path / "x.txt")]) == 2
 
 
+def test_convert_makes_a_host_side_csv_playable(tmp_path, capsys):
+    """write_brainflow_csv's compact layout is refused for playback (wrong rows) and converts cleanly."""
+    from edge_bridge.commands.convert import check_playback_csv
+    from edge_bridge.errors import RecordingError
+    from edge_bridge.recordings import write_brainflow_csv
+
+    compact = write_brainflow_csv(Recording([Channel("PPG", ppg_like(6), 64.0, "ppg", "au")], []),
+                                  tmp_path / "compact.csv")
+    with pytest.raises(RecordingError, match="edge-bridge convert"):
+        check_playback_csv(compact)
+    out = tmp_path / "playable.csv"
+    assert main(["convert", str(compact), "-o", str(out)]) == 0
+    checked = check_playback_csv(out, window_s=4.0)
+    assert checked.samples == 384 and checked.rate == 64.0
+    assert not Path(f"{out}.labels.json").exists()  # no labelled span, no labels file
+
+
 def test_playback_of_converted_and_of_edf_reports_straddling_windows(bundle_dir, tmp_path):
     """Both ways of playing an EDF+ (converted first, or directly) score the same windows the same way."""
     rec = _edf(tmp_path / "S02.edf", 6, [(0, 4, "baseline"), (4, 2, "stress")])

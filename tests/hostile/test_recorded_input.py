@@ -390,6 +390,13 @@ def _edf_named_csv_truncated(d: Path) -> Path:  # EDF under a .csv name is found
     return path
 
 
+def _compact_layout(d: Path) -> Path:  # the host-side writer's layout: a fine recording, not a playback file
+    from edge_bridge.recordings import Channel, Recording, write_brainflow_csv
+
+    rec = Recording([Channel("PPG", ppg_like(6.0, RATE), RATE, "ppg", "au")], [])
+    return write_brainflow_csv(rec, d / "compact.csv")
+
+
 def _labels_missing(d: Path) -> Path:
     return good_csv(d)
 
@@ -448,6 +455,7 @@ CASES = [
     Case("sidecar-zero-rate", _sidecar_zero_rate),
     Case("sidecar-unknown-board", _sidecar_unknown_board),
     Case("sidecar-other-master-board", _other_master_board),
+    Case("not-a-master-board-layout", _compact_layout),
     Case("edf-truncated", _edf_truncated),
     Case("edf-header-only", _edf_header_only),
     Case("edf-not-edf", _edf_garbage),
@@ -540,16 +548,20 @@ def test_refusals_in_a_real_process(bundle, sentinel):
     """A few cases as the shell runs them: a separate process, its own stderr, no traceback."""
     picks = {c.name: c for c in CASES}
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[2]), *sys.path])}
+    runs = []
     for name in ("wrong-width-block", "file-of-empty-lines", "nan-timestamp", "edf-truncated"):
         case = picks[name]
         folder = sentinel / name
         folder.mkdir()
         target = case.make(folder)
-        t0 = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "edge_bridge.cli", "deploy", "--bundle", str(bundle),
-                               "--source", f"playback:{target}", "--duration", "60"], capture_output=True,
-                              text=True, timeout=60, env=env, cwd=sentinel)
-        _check_refusal(case, target, proc.returncode, proc.stderr, time.monotonic() - t0)
+        proc = subprocess.Popen([sys.executable, "-m", "edge_bridge.cli", "deploy", "--bundle", str(bundle),
+                                 "--source", f"playback:{target}", "--duration", "60"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=sentinel)
+        runs.append((case, target, proc, time.monotonic()))
+    for case, target, proc, t0 in runs:  # side by side: the slow part is starting Python
+        _out, err = proc.communicate(timeout=60)
+        _check_refusal(case, target, proc.returncode, err, time.monotonic() - t0)
 
 
 # --- valid recordings still stream ------------------------------------------------------------------------
