@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "inspect": "inspect",
     "record": "record",
     "emulate": "emulate",
+    "convert": "convert",
     "pretrain": "pretrain",
     "fit-source": "fit_source",
     "select": "select",

@@ -192,8 +192,14 @@ class BrainFlowSource(StreamingSource):
         return list(self._channels)
 
     @property
+    def finite(self) -> bool:
+        return self.is_playback and not self.loop
+
+    @property
     def finished(self) -> bool:
-        return self.is_playback and not self.loop and self._delivered >= self._file_samples
+        # the line count is exact for a checked file; the playback board going quiet (``_ended``) covers
+        # lines BrainFlow skipped, so a file never waits for samples that will not come
+        return self.finite and (self._ended or self._delivered >= self._file_samples)
 
     def insert_marker(self, value: float) -> None:
         """Write ``value`` into the marker row of the next sample (BrainFlow's ``insert_marker``)."""
@@ -255,6 +261,10 @@ class BrainFlowSource(StreamingSource):
         if self.package_num_row is not None:
             report = self._tracker.update(data[self.package_num_row])
             gaps, lost = report.gaps, report.lost
+            with self._lock:
+                self._stats.package_out_of_order = self._tracker.out_of_order
+                self._stats.package_repeats = self._tracker.repeats
+                self._stats.package_nonfinite = self._tracker.nonfinite
             if report.lost:
                 logger.debug("%s: %d gap(s) in the package numbers, %d sample(s) lost", self.name,
                                report.gaps, report.lost)

@@ -56,6 +56,8 @@ class SequenceTracker:
         self.gaps = 0
         self.lost = 0
         self.out_of_order = 0
+        self.repeats = 0  # steps of 0 (normal on boards that send several samples per package)
+        self.nonfinite = 0  # NaN or infinite values, left out of the counting
 
     def reset(self) -> None:
         """Forget the last value (after a reconnect the counter restarts; that is not a gap)."""
@@ -69,8 +71,23 @@ class SequenceTracker:
 
     def update(self, seq: np.ndarray) -> SequenceReport:
         """Feed the next counter values in arrival order; returns this batch's counts (also accumulated)."""
-        values = np.asarray(seq).astype(np.int64, copy=False).ravel()
+        raw = np.asarray(seq, dtype=np.float64).ravel()
         report = SequenceReport()
+        finite = np.isfinite(raw)
+        if not finite.all():
+            # a NaN package number says nothing about loss: the sample did arrive, so it stands for the
+            # number after the one before it (counted, never a gap)
+            self.nonfinite += int((~finite).sum())
+            raw = raw.copy()
+            known = np.ones(raw.size, dtype=bool)
+            for i in np.flatnonzero(~finite):
+                prev = raw[i - 1] if i > 0 and known[i - 1] else (self.last if i == 0 else None)
+                if prev is None:
+                    known[i] = False
+                else:
+                    raw[i] = prev + 1
+            raw = raw[known]
+        values = raw.astype(np.int64)
         if values.size == 0:
             return report
         if self.modulus is None:
@@ -86,6 +103,7 @@ class SequenceTracker:
             report.gaps = int(forward_gap.sum())
             report.lost = int((wrapped[forward_gap] - 1).sum())
             report.out_of_order = int(backward.sum())
+            self.repeats += int((steps == 0).sum())
         self.last = int(values[-1])
         self.gaps += report.gaps
         self.lost += report.lost
@@ -140,6 +158,8 @@ class RingBuffer:
         self.gaps = 0
         self.gap_samples = 0  # estimated samples missing inside timestamp gaps
         self.out_of_order = 0
+        self.duplicates = 0  # timestamps equal to the one before
+        self.nonfinite = 0  # NaN or infinite timestamps
         self.last_timestamp: float | None = None
 
     # --- writing ------------------------------------------------------------------------------------
@@ -186,12 +206,20 @@ class RingBuffer:
                                lost, self.overflow)
 
     def _check_timestamps(self, ts: np.ndarray) -> None:
+        bad = ~np.isfinite(ts)
+        if bad.any():  # counted, and left out of the step checks (a NaN step compares false anyway)
+            self.nonfinite += int(bad.sum())
+            logger.warning("%d non-finite timestamp(s) in a chunk of %d samples", int(bad.sum()), ts.size)
+            ts = ts[~bad]
+            if ts.size == 0:
+                return
         full = ts if self.last_timestamp is None else np.concatenate(([self.last_timestamp], ts))
         steps = np.diff(full)
         back = int((steps < 0).sum())
         if back:
             self.out_of_order += back
             logger.warning("%d out-of-order timestamp(s) in a chunk of %d samples", back, ts.size)
+        self.duplicates += int((steps == 0).sum())
         if self.rate is not None and steps.size:
             period = 1.0 / self.rate
             big = steps > self.gap_tolerance * period

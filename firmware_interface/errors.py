@@ -66,9 +66,10 @@ class BoardError(SourceError):
 
 
 def _exit_code_name(code: int) -> str:
+    # straight from brainflow, not from our _brainflow module (which imports this one): no import circle
     try:
-        from firmware_interface._brainflow import exit_code_name
+        from brainflow.exit_codes import BrainFlowExitCodes
 
-        return exit_code_name(code)
+        return BrainFlowExitCodes(code).name
     except Exception:  # an unknown code, or brainflow missing: the number alone still helps
         return "UNKNOWN"

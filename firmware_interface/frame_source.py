@@ -40,6 +40,9 @@ class FrameSource(StreamingSource):
         ``"board": "frames"``; ``row`` is the channel's index in the frame.
     first_frame_timeout : float
         Seconds ``start()`` waits for the first valid frame (it fixes rate and channels).
+    verbose : bool, optional
+        Accepted so that every source takes the same options (:func:`~firmware_interface.open_source`);
+        a frame device has no native logger to switch, its diagnostics are Python log records.
     **kwargs
         Reader-thread settings of :class:`~firmware_interface.source.StreamingSource`.
 
@@ -52,7 +55,8 @@ class FrameSource(StreamingSource):
     _poll_blocks = True
 
     def __init__(self, transport: Transport, *, profile: DeviceProfile | str | os.PathLike[str] | None = None,
-                 first_frame_timeout: float = 5.0, **kwargs: Any) -> None:
+                 first_frame_timeout: float = 5.0, verbose: bool | None = None, **kwargs: Any) -> None:
+        self.verbose = verbose
         self.transport = transport
         prof = load_profile(profile) if isinstance(profile, str | os.PathLike) else profile
         if prof is not None and prof.board.lower() != "frames":

@@ -143,6 +143,11 @@ def write_playback_file(channels: Sequence[tuple[str, str, str, np.ndarray]], ra
     write_json_atomic(sidecar_path(path), make_sidecar(
         board_id=board_id, board_name=bf.board_name(board_id), sampling_rate=rate, channels=infos,
         timestamp_row=ts_row, package_num_row=pkg_row, marker_row=marker_row, subject=subject))
-    bf.DataFilter.write_file(data, str(path), "w")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # atomic: a reader never sees half a file
+    try:
+        bf.DataFilter.write_file(data, str(tmp), "w")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     logger.info("wrote %s: %d samples of %d channel(s) at %g Hz", path, n, len(channels), rate)
     return path

@@ -8,7 +8,8 @@ consumer never blocks on the device and learns about trouble from the chunk (``r
 and from :attr:`Source.stats`; when the reconnect attempts run out, the next ``read()`` raises
 :class:`~firmware_interface.errors.SourceError` after handing over every sample that did arrive.
 
-Source specs (``open_source``)::
+Source specs (:func:`firmware_interface.factory.open_source`, which lives beside the source classes rather
+than in this base module so that no import goes in a circle)::
 
     synthetic                        BrainFlow's synthetic board
     playback:FILE                    BrainFlow's playback board on a BrainFlow CSV (sidecar FILE.json if any)
@@ -32,7 +33,6 @@ import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
 
 import numpy as np
 
@@ -99,6 +99,11 @@ class SourceStats:
         Frames thrown away by the decoder (bad CRC, impossible header, torn); frame devices only.
     overflow : int
         Samples overwritten in our buffer before ``read()`` returned them (the consumer is too slow).
+    duplicate_timestamps, nonfinite_timestamps : int
+        Samples whose timestamp equals the one before, or is NaN or infinite.
+    package_out_of_order, package_repeats, package_nonfinite : int
+        Package numbers (BrainFlow boards) that step backwards, repeat the one before, or are NaN/infinite.
+        A repeat is normal on boards that send several samples per package; the others are not.
     """
 
     samples: int = 0
@@ -108,6 +113,11 @@ class SourceStats:
     reconnects: int = 0
     rejected: int = 0
     overflow: int = 0
+    duplicate_timestamps: int = 0
+    nonfinite_timestamps: int = 0
+    package_out_of_order: int = 0
+    package_repeats: int = 0
+    package_nonfinite: int = 0
 
 
 class Source(abc.ABC):
@@ -151,6 +161,11 @@ class Source(abc.ABC):
     @property
     def finished(self) -> bool:
         """True once a finite source (a playback file) has delivered everything."""
+        return False
+
+    @property
+    def finite(self) -> bool:
+        """True for a source that ends (a playback file): silence means its end, never a lost device."""
         return False
 
     def __enter__(self) -> Source:
@@ -232,6 +247,7 @@ class StreamingSource(Source):
         self._last_reason = "unknown"
         self._gaps_logged = 0
         self._gaps_logged_at = -1e9
+        self._ended = False  # a finite source went quiet: the end of its data
 
     # --- hooks ------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -261,6 +277,7 @@ class StreamingSource(Source):
             return
         self._stop_event.clear()
         self._failure = None
+        self._ended = False
         self._open()
         self._connected = True
         capacity = max(int(np.ceil(self.sampling_rate * self.buffer_seconds)), 1)
@@ -292,12 +309,18 @@ class StreamingSource(Source):
         return self._connected
 
     @property
+    def finished(self) -> bool:
+        return self._ended
+
+    @property
     def stats(self) -> SourceStats:
         with self._lock:
             out = dataclasses.replace(self._stats)
         if self._buffer is not None:
             out.overflow = self._buffer.overflow
             out.out_of_order = self._buffer.out_of_order
+            out.duplicate_timestamps = self._buffer.duplicates
+            out.nonfinite_timestamps = self._buffer.nonfinite
         return out
 
     def read(self) -> Chunk:
@@ -360,6 +383,9 @@ class StreamingSource(Source):
             try:
                 got = self._poll()
             except Exception as exc:  # any device failure: log it and reconnect, never kill the thread
+                if self.finite:  # reopening a file replays it from the start: fail instead
+                    self._fail(f"{self.name}: reading failed ({type(exc).__name__}: {exc})")
+                    break
                 self._lost(f"{type(exc).__name__}: {exc}")
                 continue
             now = time.monotonic()
@@ -370,6 +396,9 @@ class StreamingSource(Source):
             elif self.finished:
                 last_data = now
             elif now - last_data > grace:
+                if self.finite:  # a file that went quiet has ended; a live device that did is lost
+                    self._end_of_data(now - last_data)
+                    break
                 self._lost(f"no data for {now - last_data:.1f} s")
                 continue
             if not self._poll_blocks:
@@ -392,6 +421,26 @@ class StreamingSource(Source):
             logger.warning("%s: %d new gap(s) in the stream; %d gap(s), %d sample(s) lost so far",
                            self.name, gaps - self._gaps_logged, gaps, lost)
             self._gaps_logged, self._gaps_logged_at = gaps, now
+
+    def _fail(self, message: str) -> None:
+        logger.error("%s", message)
+        with self._lock:
+            self._failure = SourceError(message)
+
+    def _end_of_data(self, quiet: float) -> None:
+        """A finite source delivered nothing for ``quiet`` seconds: its data ended (or never began).
+
+        Never a reconnect: reopening a playback file starts it over, which would replay samples already
+        seen and count the replay as lost samples.
+        """
+        with self._lock:
+            samples = self._stats.samples
+        if samples == 0:
+            self._fail(f"{self.name}: delivered no sample in {quiet:.1f} s; check that the file is a "
+                       "BrainFlow CSV of its master board (edge-bridge convert writes one)")
+            return
+        logger.info("%s: no more data after %d sample(s): end of the recording", self.name, samples)
+        self._ended = True
 
     def _lost(self, reason: str) -> None:
         logger.warning("%s: connection lost (%s); reconnecting with back-off", self.name, reason)
@@ -432,86 +481,6 @@ class StreamingSource(Source):
         with self._lock:
             self._failure = SourceError(message)
         return False
-
-
-# --- specs ------------------------------------------------------------------------------------------------
-def parse_spec(spec: str) -> tuple[str, str, dict[str, str]]:
-    """Split ``"board:CYTON_BOARD,serial_port=/dev/ttyUSB0"`` into (kind, target, options).
-
-    Raises
-    ------
-    ProfileError
-        For an unknown kind or a malformed option; the message lists the accepted forms.
-    """
-    forms = "synthetic, playback:FILE, board:NAME[,k=v...], tcp:HOST:PORT, serial:PORT[,baud=N]"
-    if not isinstance(spec, str) or not spec.strip():
-        raise ProfileError(f"source spec must be a non-empty string, one of: {forms}; got {spec!r}")
-    head, *opts = spec.strip().split(",")
-    kind, _, target = head.partition(":")
-    kind = kind.strip().lower()
-    if kind not in ("synthetic", "playback", "board", "tcp", "serial"):
-        raise ProfileError(f"unknown source kind {kind!r} in {spec!r}; use one of: {forms}")
-    if kind != "synthetic" and not target:
-        raise ProfileError(f"source spec {spec!r} needs a target after '{kind}:'; forms: {forms}")
-    options: dict[str, str] = {}
-    for opt in opts:
-        key, eq, value = opt.partition("=")
-        if not eq or not key.strip():
-            raise ProfileError(f"option {opt!r} in source spec {spec!r} must look like key=value")
-        options[key.strip()] = value.strip()
-    return kind, target.strip(), options
-
-
-def open_source(spec: str, *, profile: Any = None, **kwargs: Any) -> Source:
-    """A source from a spec string (see the module docstring); not started yet.
-
-    Parameters
-    ----------
-    spec : str
-        ``"synthetic"``, ``"playback:rec.csv"``, ``"board:CYTON_BOARD,serial_port=/dev/ttyUSB0"``,
-        ``"tcp:127.0.0.1:5555"``, ``"serial:/dev/ttyACM0,baud=921600"``; ``profile=FILE`` works with all.
-    profile : DeviceProfile or path, optional
-        Overrides a ``profile=`` option.
-    **kwargs
-        Passed to the source class (``hop``, ``stall_timeout``, ``max_reconnects`` ...).
-
-    Examples
-    --------
-    >>> with open_source("synthetic") as src:   # doctest: +SKIP
-    ...     chunk = src.read()
-    """
-    kind, target, options = parse_spec(spec)
-    profile = profile if profile is not None else options.pop("profile", None)
-    if kind in ("synthetic", "playback", "board"):
-        from firmware_interface.brainflow_source import BrainFlowSource
-
-        if kind == "synthetic":
-            if options:
-                raise ProfileError(f"the synthetic board takes no options except profile=, "
-                                   f"got {sorted(options)}")
-            return BrainFlowSource("SYNTHETIC_BOARD", profile=profile, **kwargs)
-        if kind == "playback":
-            loop = options.pop("loop", "false").lower() in ("1", "true", "yes")
-            return BrainFlowSource.playback(target, loop=loop, master_board=options.pop("master_board", None),
-                                            profile=profile, **kwargs)
-        return BrainFlowSource(target, options, profile=profile, **kwargs)
-
-    from firmware_interface.frame_source import FrameSource
-    from firmware_interface.transports import SerialTransport, TcpTransport
-
-    if kind == "tcp":
-        host, sep, port = target.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ProfileError(f"tcp source must look like tcp:HOST:PORT with a port 1..65535, got {spec!r}")
-        if options:
-            raise ProfileError(f"tcp sources take only profile=, got {sorted(options)}")
-        return FrameSource(TcpTransport(host.strip("[]"), int(port)), profile=profile, **kwargs)
-    baud = options.pop("baud", "115200")
-    if options:
-        raise ProfileError(f"serial sources take baud= and profile= only, got {sorted(options)}")
-    if not baud.isdigit():
-        raise ProfileError(f"baud must be an integer (e.g. 115200), got {baud!r}")
-    return FrameSource(SerialTransport(target, int(baud)), profile=profile, **kwargs)
 
 
 def concat_chunks(chunks: Sequence[Chunk]) -> Chunk:

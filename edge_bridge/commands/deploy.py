@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def _say(text: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploy.live import LabelTrack, LiveConfig, LivePipeline
+    from deploy.live import LabelTrack, LiveConfig, LiveError, LivePipeline
     from deploy.runtime import CompositeRunner
     from deploy.sinks import make_sinks
     from edge_bridge.bundle import Bundle
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
          f"{1e3 * (time.perf_counter() - t0):.0f} ms")
 
     # 2. engines, warm-up, self-test
+    scratch = tempfile.TemporaryDirectory(prefix="edge-bridge-deploy-")  # an EDF+ converted for playback
     runner = CompositeRunner(bundle, args.device, threads=args.threads)
     try:
         warm = runner.warm_up()
@@ -112,20 +114,27 @@ def run(args: argparse.Namespace) -> int:
                  f"BrainFlow's playback board ({csv})")
         else:
             spec = args.source
-            if labels_path is None and spec.startswith("playback:"):
-                guess = Path(spec.split(":", 1)[1].split(",", 1)[0] + ".labels.json")
-                labels_path = guess if guess.is_file() else None
+        given = spec
+        spec, labels_path, open_options, file_counts = _recorded_input(spec, labels_path, m.target, scratch)
         labels = LabelTrack.load(labels_path) if labels_path is not None else None
 
         from firmware_interface import open_source
+        from firmware_interface.errors import FirmwareError
 
-        source = open_source(spec, verbose=True if args.verbose else None)
+        try:
+            source = open_source(spec, verbose=True if args.verbose else None, **open_options)
+        except FirmwareError as exc:
+            raise EdgeBridgeError(f"--source {given}: {exc}") from None
         config = LiveConfig(smoothing=args.smoothing, alpha=args.alpha, majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
                             adapt_rate=args.adapt_rate)
         sinks = make_sinks(args.out, lsl=args.lsl, classes=list(m.classes), rate=1.0 / m.target.hop_s)
         try:
             pipe = LivePipeline(runner, source, sinks, config, labels)
+        except LiveError as exc:  # the source does not deliver what the model needs: name the source
+            for sink in sinks:
+                sink.close()
+            raise LiveError(f"--source {given}: {exc}") from None
         except BaseException:
             for sink in sinks:
                 sink.close()
@@ -133,9 +142,15 @@ def run(args: argparse.Namespace) -> int:
         where = args.out if args.out else "stdout"
         _say(f"streaming: {m.target.window_s:g} s windows every {m.target.hop_s:g} s; predictions to {where}"
              f"{' and LSL' if args.lsl else ''}; Ctrl-C to stop")
-        summary = pipe.run()
+        try:
+            summary = pipe.run()
+        except FirmwareError as exc:  # the source failed for good (reconnects ran out, or a file ended bad)
+            raise EdgeBridgeError(f"--source {given}: {exc}") from None
+        for key, count in file_counts.items():  # the playback board stamps samples anew: count the file's
+            setattr(summary, key, getattr(summary, key) + count)
     finally:
         runner.close()
+        scratch.cleanup()
 
     lines = summary.lines()
     out = sys.stdout if args.out else sys.stderr
@@ -146,6 +161,57 @@ def run(args: argparse.Namespace) -> int:
     if args.summary_json:
         args.summary_json.write_text(json.dumps(_summary_json(summary, args), indent=1) + "\n")
     return 130 if summary.stop_reason in ("SIGINT", "SIGTERM") else 0
+
+
+def _recorded_input(spec: str, labels: Path | None, target: Any,
+                    scratch: tempfile.TemporaryDirectory[str],
+                    ) -> tuple[str, Path | None, dict[str, Any], dict[str, int]]:
+    """Check a recording before it streams; EDF+ goes through a temporary BrainFlow CSV.
+
+    Returns the spec to open, the labels to score with (``--labels``, else the EDF+ annotations or the
+    ``FILE.labels.json`` beside a CSV), options for ``open_source`` and counts for the summary that only
+    the file shows (BrainFlow's playback board stamps samples with the host clock as it replays them, so
+    duplicate timestamps in the file are counted here). A playback's stall timeout covers
+    its longest timestamp step, because BrainFlow's playback board sleeps out every step and a quiet
+    file means its end.
+    """
+    from edge_bridge.commands.convert import check_playback_csv, convert_recording, is_edf, labels_path
+    from edge_bridge.errors import EdgeBridgeError
+    from firmware_interface import parse_spec
+    from firmware_interface.errors import FirmwareError
+
+    try:
+        kind, target_file, _options = parse_spec(spec)
+    except FirmwareError as exc:
+        raise EdgeBridgeError(f"--source: {exc}") from None
+    if kind != "playback":
+        return spec, labels, {}, {}
+    path = Path(target_file)
+    if is_edf(path):
+        from edge_bridge.commands.convert import check_path
+
+        check_path(path)
+        csv = Path(scratch.name) / (path.stem + ".csv")
+        csv, found = convert_recording(path, csv, modality=target.modality)
+        _say(f"source: {path} is EDF+; streaming it through BrainFlow's playback board as {csv}")
+        spec = spec.replace(target_file, str(csv), 1)
+        labels = labels if labels is not None else found
+        path = csv
+    elif labels is None:
+        guess = labels_path(path)
+        labels = guess if guess.is_file() else None
+    try:
+        checked = check_playback_csv(path, window_s=target.window_s)
+    except EdgeBridgeError as exc:
+        if path == Path(target_file):
+            raise
+        # the temporary CSV means nothing to the user: name the EDF+ they gave
+        raise EdgeBridgeError(str(exc).replace(str(path), f"{target_file} (as converted for playback)")) \
+            from None
+    if checked.notes:
+        _say(f"source: {path}: " + "; ".join(checked.notes))
+    return (spec, labels, {"stall_timeout": max(3.0, checked.max_step_s + 2.0)},
+            {"duplicate_timestamps": checked.duplicate_timestamps})
 
 
 def _summary_json(summary: Any, args: argparse.Namespace) -> dict[str, Any]:
