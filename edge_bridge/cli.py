@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import importlib
 import logging
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -49,11 +50,16 @@ def _summary(doc: str | None) -> str:
     return (doc or "").strip().splitlines()[0] if doc else ""
 
 
+class UsageError(Exception):
+    """A command line argparse refused; :func:`main` prints it as one line and returns 2."""
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse's parser, but a usage error is one line that says where the help is (and exit 2)."""
+    """argparse's parser, but a usage error is one line naming the option and where the help is."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+        message = re.sub(r"^argument ([^:]+): ", r"\1 ", message)  # "--duration must be > 0, got '0'"
+        raise UsageError(f"{self.prog}: error: {message} (see `{self.prog} --help`)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -96,7 +102,11 @@ def _expected(exc: BaseException) -> str | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     if args.command is None:
         parser.print_help()
         return 2

@@ -42,13 +42,7 @@ def add_backbone_arguments(p: argparse.ArgumentParser) -> None:
 def preflight(args: argparse.Namespace) -> None:
     """Before any model loads: the run folder can be written and ``--data`` exists."""
     run_folder(args.run, "--run")
-    input_path(getattr(args, "data", None), "--data")
-    for flag in ("target_model", "source_model"):
-        value = getattr(args, flag, None)
-        if value and ":" in value:
-            from edge_bridge.commands._options import input_file
-
-            input_file(value.partition(":")[2], f"--{flag.replace('_', '-')} checkpoint")
+    input_path(getattr(args, "data", None), "--data")  # checkpoints: published_model() says what to do
 
 
 def open_run(args: argparse.Namespace) -> Any:

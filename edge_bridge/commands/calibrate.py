@@ -55,7 +55,7 @@ class _Record(argparse.Action):
     def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
                  option_string: str | None = None) -> None:
         namespace.record = True
-        if values is not None:
+        if values is not True:  # a bare --record gives const=True (not None: argparse counts it as given)
             _warn_deprecated(f"--record {values:g}", f"--record --duration {values:g}")
             namespace.duration = values
 
@@ -64,7 +64,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bundle", required=True, help="bundle directory (it must include source_front)")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--paired", nargs="+", metavar="REC", help="paired recordings (EDF+, BrainFlow CSV)")
-    what.add_argument("--record", nargs="?", type=positive, action=_Record, default=None, metavar="SECONDS",
+    what.add_argument("--record", nargs="?", type=positive, action=_Record, const=True, default=None,
+                      metavar="SECONDS",
                       help="record paired data now, for --duration seconds (needs --board)")
     what.add_argument("--rollback", nargs="?", type=positive_int, const=0, metavar="VERSION",
                       help="make an earlier bridge current again (default: the one before the current)")

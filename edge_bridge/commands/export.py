@@ -19,6 +19,7 @@ Old spellings (the run as a positional RUN, --target cpu|jetson) still work for 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from edge_bridge.commands._options import (
     OptionError,
@@ -64,6 +65,9 @@ def preflight(args: argparse.Namespace) -> None:
         args.run = args.run_dir
     if args.run is None:
         raise OptionError("export needs --run DIR, the run folder with a trained bridge (edge-bridge train)")
+    if not Path(args.run).exists():
+        raise OptionError(f"--run {args.run!r} does not exist; give the run folder (the one holding "
+                          "run.json) that `edge-bridge train` trained")
     input_dir(args.run, "--run")
     output_dir(args.out, "-o/--out", must_be_new=True)
     input_path(args.calibration_data, "--calibration-data")
