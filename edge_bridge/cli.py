@@ -129,11 +129,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = _expected(exc)
         if args.debug:
             traceback.print_exc()
-        if message is not None:
-            print(f"edge-bridge {args.command}: error: {message}", file=sys.stderr)
+        name = " ".join(str(n) for n in (args.command, getattr(args, "action", None)) if n)
+        if message is not None:  # one line, whatever the library's text (tarfile's spans five)
+            message = "; ".join(line.strip() for line in message.splitlines() if line.strip())
+            print(f"edge-bridge {name}: error: {message}", file=sys.stderr)
             return 2
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        print(f"edge-bridge {args.command}: unexpected error: {type(exc).__name__}"
+        print(f"edge-bridge {name}: unexpected error: {type(exc).__name__}"
               f"{': ' + text if text else ''}; rerun with --debug for the traceback and report it",
               file=sys.stderr)
         return 1

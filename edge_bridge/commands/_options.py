@@ -226,3 +226,14 @@ def input_path(path: str | os.PathLike[str] | None, option: str) -> None:
 def run_folder(path: str | os.PathLike[str] | None, option: str = "--run") -> None:
     """A run folder: an existing writable directory, or a new one that can be made."""
     output_dir(path, option)
+
+
+def bundle_dir(path: str | os.PathLike[str] | None, option: str = "--bundle") -> None:
+    """An existing folder with a manifest.json (checked before a lock file or an engine is made in it)."""
+    if path is None:
+        return
+    input_dir(path, option)
+    if not (Path(path) / "manifest.json").is_file():
+        raise OptionError(f"{option} {str(path)!r} has no manifest.json, so it is not an edge-bridge bundle; "
+                          "give the folder `edge-bridge export` made (or unpack one with `edge-bridge bundle "
+                          "unpack`)")

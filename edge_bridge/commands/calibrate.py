@@ -35,6 +35,7 @@ from typing import Any
 from edge_bridge.commands._options import (
     OptionError,
     _warn_deprecated,
+    bundle_dir,
     fraction,
     input_dir,
     input_file,
@@ -105,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def preflight(args: argparse.Namespace) -> None:
     """Before recording or loading an engine: the bundle can be written, inputs exist, outputs can be made."""
-    input_dir(args.bundle, "--bundle")
+    bundle_dir(args.bundle)
     if args.rollback is not None or not args.dry_run:
         for folder in (Path(args.bundle), Path(args.bundle) / "bridges"):
             if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
@@ -132,6 +133,9 @@ def preflight(args: argparse.Namespace) -> None:
                 raise OptionError(f"--paired names {seen[key]!r} and {rec!r}, the same file; give one "
                                   "recording with both modalities, or one per modality")
             seen[key] = rec
+    from edge_bridge.bundle import Bundle
+
+    Bundle.load(args.bundle, verify=False)  # last: a bad manifest is refused before the bundle is locked
 
 
 def run(args: argparse.Namespace) -> int:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_bridge.commands._options import (
-    input_dir,
+    bundle_dir,
     input_file,
     open_fraction,
     output_file,
@@ -83,7 +83,7 @@ def preflight(args: argparse.Namespace) -> None:
     from firmware_interface.source import parse_spec
 
     if args.bundle is not None:
-        input_dir(args.bundle, "--bundle")
+        bundle_dir(args.bundle)
     output_file(args.out, "--out")
     output_file(args.summary_json, "--summary-json")
     input_file(args.labels, "--labels")
@@ -210,7 +210,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {line}", file=out)
     out.flush()
     if args.summary_json:
-        args.summary_json.write_text(json.dumps(_summary_json(summary, args), indent=1) + "\n")
+        from edge_bridge.fileio import atomic_write_text
+
+        atomic_write_text(args.summary_json, json.dumps(_summary_json(summary, args), indent=1) + "\n")
     return 130 if summary.stop_reason in ("SIGINT", "SIGTERM") else 0
 
 

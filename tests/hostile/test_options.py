@@ -22,20 +22,26 @@ ROOT = os.geteuid() == 0 if hasattr(os, "geteuid") else False
 
 def _setup(tmp: Path) -> dict[str, str]:
     """Files and folders the cases refer to (made before the snapshot)."""
-    (tmp / "bundle").mkdir()  # an existing (empty) folder: preflight must fail before it is read
+    (tmp / "bundle").mkdir()  # a folder with a manifest: the cases must fail before it is read
+    (tmp / "bundle" / "manifest.json").write_text("{}")
+    (tmp / "nob").mkdir()  # a folder without a manifest
     (tmp / "run").mkdir()
     (tmp / "data").mkdir()
     (tmp / "empty.csv").write_bytes(b"")
     (tmp / "rec.csv").write_text("0\t1\t2\n")
     (tmp / "file.txt").write_text("not a folder\n")
     (tmp / "exists.csv").write_text("already here\n")
+    (tmp / "garbage.bin").write_bytes(bytes(range(256)) * 3)
+    (tmp / "garbled").mkdir()
+    (tmp / "garbled" / "run.json").write_bytes(b"\x00{not json")
     ro = tmp / "readonly"
     ro.mkdir()
     ro.chmod(0o555)
     return {k: str(v) for k, v in {
         "b": tmp / "bundle", "run": tmp / "run", "data": tmp / "data", "empty": tmp / "empty.csv",
         "rec": tmp / "rec.csv", "file": tmp / "file.txt", "exists": tmp / "exists.csv", "ro": ro,
-        "missing": tmp / "no-such-dir", "tmp": tmp}.items()}
+        "missing": tmp / "no-such-dir", "tmp": tmp, "garbage": tmp / "garbage.bin",
+        "garbled_run": tmp / "garbled", "nob": tmp / "nob"}.items()}
 
 
 Case = tuple[str, Callable[[dict[str, str]], list[str]], str]
@@ -255,13 +261,40 @@ ROOT_ONLY_WRITABLE: list[Case] = [  # refused only where permissions bind (root 
 ]
 
 
+PAST_PREFLIGHT: list[Case] = [  # the paths are fine, the contents are not: the readers refuse, one line
+    ("bundle-unpack-garbage", lambda p: ["bundle", "unpack", p["garbage"], "-o", "x"], "not a readable tar"),
+    ("bundle-verify-empty-dir", lambda p: ["bundle", "verify", p["nob"]], "no manifest.json"),
+    ("bundle-info-empty-dir", lambda p: ["bundle", "info", p["nob"]], "no manifest.json"),
+    ("bundle-verify-empty-manifest", lambda p: ["bundle", "verify", p["b"]], "schema_version"),
+    ("deploy-no-manifest", lambda p: ["deploy", "--bundle", p["nob"], "--source", "synthetic"],
+     "manifest.json"),
+    ("deploy-empty-manifest", lambda p: ["deploy", "--bundle", p["b"], "--source", "synthetic"],
+     "schema_version"),
+    ("cal-no-manifest", lambda p: ["calibrate", "--bundle", p["nob"], "--paired", p["rec"]], "manifest.json"),
+    ("cal-rollback-no-manifest", lambda p: ["calibrate", "--bundle", p["nob"], "--rollback"],
+     "manifest.json"),
+    ("cal-empty-manifest", lambda p: ["calibrate", "--bundle", p["b"], "--paired", p["rec"]],
+     "schema_version"),
+    ("cal-rollback-empty-manifest", lambda p: ["calibrate", "--bundle", p["b"], "--rollback"],
+     "schema_version"),
+    ("inspect-garbage", lambda p: ["inspect", p["garbage"]], "garbage.bin"),
+    ("inspect-csv-without-sidecar", lambda p: ["inspect", p["rec"]], "sidecar"),
+    ("emulate-garbage", lambda p: ["emulate", "--recording", p["garbage"], "--port", "0"], "garbage.bin"),
+    ("pretrain-no-recordings", lambda p: ["pretrain", "--run", f"{p['tmp']}/new", "--data", p["data"]],
+     "holds no"),
+    ("train-run-without-run-json", lambda p: ["train", "--run", p["run"], "--no-progress"], "run.json"),
+    ("train-run-json-garbage", lambda p: ["train", "--run", p["garbled_run"], "--no-progress"], "run.json"),
+    ("export-run-not-trained", lambda p: ["export", "--run", p["run"], "-o", "b2"], "run.json"),
+]
+
+
 def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
     return {str(q.relative_to(root)): (q.stat().st_size, q.stat().st_mtime_ns)
             for q in root.rglob("*") if not q.is_symlink()}
 
 
 def _check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-           argv_of: Callable[[dict[str, str]], list[str]], culprit: str) -> None:
+           argv_of: Callable[[dict[str, str]], list[str]], culprit: str, limit: float = 2.0) -> None:
     paths = _setup(tmp_path)
     monkeypatch.chdir(tmp_path)
     argv = argv_of(paths)
@@ -277,7 +310,7 @@ def _check(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.Captu
     assert culprit in lines[0], (argv, lines[0])
     assert "error:" in lines[0] and "Traceback" not in captured.err
     assert _snapshot(tmp_path) == before, argv  # nothing written, nothing changed
-    assert elapsed < 2.0, (argv, elapsed)
+    assert elapsed < limit, (argv, elapsed)
     (tmp_path / "readonly").chmod(0o755)
 
 
@@ -293,6 +326,13 @@ def test_unwritable_outputs_are_refused(tmp_path, monkeypatch, capsys, argv_of, 
     _check(tmp_path, monkeypatch, capsys, argv_of, culprit)
 
 
+@pytest.mark.parametrize(("argv_of", "culprit"), [c[1:] for c in PAST_PREFLIGHT],
+                         ids=[c[0] for c in PAST_PREFLIGHT])
+def test_bad_contents_are_refused_in_one_line_and_change_nothing(tmp_path, monkeypatch, capsys, argv_of,
+                                                                 culprit):
+    _check(tmp_path, monkeypatch, capsys, argv_of, culprit, limit=30.0)  # may import torch first
+
+
 def test_case_ids_are_unique():
-    ids = [c[0] for c in CASES + ROOT_ONLY_WRITABLE]
+    ids = [c[0] for c in CASES + ROOT_ONLY_WRITABLE + PAST_PREFLIGHT]
     assert len(ids) == len(set(ids)) and len(CASES) >= 100
