@@ -28,14 +28,14 @@ CHANCE_MARGIN = 0.01  # "at chance" includes a hair above it: 0.335 of three cla
 
 
 def decision_problem(n_classes: int, predicted_classes: int, balanced: float | None = None,
-                     measure: str = "balanced accuracy") -> str | None:
+                     measure: str = "balanced accuracy", windows: str = "window") -> str | None:
     """What makes a model's decisions useless, in words, or None when they are not.
 
     ``predicted_classes`` distinct classes were decided; ``balanced`` is the balanced accuracy (or, without
     labels, the balanced agreement with the source model) over ``n_classes`` classes.
     """
     if n_classes >= 2 and predicted_classes <= 1:
-        return "decides one class on every window (a constant classifier)"
+        return f"decides one class on every {windows} (a constant classifier)"
     chance = 1.0 / max(n_classes, 1)
     if balanced is not None and n_classes >= 2 and balanced <= chance + CHANCE_MARGIN:
         return f"scores {measure} {balanced:.3f}, at or below chance (1/{n_classes} = {chance:.3f})"
@@ -43,10 +43,10 @@ def decision_problem(n_classes: int, predicted_classes: int, balanced: float | N
 
 
 def check_decisions(what: str, n_classes: int, predicted_classes: int, balanced: float | None = None, *,
-                    measure: str = "balanced accuracy", advice: str = ADVICE,
+                    measure: str = "balanced accuracy", windows: str = "window", advice: str = ADVICE,
                     log: logging.Logger | None = None) -> str | None:
     """Log the one clear warning for a model below chance or deciding one class; return it (or None)."""
-    problem = decision_problem(n_classes, predicted_classes, balanced, measure)
+    problem = decision_problem(n_classes, predicted_classes, balanced, measure, windows)
     if problem is None:
         return None
     message = f"{what} {problem}; {advice}"

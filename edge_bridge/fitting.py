@@ -163,6 +163,6 @@ def fit_supervised(model: Backbone, x: np.ndarray, y: np.ndarray, x_val: np.ndar
     from edge_bridge.evaluate import check_decisions
 
     decided = len(np.unique(predict(model, x_val).argmax(1)))
-    check_decisions(f"the {desc} (best epoch {result.best_epoch}) on the val subjects", model.n_classes,
-                    decided, result.best_score, log=logger)
+    check_decisions(f"the {desc} (best epoch {result.best_epoch})", model.n_classes, decided,
+                    result.best_score, windows="validation window", log=logger)
     return result

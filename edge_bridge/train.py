@@ -389,7 +389,7 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
             f"the best bridge by validation alignment loss (epoch {result.best_epoch}, loss "
             f"{result.best_val:.4f}; history.json shows every epoch)", int(b["val_source_classes"]),
             int(b["val_classes"]), b.get("val_balanced_agreement"),
-            measure="balanced agreement with the source model", log=logger)
+            measure="balanced agreement with the source model", windows="validation window", log=logger)
     if out is not None and rank == 0 and result.history:
         try:
             plot_history(result.history, out / "training_curve.png")
