@@ -175,6 +175,24 @@ def score_bridge(bridge_path: str | os.PathLike[str], source_back: Any, feats: F
     return Scores(plain, balanced, _alignment(y_hat, y), len(idx), len(np.unique(ref)))
 
 
+CALIBRATION_ADVICE = ("record longer paired data that shows more than one state (e.g. rest and a task), or "
+                      "hold out more with --holdout")
+
+
+def one_class_candidate(s: Scores) -> str | None:
+    """Why a candidate decides (in effect) one class, or None.
+
+    Balanced agreement is the mean over the source model's classes of how often the candidate agrees with
+    it; a bridge that decides one class scores exactly 1/states, so balanced agreement at or below chance
+    (over at least two states seen) means it tells no states apart.
+    """
+    from edge_bridge.evaluate import decision_problem
+
+    if s.states < 2:
+        return None  # nothing to tell apart: --min-states decides about such data
+    return decision_problem(s.states, 2, s.balanced_agreement, "balanced agreement with the source model")
+
+
 def better(new: Scores, old: Scores, margin_agreement: float, margin_loss: float, min_states: int = 1
            ) -> tuple[bool, str]:
     """The acceptance rule, with the reason in words.
@@ -187,6 +205,15 @@ def better(new: Scores, old: Scores, margin_agreement: float, margin_loss: float
     rel = (old.alignment_loss - new.alignment_loss) / max(old.alignment_loss, 1e-12)
     facts = (f"agreement {old.agreement:.3f} -> {new.agreement:.3f} ({d_agree:+.3f}), alignment loss "
              f"{old.alignment_loss:.4f} -> {new.alignment_loss:.4f} ({-rel:+.1%})")
+    problem = one_class_candidate(new)
+    if problem is not None:  # never, whatever the margins: it accepted 0.333 over a better one once
+        from edge_bridge.evaluate import check_decisions
+
+        check_decisions("the refit bridge", new.states, 2, new.balanced_agreement,
+                        measure="balanced agreement with the source model", advice=CALIBRATION_ADVICE,
+                        log=logger)
+        return False, (f"{facts}: the refit {problem}; keeping the current bridge ("
+                       f"{CALIBRATION_ADVICE})")
     if d_agree >= margin_agreement - 1e-12:
         return True, f"{facts}: agreement up by at least {margin_agreement:g}"
     if d_agree >= -1e-12 and rel >= margin_loss:
@@ -385,7 +412,8 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
             blobs[cand.method] = (onnx_bytes, cand.weights.safetensors_bytes(meta))
     timings["validate"] = time.perf_counter() - t0
 
-    best = max(scored, key=lambda k: (scored[k].agreement, -scored[k].alignment_loss)) if scored else None
+    best = max(scored, key=lambda k: (one_class_candidate(scored[k]) is None, scored[k].agreement,
+                                      -scored[k].alignment_loss)) if scored else None
     accepted, reason = (False, "no candidate") if best is None else better(
         scored[best], current_scores, margin_agreement, margin_loss, min_states)
     new_version = None

@@ -158,5 +158,11 @@ def fit_supervised(model: Backbone, x: np.ndarray, y: np.ndarray, x_val: np.ndar
 
     for p in model.parameters():
         p.requires_grad_(True)
-    return fit(model, x, y, loss, score, cfg, progress=progress, desc=desc,
-               augment=shift_and_scale if cfg.augment else None)
+    result = fit(model, x, y, loss, score, cfg, progress=progress, desc=desc,
+                 augment=shift_and_scale if cfg.augment else None)
+    from edge_bridge.evaluate import check_decisions
+
+    decided = len(np.unique(predict(model, x_val).argmax(1)))
+    check_decisions(f"the {desc} (best epoch {result.best_epoch})", model.n_classes, decided,
+                    result.best_score, windows="validation window", log=logger)
+    return result

@@ -24,10 +24,13 @@ spec of the modality they read.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import os
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +47,35 @@ logger = logging.getLogger(__name__)
 
 class RunError(EdgeBridgeError, ValueError):
     """The run directory lacks what a step needs (the message names the command that makes it)."""
+
+
+@contextlib.contextmanager
+def undo_on_failure(path: str | os.PathLike[str]) -> Iterator[None]:
+    """On an exception, remove what the block added to the run folder ``path`` (and the folder if it is new).
+
+    Why: a verb that fails must leave the run as it was. A pretrain on an empty data folder used to leave
+    run.json behind, and the retry with the right ``--data`` was then refused as "made from other data".
+    Files the block *replaced* are not restored: every step writes them atomically, last. An interrupt
+    (Ctrl-C) keeps everything, so ``train --resume`` still finds its resume point.
+    """
+    root = Path(path)
+    existed = root.is_dir()
+    before = {p for p in root.rglob("*")} if existed else set()
+    try:
+        yield
+    except Exception:
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        elif root.is_dir():
+            added = [p for p in root.rglob("*") if p not in before]
+            for p in sorted(added, key=lambda q: len(q.parts), reverse=True):
+                with contextlib.suppress(OSError):
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p)
+                    else:
+                        p.unlink()
+        logger.debug("run folder %s: removed what the failed step added", root)
+        raise
 
 
 @dataclass
@@ -109,7 +141,13 @@ class Run:
         path = Path(path)
         meta_file = path / "run.json"
         if meta_file.is_file():
-            meta = json.loads(meta_file.read_text())
+            try:
+                meta = json.loads(meta_file.read_text())
+                if not isinstance(meta, dict) or not {"task", "data", "seed", "fractions"} <= set(meta):
+                    raise ValueError("not a run.json object with task, data, seed and fractions")
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise RunError(f"{meta_file} is not a readable run.json ({exc}); use another --run folder "
+                               "or remove that file to start the run again") from None
             if data is not None and Path(data).resolve() != Path(meta["data"]).resolve():
                 raise RunError(f"{path} was made from data {meta['data']}, not {data}; use another "
                                "--run folder")

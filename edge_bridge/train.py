@@ -19,7 +19,8 @@ draw at source block j=3, the bridge of seed 2 decided one class for its first 1
 validation loss there (0.4354; test balanced accuracy 0.50), while its later epochs, at loss 0.44-0.46,
 tested at 0.65-0.69 (seed 3: the same lowest loss in the same state). The best checkpoint stays the
 paper's (lowest validation loss); when it decides one class on every validation window while the source
-model decides several, :attr:`TrainResult.one_class` says so and a warning names the fix.
+model decides several, :attr:`TrainResult.one_class` says so and a warning names the fix
+(:func:`edge_bridge.evaluate.check_decisions`); ``training_curve.png`` shows loss and agreement per epoch.
 
 Scaling out uses ``torch.distributed`` as launched by ``torchrun`` (``init_distributed``): gloo on CPUs,
 NCCL on GPUs. Features are extracted on contiguous shards and all-gathered; every global batch is split
@@ -207,6 +208,40 @@ def evaluate_alignment(bridge: nn.Module, back: SourceBack, cache: BridgeCache,
     return validate(bridge, back, cache, batch_size=batch_size)[0]
 
 
+def plot_history(history: list[dict[str, Any]], path: Path) -> Path:
+    """Training curve as a PNG: train/val alignment loss and the val agreement with the source model.
+
+    Why the agreement too: the best epoch is chosen by loss alone (the paper's rule), and a checkpoint can
+    have the lowest loss while deciding one class; the curve shows where that happened.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edge_bridge.fileio import atomic_path
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(epochs, [h.get("train_loss", np.nan) for h in history], label="train loss")
+    ax.plot(epochs, [h.get("val_loss", np.nan) for h in history], label="val loss")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("alignment loss (1 - cos)")
+    if any("val_balanced_agreement" in h for h in history):
+        ax2 = ax.twinx()
+        ax2.plot(epochs, [h.get("val_balanced_agreement", np.nan) for h in history], "g:",
+                 label="val balanced agreement")
+        ax2.set_ylim(0, 1)
+        ax2.set_ylabel("balanced agreement", color="g")
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100)
+    plt.close(fig)
+    return path
+
+
 def _save_optimizer(opt: torch.optim.Optimizer, path: Path) -> dict[str, Any]:
     sd = opt.state_dict()
     tensors = {f"{k}.{name}": (v if isinstance(v, torch.Tensor) else torch.tensor(float(v)))
@@ -346,13 +381,20 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
     elif out is not None and (out / "bridge.safetensors").is_file():  # resumed after the last epoch
         load_state_checked(bridge, load_bridge(out).state_dict(), str(out))
     bridge.eval()
-    if result.one_class and rank == 0:
-        logger.warning(
-            "the best bridge by validation alignment loss (epoch %d, loss %.4f) decides one class on every "
-            "validation window, where the source model decides %d classes on the same windows: the "
-            "composite would be a constant classifier. Train again with another --seed or more --epochs; "
-            "history.json shows each epoch's val_balanced_agreement", result.best_epoch, result.best_val,
-            result.best["val_source_classes"])
+    if rank == 0 and "val_classes" in result.best:
+        from edge_bridge.evaluate import check_decisions
+
+        b = result.best
+        check_decisions(
+            f"the best bridge by validation alignment loss (epoch {result.best_epoch}, loss "
+            f"{result.best_val:.4f}; history.json shows every epoch)", int(b["val_source_classes"]),
+            int(b["val_classes"]), b.get("val_balanced_agreement"),
+            measure="balanced agreement with the source model", windows="validation window", log=logger)
+    if out is not None and rank == 0 and result.history:
+        try:
+            plot_history(result.history, out / "training_curve.png")
+        except OSError as exc:  # the picture is a convenience; the bridge is saved already
+            logger.warning("could not write %s: %s", out / "training_curve.png", exc)
     times = [h["seconds"] for h in result.history[start:]]
     result.seconds_per_epoch = float(np.median(times)) if times else 0.0
     return result

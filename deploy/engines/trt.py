@@ -197,7 +197,7 @@ class TrtEngine(Engine):
         if not parser.parse(self.path.read_bytes()):
             errors = "; ".join(str(parser.get_error(k)) for k in range(parser.num_errors))
             raise EngineError(f"{self.path}: TensorRT cannot parse this ONNX graph: {errors}. Re-export with "
-                              "`edge-bridge export --target jetson` (explicit symmetric QDQ), or run with "
+                              "`edge-bridge export --device jetson` (explicit symmetric QDQ), or run with "
                               "--device cpu")
         config = builder.create_builder_config()
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, WORKSPACE_BYTES)

@@ -8,9 +8,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from edge_bridge.commands._options import input_path, non_negative_int, positive, positive_int, run_folder
+
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--run", required=True, metavar="RUN", help="run directory (created on first use)")
+    p.set_defaults(_writes_run=True)  # the CLI removes what a failed step added to RUN
+    p.add_argument("--run", required=True, metavar="DIR", help="run directory (created on first use)")
     p.add_argument("--data", metavar="DIR",
                    help="folder of recordings: EDF+ (.edf), BrainFlow CSV (.csv + .csv.json sidecar, labels "
                         "from .csv.labels.json), WESAD (S*/S*.pkl), ISRUC (.rec); needed when RUN is new")
@@ -18,7 +21,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="task preset: stress (3 classes), stress-binary (stress vs non-stress, read from the "
                         "same recordings) or sleep; needed when RUN is new")
     add_map_arguments(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of the subject split and of training")
+    p.add_argument("--seed", type=non_negative_int, default=0,
+                   help="seed of the subject split and of training, >= 0")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -38,11 +42,12 @@ def add_map_arguments(p: argparse.ArgumentParser, labels: bool = True) -> None:
 
 def add_fit_arguments(p: argparse.ArgumentParser, epochs: int, batch_size: int = 32,
                       lr: float = 1e-3) -> None:
-    p.add_argument("--epochs", type=int, default=epochs, help=f"training epochs (default {epochs})")
-    p.add_argument("--batch-size", type=int, default=batch_size, help="windows per step (default "
-                                                                      f"{batch_size})")
-    p.add_argument("--lr", type=float, default=lr, help=f"Adam learning rate (default {lr:g})")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--epochs", type=positive_int, default=epochs, help=f"training epochs (default {epochs})")
+    p.add_argument("--batch-size", type=positive_int, default=batch_size,
+                   help=f"windows per step (default {batch_size})")
+    p.add_argument("--lr", type=positive, default=lr, help=f"Adam learning rate, > 0 (default {lr:g})")
+    p.add_argument("--threads", type=positive_int, default=None,
+                   help="torch CPU threads (default: torch's choice)")
 
 
 def add_backbone_arguments(p: argparse.ArgumentParser) -> None:
@@ -50,6 +55,12 @@ def add_backbone_arguments(p: argparse.ArgumentParser) -> None:
                    help="registered backbone name (default: resnet1d for PPG, transformer otherwise)")
     p.add_argument("--backbone-config", default=None, metavar="JSON",
                    help='architecture overrides as JSON, e.g. \'{"d_model": 32, "n_blocks": 6}\'')
+
+
+def preflight(args: argparse.Namespace) -> None:
+    """Before any model loads: the run folder can be written and ``--data`` exists."""
+    run_folder(args.run, "--run")
+    input_path(getattr(args, "data", None), "--data")  # checkpoints: published_model() says what to do
 
 
 def open_run(args: argparse.Namespace) -> Any:

@@ -13,21 +13,51 @@ from __future__ import annotations
 import argparse
 import json
 
+from edge_bridge.commands._options import add_loudness, input_dir, input_file, output_dir, output_file
+
+ACTIONS = {  # action -> (summary, description with an example)
+    "verify": ("check schema, hashes and shapes",
+               "Check the manifest's schema, every part's sha256 and that the parts' shapes fit together.\n\n"
+               "Example:\n  edge-bridge bundle verify stress.bundle --all-bridges"),
+    "info": ("print what the bundle holds",
+             "Print modalities, classes, positions, parts, precisions and the export's accuracy report.\n\n"
+             "Examples:\n  edge-bridge bundle info stress.bundle\n"
+             "  edge-bridge bundle info stress.bundle --json"),
+    "pack": ("verify and write a .tar",
+             "Verify the bundle, then write it as an uncompressed tar, atomically (for transport).\n\n"
+             "Example:\n  edge-bridge bundle pack stress.bundle -o stress.tar"),
+    "unpack": ("extract a .tar into a new directory and verify it",
+               "Extract a packed bundle into a new directory (refusing links, absolute paths and '..'), "
+               "then verify it.\n\nExample:\n  edge-bridge bundle unpack stress.tar -o stress.bundle"),
+}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    v = sub.add_parser("verify", help="check schema, hashes and shapes")
-    v.add_argument("bundle", metavar="BUNDLE")
+    made = {}
+    for name, (summary, description) in ACTIONS.items():
+        made[name] = sub.add_parser(name, help=summary, description=description,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_loudness(made[name])
+    v, i, k, u = made["verify"], made["info"], made["pack"], made["unpack"]
+    v.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     v.add_argument("--all-bridges", action="store_true", help="verify every published bridge version")
-    i = sub.add_parser("info", help="print what the bundle holds")
-    i.add_argument("bundle", metavar="BUNDLE")
+    i.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
-    k = sub.add_parser("pack", help="verify and write a .tar")
-    k.add_argument("bundle", metavar="BUNDLE")
-    k.add_argument("-o", "--out", required=True, metavar="TAR")
-    u = sub.add_parser("unpack", help="extract a .tar into a new directory and verify it")
-    u.add_argument("tar", metavar="TAR")
-    u.add_argument("-o", "--out", required=True, metavar="DIR")
+    k.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    k.add_argument("-o", "--out", required=True, metavar="TAR", help="the .tar to write")
+    u.add_argument("tar", metavar="TAR", help="a .tar made by `edge-bridge bundle pack`")
+    u.add_argument("-o", "--out", required=True, metavar="DIR", help="new directory to extract into")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    if args.action == "unpack":
+        input_file(args.tar, "TAR")
+        output_dir(args.out, "-o/--out", must_be_new=True)
+    else:
+        input_dir(args.bundle, "BUNDLE")
+    if args.action == "pack":
+        output_file(args.out, "-o/--out")
 
 
 def run(args: argparse.Namespace) -> int:

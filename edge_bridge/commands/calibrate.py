@@ -11,13 +11,14 @@ then the manifest's pointer, atomically) only if it beats it by a margin. Otherw
 and the output says why. A running `edge-bridge deploy` picks the new bridge up between windows.
 
 Paired data: one recording with both modalities, or one recording per modality with overlapping time
-stamps (they are aligned and cropped to the shared span). Or record them now with --record/--board.
+stamps (they are aligned and cropped to the shared span). Or record them now with --record --duration S
+--board NAME[,k=v...] (the old spelling --record SECONDS still works, with a warning, for one release).
 
 Examples:
   edge-bridge calibrate --bundle stress.bundle --paired calib/S01.csv
   edge-bridge calibrate --bundle stress.bundle --paired chest.edf wrist.csv --method closed-form --json
-  edge-bridge calibrate --bundle stress.bundle --record 300 --board CYTON_BOARD,serial_port=/dev/ttyUSB0 \\
-      --profile chest-wrist.json
+  edge-bridge calibrate --bundle stress.bundle --record --duration 300 \\
+      --board CYTON_BOARD,serial_port=/dev/ttyUSB0 --profile chest-wrist.json
   edge-bridge calibrate --bundle stress.bundle --rollback           # the version before the current one
   edge-bridge calibrate --bundle stress.bundle --rollback 1         # a given version
 """
@@ -26,10 +27,38 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
+from edge_bridge.commands._options import (
+    OptionError,
+    _warn_deprecated,
+    bundle_dir,
+    fraction,
+    input_dir,
+    input_file,
+    open_fraction,
+    output_dir,
+    output_file,
+    parse_board,
+    positive,
+    positive_int,
+)
+from edge_bridge.commands.deploy import DEVICES
 from edge_bridge.errors import EdgeBridgeError
+
+
+class _Record(argparse.Action):
+    """``--record`` (a switch; the length is --duration), or the old ``--record SECONDS`` with a warning."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        namespace.record = True
+        if values is not True:  # a bare --record gives const=True (not None: argparse counts it as given)
+            _warn_deprecated(f"--record {values:g}", f"--record --duration {values:g}")
+            namespace.duration = values
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -38,10 +67,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     what.add_argument("--paired", nargs="+", metavar="REC",
                       help="paired recordings (EDF+, BrainFlow CSV, mixed: one file with both modalities, or "
                            "one per modality with overlapping time stamps); a file given twice is refused")
-    what.add_argument("--record", type=float, metavar="SECONDS",
-                      help="record this many seconds of paired data now (needs --board)")
-    what.add_argument("--rollback", nargs="?", type=int, const=0, metavar="VERSION",
+    what.add_argument("--record", nargs="?", type=positive, action=_Record, const=True, default=None,
+                      metavar="SECONDS",
+                      help="record paired data now, for --duration seconds (needs --board)")
+    what.add_argument("--rollback", nargs="?", type=positive_int, const=0, metavar="VERSION",
                       help="make an earlier bridge current again (default: the one before the current)")
+    p.add_argument("--duration", type=positive, metavar="S", help="with --record: seconds to record (> 0)")
     from edge_bridge.commands._method import add_map_arguments
 
     add_map_arguments(p, labels=False)
@@ -58,20 +89,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", help="training run directory whose source model weights the gradient steps use "
                                  "instead of the bundle's (needed for a bundle exported with "
                                  "--no-source-weights)")
-    p.add_argument("--epochs", type=int, default=30, help="gradient epochs (default 30)")
-    p.add_argument("--holdout", type=float, default=0.2,
-                   help="fraction at the end of each recording kept for validation (default 0.2)")
-    p.add_argument("--margin-agreement", type=float, default=0.02,
+    p.add_argument("--epochs", type=positive_int, default=30, help="gradient epochs (default 30)")
+    p.add_argument("--holdout", type=open_fraction, default=0.2,
+                   help="fraction at the end of each recording kept for validation, in (0, 1) (default 0.2)")
+    p.add_argument("--margin-agreement", type=fraction, default=0.02,
                    help="accept if agreement with the source model rises by at least this (default 0.02)")
-    p.add_argument("--margin-loss", type=float, default=0.01,
+    p.add_argument("--margin-loss", type=fraction, default=0.01,
                    help="or if agreement is no lower and the alignment loss falls by this fraction "
                         "(default 0.01)")
-    p.add_argument("--min-states", type=int, default=2,
+    p.add_argument("--min-states", type=positive_int, default=2,
                    help="keep the current bridge unless the source model sees at least this many of its "
                         "classes in the paired windows, and accept on alignment loss alone (at equal "
                         "agreement) only if the validation windows show that many (default 2: minutes at "
                         "rest alone cannot show that a refit still tells states apart)")
-    p.add_argument("--device", default="cpu", help="engine device for the fronts: cpu, cuda, jetson")
+    p.add_argument("--device", choices=DEVICES, default="cpu",
+                   help="engine device for the fronts (default cpu)")
     p.add_argument("--dry-run", action="store_true", help="validate and report; never publish")
     p.add_argument("--json", action="store_true", help="print the full report as JSON on stdout")
     p.add_argument("--report", help="also write the JSON report to this file")
@@ -98,6 +130,40 @@ def _paired(paths: list[str], channels: str | None) -> list:
             for r in recs]
 
 
+def preflight(args: argparse.Namespace) -> None:
+    """Before recording or loading an engine: the bundle can be written, inputs exist, outputs can be made."""
+    bundle_dir(args.bundle)
+    if args.rollback is not None or not args.dry_run:
+        for folder in (Path(args.bundle), Path(args.bundle) / "bridges"):
+            if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+                raise OptionError(f"--bundle {args.bundle!r}: {str(folder)!r} is not writable, so a new "
+                                  "bridge cannot be published; fix its permissions (or use --dry-run)")
+    output_file(args.report, "--report")
+    input_dir(args.run, "--run")
+    input_file(args.profile, "--profile")
+    if args.record:
+        if args.duration is None:
+            raise OptionError("--record needs --duration S (seconds of paired data to record, e.g. 300)")
+        if not args.board:
+            raise OptionError("--record needs --board NAME[,k=v...] (e.g. --board synthetic)")
+        parse_board(args.board)
+        output_dir(args.record_dir, "--record-dir")
+    elif args.duration is not None:
+        raise OptionError("--duration goes with --record (the seconds to record)")
+    if args.paired:
+        seen: dict[str, str] = {}
+        for rec in args.paired:
+            input_file(rec, "--paired")
+            key = os.path.realpath(rec)
+            if key in seen:
+                raise OptionError(f"--paired names {seen[key]!r} and {rec!r}, the same file; give one "
+                                  "recording with both modalities, or one per modality")
+            seen[key] = rec
+    from edge_bridge.bundle import Bundle
+
+    Bundle.load(args.bundle, verify=False)  # last: a bad manifest is refused before the bundle is locked
+
+
 def run(args: argparse.Namespace) -> int:
     from calibrate.core import calibrate, rollback
 
@@ -105,12 +171,12 @@ def run(args: argparse.Namespace) -> int:
         before, now = rollback(args.bundle, args.rollback or None)
         print(f"{args.bundle}: bridge v{now:04d} is current (was v{before:04d})")
         return 0
-    if args.record is not None:
+    if args.record:
         if not args.board:
             raise EdgeBridgeError("--record needs --board NAME[,k=v...] (e.g. --board synthetic)")
         from calibrate.record import record_paired
 
-        recordings = [record_paired(args.bundle, args.board, args.record, profile=args.profile,
+        recordings = [record_paired(args.bundle, args.board, args.duration, profile=args.profile,
                                     out_dir=args.record_dir)]
     else:
         if args.board or args.profile:

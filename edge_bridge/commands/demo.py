@@ -1,12 +1,16 @@
-"""Run the whole host flow on simulated data and print a summary: what `make demo` runs.
+"""A quick look at simulated data: windows, the quality gate, ECG-vs-PPG heart rate (no training).
 
-Steps: simulate paired ECG + wrist PPG recordings of the stress task (3 classes, several subjects), cut
-them into time-aligned windows with the one preprocessing pipeline, and report what a newcomer should see:
-windows per subject, the quality gate's verdict, the class balance, and how well heart rate read from the
-PPG agrees with heart rate read from the ECG (the physiology that model bridging relies on).
+This is not what `make demo` runs: `make demo` runs `edge-bridge deploy` with no options (a demo bundle
+trained on simulated data, then a live stream of an unseen subject). This verb takes a minute and shows the
+data the method starts from. Steps: simulate paired ECG + wrist PPG recordings of the stress task (3
+classes, several subjects), cut them into time-aligned windows with the one preprocessing pipeline, and
+report what a newcomer should see: windows per subject, the quality gate's verdict, the class balance, and
+how well heart rate read from the PPG agrees with heart rate read from the ECG (the physiology that model
+bridging relies on).
 
-Example:
-  edge-bridge demo --out demo-out
+Examples:
+  edge-bridge demo -o demo-out
+  edge-bridge demo -o demo-out --subjects 3 --minutes 4
 """
 
 from __future__ import annotations
@@ -16,12 +20,19 @@ import json
 import time
 from pathlib import Path
 
+from edge_bridge.commands._options import non_negative_int, output_dir, positive, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("demo-out"), help="working folder (default: demo-out)")
-    p.add_argument("--subjects", type=int, default=6, help="simulated subjects (default: 6)")
-    p.add_argument("--minutes", type=float, default=6.0, help="minutes per subject (default: 6)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("-o", "--out", type=Path, default=Path("demo-out"),
+                   help="working folder (default: demo-out)")
+    p.add_argument("--subjects", type=positive_int, default=6, help="simulated subjects (default: 6)")
+    p.add_argument("--minutes", type=positive, default=6.0, help="minutes per subject (default: 6)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default: 0)")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    output_dir(args.out, "--out")
 
 
 def _heart_rate(x, rate: float) -> float:

@@ -15,7 +15,7 @@ summary says how often the predictions matched its labels.
 
 Examples:
   edge-bridge deploy                                   # the demo: simulated bundle and playback
-  edge-bridge deploy --bundle stress.bundle --source playback:S01.csv --out predictions.jsonl
+  edge-bridge deploy --bundle stress.bundle --source playback:S01.csv -o predictions.jsonl
   edge-bridge deploy --device jetson --bundle b/ --source board:CYTON_BOARD,serial_port=/dev/ttyUSB0
   edge-bridge deploy --bundle stress.bundle --source tcp:127.0.0.1:5555 --duration 60 --smoothing ema
 """
@@ -26,34 +26,49 @@ import argparse
 import json
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
 
+from edge_bridge.commands._options import (
+    bundle_dir,
+    input_file,
+    open_fraction,
+    output_file,
+    positive,
+    positive_int,
+)
+
+DEVICES = ["cpu", "cuda", "jetson"]  # the one list of engine devices (deploy, calibrate, export's subset)
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", choices=["cpu", "cuda", "jetson"], default="cpu",
+    p.add_argument("--device", choices=DEVICES, default="cpu",
                    help="where the model runs (default cpu)")
     p.add_argument("--bundle", type=Path,
                    help="bundle directory (default: the demo bundle, built on first use)")
     p.add_argument("--source", metavar="SPEC",
                    help="playback:FILE | synthetic | board:NAME[,k=v...] | tcp:HOST:PORT | serial:PORT "
                         "(default: a simulated recording through BrainFlow's playback board)")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--out", type=Path, metavar="FILE", help="JSON lines to FILE instead of stdout")
+    p.add_argument("--duration", type=positive, metavar="S", help="stop after S seconds (> 0)")
+    p.add_argument("-o", "--out", type=Path, metavar="FILE", help="JSON lines to FILE instead of stdout")
     p.add_argument("--lsl", action="store_true", help="also publish probabilities as an LSL stream (pylsl)")
     p.add_argument("--smoothing", choices=["none", "ema", "majority"], default="none",
                    help="smooth probabilities over windows (default none)")
-    p.add_argument("--alpha", type=float, default=0.5, help="EMA weight of the newest window (default 0.5)")
-    p.add_argument("--majority", type=int, default=5, help="windows in the majority vote (default 5)")
-    p.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per part (default 1)")
+    p.add_argument("--alpha", type=open_fraction, default=0.5,
+                   help="EMA weight of the newest window, in (0, 1) (default 0.5)")
+    p.add_argument("--majority", type=positive_int, default=5,
+                   help="windows in the majority vote (default 5)")
+    p.add_argument("--threads", type=positive_int, default=1,
+                   help="ONNX Runtime threads per part (default 1)")
     p.add_argument("--labels", type=Path, metavar="FILE",
                    help="label sidecar {annotations: [{onset, duration, label}]} to score predictions; found "
                         "automatically next to a playback file as FILE.labels.json")
     p.add_argument("--adapt-rate", action="store_true",
                    help="accept a source at another rate than the model's input rate (filter and resample)")
     p.add_argument("--no-watch", action="store_true", help="do not pick up newly published bridges")
-    p.add_argument("--demo-minutes", type=float, default=5.0,
+    p.add_argument("--demo-minutes", type=positive, default=5.0,
                    help="length of the demo recording when --source is not given (default 5)")
     p.add_argument("--self-test-only", action="store_true",
                    help="verify, build the engines (cached), self-test, then exit without streaming")
@@ -64,17 +79,62 @@ def _say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
+def preflight(args: argparse.Namespace) -> None:
+    """Paths and the source spec, before the bundle loads or a stream starts (seconds, not minutes)."""
+    from firmware_interface import parse_spec
+
+    if args.bundle is not None:
+        bundle_dir(args.bundle)
+    output_file(args.out, "--out")
+    output_file(args.summary_json, "--summary-json")
+    input_file(args.labels, "--labels")
+    if args.source is not None:
+        kind, target, _ = parse_spec(args.source)
+        if kind == "playback":
+            input_file(target, "--source playback:")
+    if args.out is not None and args.summary_json is not None and \
+            Path(args.out).absolute() == Path(args.summary_json).absolute():
+        from edge_bridge.commands._options import OptionError
+
+        raise OptionError("--out and --summary-json name the same file; give two different files")
+
+
+class _BufferReport:
+    """Say on stderr how full the first window's buffer is, every few seconds, until the first window.
+
+    Why: the first prediction needs a whole window of signal (30-60 s); silence that long looks like a hang.
+    Reads the live loop's counters from its own thread (ints: a stale read is harmless).
+    """
+
+    def __init__(self, pipe: Any, window_s: float, every: float = 5.0) -> None:
+        self.pipe, self.window_s, self.every = pipe, window_s, every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="buffer-report", daemon=True)
+
+    def __enter__(self) -> _BufferReport:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join(timeout=1.0)
+
+    def _run(self) -> None:
+        while not self._done.wait(self.every):
+            s = self.pipe.summary
+            if s.windows > 0:
+                return
+            rate = float(self.pipe.spec.input_rate)
+            have = min(s.samples / rate, self.window_s) if rate > 0 else 0.0
+            _say(f"  buffering: {have:4.1f} / {self.window_s:g} s of signal for the first window")
+
+
 def run(args: argparse.Namespace) -> int:
     from deploy.live import LabelTrack, LiveConfig, LiveError, LivePipeline
     from deploy.runtime import CompositeRunner
     from deploy.sinks import make_sinks
     from edge_bridge.bundle import Bundle
     from edge_bridge.errors import EdgeBridgeError
-
-    if args.duration is not None and not args.duration > 0:
-        raise EdgeBridgeError(f"--duration must be a positive number of seconds, got {args.duration}")
-    if args.threads < 1:
-        raise EdgeBridgeError(f"--threads must be >= 1, got {args.threads}")
 
     # 1. the bundle
     if args.bundle is None:
@@ -142,8 +202,14 @@ def run(args: argparse.Namespace) -> int:
         where = args.out if args.out else "stdout"
         _say(f"streaming: {m.target.window_s:g} s windows every {m.target.hop_s:g} s; predictions to {where}"
              f"{' and LSL' if args.lsl else ''}; Ctrl-C to stop")
+        _say(f"first window in about {m.target.window_s:g} s (the buffer fills with one window of signal "
+             f"first), then one every {m.target.hop_s:g} s")
         try:
-            summary = pipe.run()
+            if args.quiet:
+                summary = pipe.run()
+            else:
+                with _BufferReport(pipe, float(m.target.window_s)):
+                    summary = pipe.run()
         except FirmwareError as exc:  # the source failed for good (reconnects ran out, or a file ended bad)
             raise EdgeBridgeError(f"--source {given}: {exc}") from None
         for key, count in file_counts.items():  # the playback board stamps samples anew: count the file's
@@ -159,7 +225,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {line}", file=out)
     out.flush()
     if args.summary_json:
-        args.summary_json.write_text(json.dumps(_summary_json(summary, args), indent=1) + "\n")
+        from edge_bridge.fileio import atomic_write_text
+
+        atomic_write_text(args.summary_json, json.dumps(_summary_json(summary, args), indent=1) + "\n")
     return 130 if summary.stop_reason in ("SIGINT", "SIGTERM") else 0
 
 

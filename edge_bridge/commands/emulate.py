@@ -7,6 +7,7 @@ frames, garbage) to watch the decoder resynchronise and count the losses.
 Examples:
   edge-bridge emulate --recording demo-out/data/S01.edf --port 5555 --channels PPG
   edge-bridge emulate --recording S01.edf --port 5555 --modality ppg --bit-flip 0.01 --drop 0.01 --loop
+  edge-bridge emulate --recording S01.edf --port 5555 --channels PPG --duration 60
 """
 
 from __future__ import annotations
@@ -19,26 +20,46 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edge_bridge.commands._options import (
+    fraction,
+    input_file,
+    non_negative_int,
+    old_spellings,
+    output_file,
+    port,
+    positive,
+    positive_int,
+)
 from edge_bridge.errors import EdgeBridgeError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--recording", required=True,
                    help="recording file (EDF/EDF+, or any format inspect reads)")
-    p.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
+    p.add_argument("--port", type=port, required=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
     p.add_argument("--channels",
                    help="comma-separated channel names (default: all at the first channel's rate)")
     p.add_argument("--modality", help="only channels of this modality (ecg, ppg, eeg, ...)")
     p.add_argument("--format", choices=["int16", "int24"], default="int16",
                    help="sample format of the frames")
-    p.add_argument("--samples-per-frame", type=int, default=10, help="samples per channel in each frame")
+    p.add_argument("--samples-per-frame", type=positive_int, default=10,
+                   help="samples per channel in each frame")
     p.add_argument("--loop", action="store_true", help="start over at the end of the recording")
-    p.add_argument("--seconds", type=float, help="stop after this many seconds")
-    p.add_argument("--bit-flip", type=float, default=0.0, help="probability that a frame gets flipped bits")
-    p.add_argument("--drop", type=float, default=0.0, help="probability that a frame is not sent")
-    p.add_argument("--garbage", type=float, default=0.0, help="probability of random bytes before a frame")
-    p.add_argument("--seed", type=int, default=0, help="random seed for the damage")
+    p.add_argument("--duration", "--seconds", type=positive, metavar="S",
+                   action=old_spellings("--duration", "--seconds"), help="stop after S seconds (> 0)")
+    p.add_argument("--bit-flip", type=fraction, default=0.0,
+                   help="probability that a frame gets flipped bits, in [0, 1]")
+    p.add_argument("--drop", type=fraction, default=0.0,
+                   help="probability that a frame is not sent, in [0, 1]")
+    p.add_argument("--garbage", type=fraction, default=0.0,
+                   help="probability of random bytes before a frame, in [0, 1]")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed for the damage")
     p.add_argument("--profile-out", help="write a device profile (names, units) for the receiving side here")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    input_file(args.recording, "--recording")
+    output_file(args.profile_out, "--profile-out")
 
 
 def _read(path: str) -> Any:
@@ -102,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
               f"{n / rate:.1f} s{' looped' if args.loop else ''}, on 127.0.0.1:{emu.port}; connect with "
               f"tcp:127.0.0.1:{emu.port}", file=sys.stderr, flush=True)
         while not emu.done.is_set():
-            if args.seconds is not None and time.monotonic() - began >= args.seconds:
+            if args.duration is not None and time.monotonic() - began >= args.duration:
                 break
             time.sleep(0.1)
     except KeyboardInterrupt:

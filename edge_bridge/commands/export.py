@@ -11,27 +11,45 @@ manifest).
 inputs only), audited on the files.
 
 Example:
-  edge-bridge export runs/stress -o stress.bundle --calibration-data data/sim --target cpu
+  edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --device cpu
+
+Old spellings (the run as a positional RUN, --target cpu|jetson) still work for one release, with a warning.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from edge_bridge.commands._options import (
+    OptionError,
+    _warn_deprecated,
+    fraction,
+    input_dir,
+    input_path,
+    old_spellings,
+    output_dir,
+    positive_int,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", metavar="RUN", help="run directory with a trained bridge (edge-bridge train)")
+    p.add_argument("--run", metavar="DIR", default=None,
+                   help="run directory with a trained bridge (edge-bridge train)")
+    p.add_argument("run_dir", nargs="?", metavar="RUN", default=None, help=argparse.SUPPRESS)
     p.add_argument("-o", "--out", required=True, metavar="BUNDLE", help="bundle directory to create")
     p.add_argument("--calibration-data", metavar="DIR", default=None,
                    help="folder of paired recordings (EDF+, BrainFlow CSV, ...; read with the run's "
                         "--channels and --label-map) or a windows .npz for INT8 calibration; needed for int8")
     p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32"],
                    help="precision of target_front, source_back and source_front (default int8)")
-    p.add_argument("--target", default="cpu", choices=["cpu", "jetson"],
-                   help="INT8 flavour: ONNX Runtime CPU or TensorRT (default cpu)")
-    p.add_argument("--agreement-threshold", type=float, default=0.98,
-                   help="minimum argmax agreement with FP32 before parts fall back (default 0.98)")
-    p.add_argument("--golden-windows", type=int, default=4, help="windows in golden.npz (default 4)")
+    p.add_argument("--device", "--target", dest="device", default="cpu", choices=["cpu", "jetson"],
+                   action=old_spellings("--device", "--target"),
+                   help="the device the bundle is for, which sets the INT8 flavour: cpu (ONNX Runtime; also "
+                        "deploy --device cuda) or jetson (TensorRT) (default cpu)")
+    p.add_argument("--agreement-threshold", type=fraction, default=0.98,
+                   help="minimum argmax agreement with FP32 before parts fall back, in [0, 1] (default 0.98)")
+    p.add_argument("--golden-windows", type=positive_int, default=4, help="windows in golden.npz (default 4)")
     p.add_argument("--no-source-weights", dest="source_weights", action="store_false",
                    help="leave the source model's weights (source_model/, safetensors, ~0.6 MB for the "
                         "reference models) out of the bundle; on site, calibrate then needs --run for "
@@ -40,11 +58,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="replace an existing BUNDLE (only after the new one verifies)")
 
 
+def preflight(args: argparse.Namespace) -> None:
+    if args.run_dir is not None:
+        if args.run is not None:
+            raise OptionError(f"give the run once: --run {args.run} (not also the positional {args.run_dir})")
+        _warn_deprecated(f"the positional run folder ({args.run_dir})", f"--run {args.run_dir}")
+        args.run = args.run_dir
+    if args.run is None:
+        raise OptionError("export needs --run DIR, the run folder with a trained bridge (edge-bridge train)")
+    if not Path(args.run).exists():
+        raise OptionError(f"--run {args.run!r} does not exist; give the run folder (the one holding "
+                          "run.json) that `edge-bridge train` trained")
+    input_dir(args.run, "--run")
+    output_dir(args.out, "-o/--out", must_be_new=True)
+    input_path(args.calibration_data, "--calibration-data")
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_bridge.export import export
 
-    bundle = export(args.run_dir, args.out, calibration=args.calibration_data, precision=args.precision,
-                    target=args.target, agreement_threshold=args.agreement_threshold, overwrite=args.force,
+    bundle = export(args.run, args.out, calibration=args.calibration_data, precision=args.precision,
+                    target=args.device, agreement_threshold=args.agreement_threshold, overwrite=args.force,
                     golden_windows=args.golden_windows, source_weights=args.source_weights)
     m = bundle.manifest
     q = m.quantization

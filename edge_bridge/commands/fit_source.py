@@ -32,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                               "trained from scratch")
 
 
+def preflight(args: argparse.Namespace) -> None:
+    from edge_bridge.commands._method import preflight as method_preflight
+
+    method_preflight(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_bridge import pipeline
     from edge_bridge.commands._method import backbone_config, fit_config, open_run, published_model

@@ -11,9 +11,16 @@ from __future__ import annotations
 import argparse
 import collections
 
+from edge_bridge.commands._options import input_file
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", help="recording files")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    for path in args.paths:
+        input_file(path, "")
 
 
 def run(args: argparse.Namespace) -> int:

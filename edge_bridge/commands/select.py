@@ -20,6 +20,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
 
 
+def preflight(args: argparse.Namespace) -> None:
+    from edge_bridge.commands._method import preflight as method_preflight
+
+    method_preflight(args)
+
+
 def run(args: argparse.Namespace) -> int:
     from edge_bridge import pipeline
     from edge_bridge.commands._method import open_run

@@ -19,15 +19,21 @@ import argparse
 import sys
 from pathlib import Path
 
+from edge_bridge.commands._options import non_negative_int, output_dir, positive, positive_int
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     # no simulator import here: `edge-bridge --help` builds every parser and must stay fast (scipy is slow)
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR",
                    help="folder for S01.edf, S02.edf, ... and dataset.json")
     p.add_argument("--task", default="stress", help="task preset: stress or sleep (default: stress)")
-    p.add_argument("--subjects", type=int, default=10, help="number of subjects (default: 10)")
-    p.add_argument("--minutes", type=float, default=10.0, help="minutes per subject (default: 10)")
-    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
+    p.add_argument("--subjects", type=positive_int, default=10, help="number of subjects (default: 10)")
+    p.add_argument("--minutes", type=positive, default=10.0, help="minutes per subject (default: 10)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed, >= 0 (default: 0)")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    output_dir(args.out_dir, "OUT_DIR")
 
 
 def run(args: argparse.Namespace) -> int:

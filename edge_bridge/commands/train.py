@@ -12,6 +12,9 @@ epochs) into RUN/kd_student.
 Runs under torchrun for data-parallel training (gloo on CPUs, NCCL on GPUs):
   torchrun --standalone --nproc-per-node 2 -m edge_bridge.cli train --run runs/stress
 
+Writes RUN/bridge/ (the best bridge, history.json, training_curve.png: loss and agreement per epoch). A
+best checkpoint that decides one class on every val window is reported with a warning.
+
 Examples:
   edge-bridge train --run runs/stress --epochs 30 --kd
   edge-bridge train --run runs/wesad --preset wesad_ecg2ppg --epochs 100 --lr 1e-6
@@ -23,6 +26,7 @@ import argparse
 import os
 
 from edge_bridge.commands._method import add_fit_arguments, add_run_arguments
+from edge_bridge.commands._options import non_negative_int, positive, positive_int
 
 RANK, PROTOTYPES = 8, 16  # defaults without a preset (pipeline.BridgeSettings')
 
@@ -30,13 +34,15 @@ RANK, PROTOTYPES = 8, 16  # defaults without a preset (pipeline.BridgeSettings')
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     add_fit_arguments(p, epochs=30, batch_size=64)
-    p.add_argument("--i", type=int, default=None, help="target block (default: from selection.json)")
-    p.add_argument("--j", type=int, default=None, help="source block (default: from selection.json)")
+    p.add_argument("--i", type=non_negative_int, default=None,
+                   help="target block (default: from selection.json)")
+    p.add_argument("--j", type=non_negative_int, default=None,
+                   help="source block (default: from selection.json)")
     p.add_argument("--bridge", default="prototype", choices=["prototype", "linear", "lowrank"],
                    help="bridge kind (linear and lowrank are ablation baselines)")
-    p.add_argument("--rank", type=int, default=None,
+    p.add_argument("--rank", type=positive_int, default=None,
                    help=f"rank r of the prototype / low-rank bridge (default: the preset's, else {RANK})")
-    p.add_argument("--prototypes", type=int, default=None,
+    p.add_argument("--prototypes", type=positive_int, default=None,
                    help=f"number of prototypes P (default: the preset's, else {PROTOTYPES})")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="the paper's direction NAME: its i, j, r and P (explicit --i/--j/--rank/--prototypes "
@@ -51,7 +57,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "(torch.utils.checkpoint): the same bridge for ~0.6x the training memory and one "
                         "extra forward of source[j:] (default: on; --no-recompute for the fastest epochs)")
     p.add_argument("--kd", action="store_true", help="also train the KD student baseline")
-    p.add_argument("--temperature", type=float, default=2.0, help="KD temperature")
+    p.add_argument("--temperature", type=positive, default=2.0, help="KD temperature, > 0 (default 2)")
+
+
+def preflight(args: argparse.Namespace) -> None:
+    from edge_bridge.commands._method import preflight as method_preflight
+
+    method_preflight(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,9 +107,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  decisions on the val windows agree with the source model's on "
               f"{out['best_val_agreement']:.1%} (balanced over its classes: "
               f"{out['best_val_balanced_agreement']:.1%})")
-    if out["one_class"]:
-        print("  WARNING: this bridge decides one class on every val window (a constant classifier); train "
-              "again with another --seed or more --epochs")
+    curve = r.bridge / "training_curve.png"
+    if curve.is_file():
+        print(f"  training curve -> {curve}")
     if args.kd:
         if world > 1:
             print("skipping --kd under torchrun: run it in a single process")
