@@ -130,7 +130,7 @@ def _wrist(d, rec, **kw):
 
 def c_same_path(d, rec):
     c = _chest(d, rec)
-    return [str(c), str(c)], [], ["chest.edf", "twice"]
+    return [str(c), str(c)], [], ["chest.edf", "the same file"]
 
 
 def c_same_bytes(d, rec):
@@ -221,7 +221,7 @@ def c_truncated_edf(d, rec):
 
 
 def c_missing_file(d, rec):
-    return [str(d / "nope.edf"), str(_wrist(d, rec))], [], ["nope.edf", "no such file"]
+    return [str(d / "nope.edf"), str(_wrist(d, rec))], [], ["nope.edf", "does not exist"]
 
 
 def c_unsupported_suffix(d, rec):
@@ -303,7 +303,7 @@ def d_empty_folder(d, rec):
 
 
 def d_missing_folder(d, rec):
-    return [], ["--data", "no such folder"], d / "absent"
+    return [], ["--data", "does not exist"], d / "absent"
 
 
 def d_data_is_a_file(d, rec):
@@ -480,8 +480,9 @@ def ready_run(tmp_path_factory):
     for k in range(1, 5):
         _good_edf(d, simulate_subject("stress", f"S{k:02d}", 3.0, seed=0), f"S{k:02d}.edf")
     run = root / "run"
-    assert main(["select", "-q", "--run", str(run), "--data", str(d), "--task", "stress", "--no-progress",
-                 "--label-map", "baseline=baseline"]) == 2  # no backbone yet, but the run is made
+    from edge_bridge.runs import Run
+
+    Run.open(run, data=d, task="stress", label_map="baseline=baseline").windows(progress=False)
     assert (run / "windows.npz").is_file()
     return run, d
 
@@ -489,7 +490,7 @@ def ready_run(tmp_path_factory):
 @pytest.mark.parametrize("extra, culprits", [
     (["--channels", "ppg=Other"], ["--channels", "ppg=Other", "another --run"]),
     (["--label-map", "Rest=stress"], ["--label-map", "Rest=stress", "another --run"]),
-    (["--data", "/elsewhere"], ["/elsewhere", "another --run"]),
+    (["--data", "/tmp"], ["/tmp", "another --run"]),  # exists: past preflight, refused by the run
     (["--task", "sleep"], ["sleep", "another --run"]),
 ], ids=["other channel map", "other label map", "other data", "other task"])
 def test_existing_run_refuses_other_maps(extra, culprits, ready_run, capsys):
