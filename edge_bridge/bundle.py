@@ -317,8 +317,8 @@ def validate_manifest(data: Any, where: str = MANIFEST) -> None:
 def _describe(err: Any) -> str:
     """A short reason for one schema error (jsonschema's own message repeats whole sub-objects)."""
     v, value = err.validator, err.instance
-    shown = _short(json.dumps(value, default=str) if not isinstance(value, (dict, list)) else
-                   type(value).__name__, 60)
+    shown = ("an object" if isinstance(value, dict) else "an array" if isinstance(value, list) else
+             _short(json.dumps(value, default=str), 60))
     if v == "required":
         missing = [k for k in err.validator_value if isinstance(value, dict) and k not in value]
         return f"missing required key(s) {missing}"

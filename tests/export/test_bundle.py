@@ -184,7 +184,7 @@ def test_label_map_round_trips_and_is_optional(bundle_copy):
     m = Bundle.load(bundle_copy).manifest
     assert m.label_map == merge and m.to_dict()["label_map"] == merge
     _edit_manifest(bundle_copy, lambda m: m.update(label_map=["baseline", "stress"]))  # not a mapping
-    with pytest.raises(BundleError, match="field label_map: array is not of type"):
+    with pytest.raises(BundleError, match="field label_map: an array is not of type"):
         Bundle.load(bundle_copy)
 
 
