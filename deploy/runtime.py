@@ -232,6 +232,7 @@ class CompositeRunner:
         """
         engine = load_engine(bundle.bridge_path(), self.device, **engine_options(self.device, self.threads))
         try:
+            check_io(engine, bundle.current_bridge.onnx, "bridge")
             check = self._chain_check(engine, bundle)
         except BaseException:
             engine.close()

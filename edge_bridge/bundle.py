@@ -824,12 +824,14 @@ def unpack(tar_path: str | os.PathLike[str], dest: str | os.PathLike[str]) -> Bu
     try:
         tar = tarfile.open(tar_path, "r")  # noqa: SIM115 - closed by the with-block below
     except (tarfile.TarError, OSError) as exc:
-        raise BundleError(f"{tar_path}: not a readable tar file: {exc}") from None
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).splitlines()[0]
+        raise BundleError(f"{tar_path}: not a readable tar file ({_short(reason, 80)}); pack the bundle "
+                          "with `edge-bridge bundle pack`") from None
     with tar:
         try:
             members = tar.getmembers()
         except (tarfile.TarError, OSError, EOFError) as exc:
-            raise BundleError(f"{tar_path}: truncated or corrupted tar: {exc}") from None
+            raise BundleError(f"{tar_path}: truncated or corrupted tar: {_short(exc, 80)}") from None
         seen: set[str] = set()
         for mem in members:
             name = mem.name
