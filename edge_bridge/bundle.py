@@ -32,6 +32,7 @@ import hashlib
 import io
 import json
 import logging
+import math
 import os
 import re
 import stat
@@ -306,12 +307,36 @@ def validate_manifest(data: Any, where: str = MANIFEST) -> None:
         raise BundleError(f"{where}: the manifest cannot be checked against the schema: {_short(exc)}"
                           ) from None
     if not errors:
+        bad = _non_finite(data, ())
+        if bad is not None:
+            raise BundleError(f"{where}: field {_short(bad, 80)}: NaN or infinity is not a number a bundle "
+                              "may hold (see edge_bridge/bundle_schema.json); re-export the bundle")
         return
     err = jsonschema.exceptions.best_match(errors)
     field_name = ".".join(str(p) for p in err.absolute_path) or "(top level)"
     what = _describe(err)
     raise BundleError(f"{where}: field {_short(field_name, 80)}: {what} (see edge_bridge/"
                       f"{SCHEMA_FILE.name}); the manifest was edited or damaged, re-export the bundle")
+
+
+# free-form records (a figure may be NaN, e.g. a one-class balanced accuracy); nothing decides on them
+_FREE_FORM = ("report", "quantization", "metrics")
+
+
+def _non_finite(node: Any, path: tuple[Any, ...]) -> str | None:
+    """The dotted path of the first NaN/inf outside the free-form records (JSON Schema lets NaN pass)."""
+    stack = [(node, path)]
+    while stack:
+        node, path = stack.pop()
+        if path and path[-1] in _FREE_FORM:
+            continue
+        if isinstance(node, float) and not math.isfinite(node):
+            return ".".join(str(p) for p in path)
+        if isinstance(node, dict):
+            stack.extend((v, (*path, k)) for k, v in node.items())
+        elif isinstance(node, list):
+            stack.extend((v, (*path, i)) for i, v in enumerate(node))
+    return None
 
 
 def _describe(err: Any) -> str:
