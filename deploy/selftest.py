@@ -152,7 +152,7 @@ def compare(part: str, got: dict[str, np.ndarray], expected: dict[str, np.ndarra
         want = np.asarray(want, dtype=np.float32)
         if not np.all(np.isfinite(want)):  # NaN - NaN is no difference, and NaN <= tol is False: refuse
             return PartCheck(part, False, float("inf"), 0.0, atol, rtol, 0,
-                             f"the golden file's expected {name} has NaN or inf (corrupt golden file)")
+                             f"the golden {part}.{name} has NaN or inf (corrupt golden file)")
         have = got.get(name)
         if have is None:
             return PartCheck(part, False, float("inf"), 0.0, atol, rtol, 0, f"no output {name!r}")
@@ -191,7 +191,8 @@ def check_part(engine: Any, part: str, golden: dict[str, np.ndarray], precision:
         if arr.dtype.kind not in "fiu" or arr.size == 0 or not np.all(np.isfinite(arr)):
             n = int(arr.shape[0]) if arr.ndim else 0
             return PartCheck(part, False, float("inf"), 0.0, atol, rtol, n,
-                             f"the golden {name} is {'empty' if arr.size == 0 else 'not finite numbers'} "
+                             f"the golden {part}.{name} "
+                             f"{'is empty' if arr.size == 0 else 'has NaN, inf or non-numbers'} "
                              "(corrupt golden file)")
     try:
         got = engine.run({k: np.asarray(v, dtype=np.float32) for k, v in feeds.items()})
