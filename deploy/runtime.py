@@ -238,8 +238,12 @@ class CompositeRunner:
         """
         engine = load_engine(bundle.bridge_path(), self.device, **engine_options(self.device, self.threads))
         try:
-            check_io(engine, bundle.current_bridge.onnx, "bridge")
-            check = self._chain_check(engine, bundle)
+            try:
+                check_io(engine, bundle.current_bridge.onnx, "bridge")
+            except BundleError as exc:
+                check = PartCheck("bridge", False, float("inf"), 0.0, 0.0, 0.0, 0, str(exc))
+            else:
+                check = self._chain_check(engine, bundle)
         except BaseException:
             engine.close()
             raise
