@@ -475,6 +475,7 @@ def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) ->
         if version == cur:
             raise CalibrationError(f"{root}: bridge v{version:04d} is already current")
         try:
+            _check_chain(bundle, version)
             set_current_bridge(bundle, version)
         except BundleError as exc:
             raise CalibrationError(str(exc)) from None
@@ -484,6 +485,20 @@ def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) ->
 
 
 # --- gradient path ----------------------------------------------------------------------------------------
+def _check_chain(bundle: Bundle, version: int) -> None:
+    """The chain through bridge ``version`` must give finite logits on the golden inputs before it becomes
+    current again (a version published by an older tool was never checked)."""
+    from deploy.runtime import bridge_golden
+
+    if version not in bundle.manifest.bridges:
+        return  # set_current_bridge names the published versions
+    path = bundle.bridge_path(version)
+    try:
+        bridge_golden(bundle, path.read_bytes())
+    except BundleError as exc:
+        raise CalibrationError(f"cannot roll back to bridge v{version:04d}: {exc}") from None
+
+
 def _source_weights(run_dir: str | os.PathLike[str] | None, bundle: Bundle) -> tuple[Path | None, str]:
     """Where the source model's torch weights for gradient steps are (``--run`` first, then the bundle's
     ``source_model/``), or None and why not."""

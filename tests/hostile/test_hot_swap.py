@@ -304,3 +304,17 @@ def test_manifest_rewritten_identically_is_not_a_swap(case):
         assert runner.bridge_version == 1 and watcher.events == []
     finally:
         runner.close()
+
+
+def test_rollback_to_a_nan_version_is_refused(case, capsys):
+    """A version an older tool published without checks (NaN chain) never becomes current by rollback."""
+    from .conftest import assert_clean_refusal, run_cli
+
+    _publish(case, _model_bytes(fill=np.nan))  # v0002, unchecked
+    _publish(case, _model_bytes(seed=3), golden=True)  # v0003, good
+    case.snapshot()
+    rc, out, err = run_cli(["calibrate", "--bundle", case.bundle, "--rollback"], capsys)
+    assert_clean_refusal(rc, out, err, "v0002")
+    assert "non-finite" in err
+    case.unchanged()
+    assert Bundle.load(case.bundle).manifest.current_bridge == 3
