@@ -318,3 +318,45 @@ def test_rollback_to_a_nan_version_is_refused(case, capsys):
     assert "non-finite" in err
     case.unchanged()
     assert Bundle.load(case.bundle).manifest.current_bridge == 3
+
+
+# --- through the real CLI while it streams ----------------------------------------------------------------
+def test_deploy_streaming_keeps_its_bridge_when_a_nan_one_is_published(case, tmp_path):
+    """`edge-bridge deploy` over BrainFlow's playback board; a NaN bridge is published mid-stream (as an
+    old tool would, unchecked): every row stays a real class from v0001 and the summary says why."""
+    import json
+    import subprocess
+    import sys
+
+    from firmware_interface.playback import write_playback_file
+
+    csv = case.sentinel / "rec.csv"
+    write_playback_file([("PPG", "ppg", "au", ppg_like(10))], 64.0, csv, start_timestamp=1.7e9)
+    out, summary = case.sentinel / "rows.jsonl", case.sentinel / "summary.json"
+    root = str(__import__("pathlib").Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_bridge.cli", "deploy", "--bundle", str(case.bundle), "--source",
+         f"playback:{csv}", "--out", str(out), "--duration", "10", "--summary-json", str(summary)],
+        cwd=case.sentinel, env={**os.environ, "PYTHONPATH": root, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while (not out.exists() or len(out.read_text().splitlines()) < 2) and time.monotonic() - t0 < 60:
+            if proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert proc.poll() is None, proc.communicate()
+        _atomically(case, _nan)
+        stdout, stderr = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "Traceback" not in stderr, stderr
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert proc.returncode == 0, stderr
+    assert len(rows) >= 4 and all(r["bridge"] == 1 for r in rows if r.get("valid"))
+    assert all(r["class"] is not None for r in rows if r.get("valid"))
+    assert not any(r.get("valid") is False and r.get("invalid") for r in rows)
+    text = stdout + stderr + summary.read_text()
+    assert "v0002" in text and "non-finite" in text and "keeping bridge v0001" in text
