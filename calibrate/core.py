@@ -236,7 +236,13 @@ def bundle_lock(root: Path) -> Iterator[None]:
         yield
         return
     path = root / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if path.is_symlink():  # a lock through a link would create or truncate a file outside the bundle
+        raise CalibrationError(f"{path} is a symbolic link; refusing to lock through it (remove it)")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as exc:
+        raise CalibrationError(f"{path}: cannot create the bundle's lock ({exc.strerror or exc}); is the "
+                               "bundle writable?") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -450,14 +456,23 @@ def _check_feature_shapes(feats: Features, current: PrototypeWeights, bundle: Bu
 
 def publish_candidate(root: Path, based_on: int, onnx_bytes: bytes, weights_bytes: bytes,
                       metrics: dict[str, Any]) -> int:
-    """Publish under the lock, on a freshly read manifest; refuse if the current bridge moved meanwhile."""
+    """Publish under the lock, on a freshly read manifest; refuse if the current bridge moved meanwhile.
+
+    The new version carries its own expected outputs on the bundle's golden inputs (golden ``h`` -> new
+    bridge -> ``source_back``, by ONNX Runtime), so a fresh start self-tests it like an exported bridge;
+    a chain whose logits are not finite there is refused and the current bridge stays current.
+    """
+    from deploy.runtime import bridge_golden
+
     with bundle_lock(root):
         fresh = Bundle.load(root)
         if fresh.manifest.current_bridge != based_on:
             raise CalibrationError(
                 f"{root}: the current bridge changed during calibration (v{based_on:04d} -> "
                 f"v{fresh.manifest.current_bridge:04d}); nothing was published, run calibrate again")
-        version = publish_bridge(fresh, onnx_bytes, weights_bytes, origin="calibrate", metrics=metrics)
+        golden = bridge_golden(fresh, onnx_bytes)
+        version = publish_bridge(fresh, onnx_bytes, weights_bytes, origin="calibrate", metrics=metrics,
+                                 golden=golden)
         Bundle.load(root)  # verify what is now on disk
     return version.version
 
@@ -488,6 +503,7 @@ def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) ->
         if version == cur:
             raise CalibrationError(f"{root}: bridge v{version:04d} is already current")
         try:
+            _check_chain(bundle, version)
             set_current_bridge(bundle, version)
         except BundleError as exc:
             raise CalibrationError(str(exc)) from None
@@ -497,6 +513,20 @@ def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) ->
 
 
 # --- gradient path ----------------------------------------------------------------------------------------
+def _check_chain(bundle: Bundle, version: int) -> None:
+    """The chain through bridge ``version`` must give finite logits on the golden inputs before it becomes
+    current again (a version published by an older tool was never checked)."""
+    from deploy.runtime import bridge_golden
+
+    if version not in bundle.manifest.bridges:
+        return  # set_current_bridge names the published versions
+    path = bundle.bridge_path(version)
+    try:
+        bridge_golden(bundle, path.read_bytes())
+    except BundleError as exc:
+        raise CalibrationError(f"cannot roll back to bridge v{version:04d}: {exc}") from None
+
+
 def _source_weights(run_dir: str | os.PathLike[str] | None, bundle: Bundle) -> tuple[Path | None, str]:
     """Where the source model's torch weights for gradient steps are (``--run`` first, then the bundle's
     ``source_model/``), or None and why not."""

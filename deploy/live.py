@@ -219,6 +219,7 @@ class LiveSummary:
 
     windows: int = 0
     predicted: int = 0
+    invalid: int = 0  # windows whose logits were NaN or inf: marked invalid, never given a class
     skipped: int = 0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
     samples: int = 0
@@ -257,7 +258,7 @@ class LiveSummary:
         out = [
             f"stopped: {self.stop_reason}",
             f"windows: {self.windows} ({self.predicted} predicted, {self.skipped} skipped by the quality "
-            "gate)",
+            "gate" + (f", {self.invalid} invalid: non-finite logits, no class" if self.invalid else "") + ")",
         ]
         if self.skipped_reasons:
             reasons = sorted(self.skipped_reasons.items())
@@ -613,7 +614,8 @@ class LivePipeline:
             s.skipped += 1
             s.skipped_reasons[reason] = s.skipped_reasons.get(reason, 0) + 1
             s.compute_seconds += time.perf_counter() - t0
-            record.update({"class": None, "probabilities": None, "quality": reason, "skipped": True})
+            record.update({"class": None, "probabilities": None, "quality": reason, "skipped": True,
+                           "valid": False})
             now = time.monotonic()
             if now - self._skip_logged_at >= 5.0:
                 logger.warning("window at %.1f s skipped by the quality gate: %s (%d skipped so far)",
@@ -623,6 +625,20 @@ class LivePipeline:
             return
         x = process_window(window, spec, check_quality=False)
         logits = self.runner(x[None])[0]
+        if not np.all(np.isfinite(logits)):  # no NaN decides anything: an invalid row, never a class
+            latency = time.perf_counter() - t0
+            s.compute_seconds += latency
+            s.invalid += 1
+            record.update({"class": None, "probabilities": None, "quality": "ok", "valid": False,
+                           "invalid": "non-finite logits", "latency_ms": round(1e3 * latency, 3),
+                           "bridge": self.runner.bridge_version})
+            now = time.monotonic()
+            if now - self._skip_logged_at >= 5.0:
+                logger.warning("window at %.1f s: the model gave non-finite logits; marked invalid, no class "
+                               "(%d so far)", start_s, s.invalid)
+                self._skip_logged_at = now
+            self._emit(record)
+            return
         probs = softmax(logits.astype(np.float64))
         smooth, k = self.smoother.update(probs)
         latency = time.perf_counter() - t0
@@ -630,6 +646,7 @@ class LivePipeline:
         s.predicted += 1
         self.stats.add(latency)
         record.update({
+            "valid": True,
             "class": self.classes[k],
             "probabilities": {c: round(float(p), 5) for c, p in zip(self.classes, smooth, strict=True)},
             "quality": "ok",

@@ -4,6 +4,11 @@
 warms them up, runs the golden self-test, and swaps the bridge for a newer version without touching the
 fronts and backs (the bridge is the only part refit on site, so it is the only one that changes while the
 loop runs).
+
+No bridge becomes current without its chain giving finite logits on the bundle's golden inputs:
+:func:`bridge_golden` computes a new version's own expected outputs for calibrate's publish (and refuses a
+non-finite chain), :meth:`CompositeRunner.prepare_bridge` checks the same before a hot swap, and the
+start-up self-test checks the current version against its own golden file.
 """
 
 from __future__ import annotations
@@ -23,13 +28,18 @@ from deploy.selftest import (
     check_part,
     compare,
     golden_input,
-    smoke_check,
+    tolerance_for,
 )
-from edge_bridge.bundle import Bundle, BundleError, PartSpec, read_golden
+from edge_bridge.bundle import GOLDEN, Bundle, BundleError, PartSpec, read_golden
 
 logger = logging.getLogger(__name__)
 
 LIVE_PARTS = ("target_front", "bridge", "source_back")
+
+
+def _short_keys(golden: dict[str, Any]) -> str:
+    keys = sorted(golden)
+    return ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
 
 
 def engine_options(device: str, threads: int) -> dict[str, Any]:
@@ -42,6 +52,53 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)
+
+
+def bridge_golden(bundle: Bundle, onnx_bytes: bytes) -> dict[str, np.ndarray] | None:
+    """A new bridge's own expected outputs on the bundle's golden inputs, by ONNX Runtime on this CPU.
+
+    The golden ``h`` (the bundle's, so every version is checked on the same input) -> the new bridge ->
+    the bundle's ``source_back``; returns :data:`edge_bridge.bundle.BRIDGE_GOLDEN_KEYS` for
+    :func:`edge_bridge.bundle.publish_bridge`. A bundle without ``golden.npz`` (which cannot self-test
+    at start anyway) gets ``None``, after the same finiteness check on a fixed random ``h``.
+
+    Raises
+    ------
+    BundleError
+        The bridge cannot run on the golden ``h`` or the chain's logits are not finite: it must not
+        become current.
+    """
+    import onnxruntime as ort
+
+    if bundle.golden_path is None:  # nothing to self-test with at start either; still refuse a NaN chain
+        d_in = [int(d) for d in bundle.current_bridge.onnx.inputs[0].shape[1:]]
+        h = np.random.default_rng(0).standard_normal((8, *d_in)).astype(np.float32)
+    else:
+        golden = read_golden(bundle, strict=False)
+        found = golden_input(golden, "bridge", "h")
+        if found is None:
+            raise BundleError(f"{bundle.root}: {GOLDEN} has no golden h to compute the new bridge's "
+                              "expected outputs with; re-export the bundle")
+        h = np.asarray(found, dtype=np.float32)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    try:
+        sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
+        z = sess.run(["z"], {"h": h})[0]
+    except Exception as exc:  # ORT raises its own types for bad graphs and feeds
+        raise BundleError(f"{bundle.root}: the new bridge cannot run on the golden inputs "
+                          f"({' '.join(str(exc).split())[:200]}); nothing was published") from None
+    back = load_engine(bundle.part_path("source_back"), "cpu", threads=1)
+    try:
+        logits = back.run({"z": np.asarray(z, dtype=np.float32)})["logits"]
+    finally:
+        back.close()
+    if not (np.all(np.isfinite(z)) and np.all(np.isfinite(logits))):
+        raise BundleError(f"{bundle.root}: the new bridge makes the chain's logits non-finite (NaN or inf) "
+                          "on the golden inputs; refused, the current bridge stays current")
+    if bundle.golden_path is None:
+        return None
+    return {"bridge.h": h, "bridge.z": z, "source_back.z": z, "source_back.logits": logits}
 
 
 def check_io(engine: Engine, spec: PartSpec, part: str) -> None:
@@ -125,69 +182,111 @@ class CompositeRunner:
         return time.perf_counter() - t0
 
     def self_test(self, golden: dict[str, np.ndarray] | None = None) -> SelfTestReport:
-        """Compare every live part (and the chain) with ``golden.npz``; raise :class:`SelfTestError` on drift.
+        """Compare every live part (and the chain) with the golden outputs; raise :class:`SelfTestError`.
+
+        The expected outputs are the current bridge version's own (``bridges/vNNNN.golden.npz`` over
+        ``golden.npz``), so a bundle calibrated on site, or rolled back, starts like a fresh one.
 
         Raises
         ------
         SelfTestError
-            A part's outputs differ from the host's beyond tolerance (the message lists each part, the
-            largest difference and what to do), or the bundle has no golden file.
+            A part's outputs differ from the host's beyond tolerance, a golden value or an output is NaN
+            or inf, or there is nothing to compare with. One line: the version, each part's verdict and
+            what to do.
         """
         golden = self._golden() if golden is None else golden
+        version = self.bridge_version
         report = SelfTestReport()
         for part in LIVE_PARTS:
             precision = self.bundle.part(part).precision
             check = check_part(self.engines[part], part, golden, precision, self.gpu)
             if check is not None:
                 report.checks.append(check)
-        if not report.checks:
-            raise SelfTestError(f"{self.bundle.root}/golden.npz has no inputs and outputs for "
-                                f"{', '.join(LIVE_PARTS)} (keys: {sorted(golden)}); re-export the bundle")
+        where = self._golden_name()
+        missing = [p for p in LIVE_PARTS if p not in {c.part for c in report.checks}]
+        if missing:  # an unchecked part would run live unverified
+            raise SelfTestError(f"cannot self-test bridge v{version:04d}: {self.bundle.root}/{where} (with "
+                                f"{GOLDEN}) has no inputs and outputs for {', '.join(missing)} (keys: "
+                                f"{_short_keys(golden)}); re-export the bundle")
         if not report.passed:
-            lines = "\n  ".join(c.line() for c in report.checks)
+            lines = " | ".join(" ".join(c.line().split()) for c in report.checks)
             raise SelfTestError(
-                f"self-test on {self.device} failed: outputs drift from the bundle's golden.npz beyond "
-                f"tolerance\n  {lines}\nThe engine computes something other than what was exported "
-                "(corrupted engine cache, another runtime version, a backend bug). Clear the engine cache "
+                f"self-test of bridge v{version:04d} on {self.device} failed, outputs drift from {where} "
+                f"beyond tolerance: {lines}. "
+                "The engine computes something other than what was exported, or the golden file is damaged "
+                "(corrupted engine cache, another runtime version, a backend bug): clear the engine cache "
                 "and retry, or try --device cpu; if the CPU also fails, re-export the bundle")
         return report
 
+    def _golden_name(self) -> str:
+        b = self.bundle.manifest.bridges.get(self.bridge_version)
+        return b.golden_file if b is not None and b.golden_file else GOLDEN
+
     def _golden(self) -> dict[str, np.ndarray]:
         try:
-            return read_golden(self.bundle)
+            return read_golden(self.bundle, self.bridge_version)
         except BundleError as exc:
-            raise SelfTestError(f"cannot self-test: {exc}") from None
+            raise SelfTestError(f"cannot self-test bridge v{self.bridge_version:04d}: {exc}") from None
 
     # --- bridge swap ------------------------------------------------------------------------------------
     def prepare_bridge(self, bundle: Bundle) -> tuple[Engine, PartCheck]:
         """Open ``bundle``'s current bridge and test it; the caller swaps it in only if the check passed.
 
-        A bridge refit on site has no golden outputs of its own: it must run on the golden ``h``, give
-        finite outputs of the bundle's ``z`` shape, and, when calibration recorded expected outputs in the
-        version's ``metrics["golden"]`` (``{"z": nested list, "atol": float}`` for the golden ``h``),
-        match them.
+        The whole chain runs on the golden inputs: golden ``h`` -> new bridge -> this runner's source
+        back. ``z`` must have the bundle's shape and the logits must be finite (a NaN chain would label
+        every window); with the version's own golden file both must also match it.
         """
-        version = bundle.current_bridge
         engine = load_engine(bundle.bridge_path(), self.device, **engine_options(self.device, self.threads))
         try:
-            golden = self._golden()
-            h = golden_input(golden, "bridge", "h")
-            if h is None:
-                h = np.zeros((1, *self.engines["target_front"].outputs[0].shape[1:]), dtype=np.float32)
-            feeds = {"h": np.asarray(h, dtype=np.float32)}
-            z_shape = tuple(int(d) for d in version.onnx.outputs[0].shape[1:])
-            check = smoke_check(engine, "bridge", feeds, z_shape)
-            recorded = version.metrics.get("golden") if isinstance(version.metrics, dict) else None
-            if check.passed and isinstance(recorded, dict) and "z" in recorded:
-                want = np.asarray(recorded["z"], dtype=np.float32)
-                atol = float(recorded.get("atol", 1e-4))
-                rtol = float(recorded.get("rtol", 1e-3))
-                check = compare("bridge", engine.run(feeds), {"z": want}, atol, rtol)
-                check.detail = check.detail or "matches the outputs calibration recorded"
+            try:
+                check_io(engine, bundle.current_bridge.onnx, "bridge")
+            except BundleError as exc:
+                check = PartCheck("bridge", False, float("inf"), 0.0, 0.0, 0.0, 0, str(exc))
+            else:
+                check = self._chain_check(engine, bundle)
         except BaseException:
             engine.close()
             raise
         return engine, check
+
+    def _chain_check(self, engine: Engine, bundle: Bundle) -> PartCheck:
+        version = bundle.current_bridge
+        own = bool(version.golden_file)
+        golden = read_golden(bundle, version.version, strict=False)
+        h = golden_input(golden, "bridge", "h")
+        if h is None:
+            raise BundleError(f"{bundle.root}: {GOLDEN} has no golden h; re-export the bundle")
+        feeds = {"h": np.asarray(h, dtype=np.float32)}
+        n = int(feeds["h"].shape[0])
+        z_shape = tuple(int(d) for d in version.onnx.outputs[0].shape[1:])
+
+        def fail(detail: str) -> PartCheck:
+            return PartCheck("bridge", False, float("inf"), 0.0, 0.0, 0.0, n, detail)
+
+        try:
+            z = engine.run(feeds)["z"]
+            if tuple(z.shape[1:]) != z_shape:
+                return fail(f"output shape {list(z.shape[1:])} per window, expected {list(z_shape)}")
+            logits = self.engines["source_back"].run({"z": np.asarray(z, dtype=np.float32)})["logits"]
+        except Exception as exc:  # report, never crash the watcher: it keeps the old bridge
+            return fail(f"cannot run on the golden inputs: {' '.join(str(exc).split())[:200]}")
+        if not (np.all(np.isfinite(z)) and np.all(np.isfinite(logits))):
+            return fail("the chain gives non-finite logits (NaN or inf) on the golden inputs")
+        if not own:
+            return PartCheck("bridge", True, 0.0, float(np.max(np.abs(z))) if z.size else 0.0, 0.0, 0.0, n,
+                             "runs, finite logits, right shape (no golden outputs of its own)")
+        atol, rtol = tolerance_for(golden, "bridge", version.onnx.precision, self.gpu)
+        check = compare("bridge", {"z": z}, {"z": golden["bridge.z"]}, atol, rtol)
+        sb_prec = bundle.part("source_back").precision
+        sb_atol, sb_rtol = tolerance_for(golden, "source_back", sb_prec, self.gpu)
+        chain = compare("source_back", {"logits": logits}, {"logits": golden["source_back.logits"]},
+                        sb_atol, sb_rtol)
+        if not chain.passed:
+            check.passed = False
+            check.detail = check.detail or f"chain logits: {chain.detail}"
+        if check.passed:
+            check.detail = f"matches {version.golden_file}"
+        return check
 
     def swap_bridge(self, engine: Engine, version: int) -> None:
         """Put a tested bridge engine in place (between windows) and close the old one."""

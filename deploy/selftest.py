@@ -12,6 +12,9 @@ chain with plain tensor names (``x_target``, ``h``, ``z``, ``logits``) is read t
 the target front, ``h -> z`` the bridge and ``z -> logits`` the source back. Optional per-part tolerances:
 ``"<part>/atol"`` and ``"<part>/rtol"`` (scalars).
 
+No NaN decides anything: a golden value that is NaN or inf, or an output that is, fails the part (a NaN
+difference compares false against every tolerance, which would otherwise read as "max diff 0").
+
 Tolerance: a part passes when ``max|got - expected| <= atol + rtol * max|expected|``. Defaults depend on the
 precision: FP32 graphs must match closely; INT8/FP16 graphs get room for one quantisation step of rounding
 that differs between CPUs and runtimes.
@@ -147,6 +150,9 @@ def compare(part: str, got: dict[str, np.ndarray], expected: dict[str, np.ndarra
     passed = True
     for name, want in expected.items():
         want = np.asarray(want, dtype=np.float32)
+        if not np.all(np.isfinite(want)):  # NaN - NaN is no difference, and NaN <= tol is False: refuse
+            return PartCheck(part, False, float("inf"), 0.0, atol, rtol, 0,
+                             f"the golden {part}.{name} has NaN or inf (corrupt golden file)")
         have = got.get(name)
         if have is None:
             return PartCheck(part, False, float("inf"), 0.0, atol, rtol, 0, f"no output {name!r}")
@@ -180,27 +186,17 @@ def check_part(engine: Any, part: str, golden: dict[str, np.ndarray], precision:
         return None
     feeds, expected = case
     atol, rtol = tolerance_for(golden, part, precision, gpu)
+    for name, value in {**feeds, **expected}.items():
+        arr = np.asarray(value)
+        if arr.dtype.kind not in "fiu" or arr.size == 0 or not np.all(np.isfinite(arr)):
+            n = int(arr.shape[0]) if arr.ndim else 0
+            return PartCheck(part, False, float("inf"), 0.0, atol, rtol, n,
+                             f"the golden {part}.{name} "
+                             f"{'is empty' if arr.size == 0 else 'has NaN, inf or non-numbers'} "
+                             "(corrupt golden file)")
     try:
         got = engine.run({k: np.asarray(v, dtype=np.float32) for k, v in feeds.items()})
     except Exception as exc:  # an engine that cannot run its golden input fails the test, with the cause
         n = int(next(iter(feeds.values())).shape[0])
         return PartCheck(part, False, float("inf"), 0.0, atol, rtol, n, f"cannot run: {exc}")
     return compare(part, got, expected, atol, rtol)
-
-
-def smoke_check(engine: Any, part: str, feeds: dict[str, np.ndarray],
-                out_shape: tuple[int, ...]) -> PartCheck:
-    """For a part without golden outputs (a bridge refit on site): it runs, is finite, has the right shape."""
-    try:
-        got = engine.run(feeds)
-    except Exception as exc:  # report, never crash the caller: it decides to keep the old part
-        return PartCheck(part, False, float("inf"), 0.0, 0.0, 0.0, 0, f"cannot run: {exc}")
-    out = next(iter(got.values()))
-    n = int(out.shape[0]) if out.ndim else 0
-    if tuple(out.shape[1:]) != tuple(out_shape):
-        return PartCheck(part, False, float("inf"), 0.0, 0.0, 0.0, n,
-                         f"output shape {list(out.shape[1:])} per window, expected {list(out_shape)}")
-    if not np.all(np.isfinite(out)):
-        return PartCheck(part, False, float("inf"), 0.0, 0.0, 0.0, n, "output has NaN or inf")
-    return PartCheck(part, True, 0.0, float(np.max(np.abs(out))) if out.size else 0.0, 0.0, 0.0, n,
-                     "runs, finite, right shape (no golden outputs for this version)")

@@ -18,11 +18,11 @@
    to the manifest: a degraded bundle is never shipped silently. The same for the source model's decisions
    as calibration computes them (``source_front`` then ``source_back`` at their shipped precisions): the
    step that helps most, ``source_front`` on a tie (it feeds nothing else);
-5. ``bridges/v0001.onnx`` + ``v0001.safetensors``, ``golden.npz``, ``source_model/`` (the source model's
-   safetensors weights and config, for calibrate's gradient path on site; ``source_weights=False`` leaves
-   them out) and ``manifest.json``; the bundle is built in
-   a temporary sibling directory, verified with :meth:`Bundle.load`, and renamed into place, so a failed
-   export leaves nothing behind.
+5. ``bridges/v0001.onnx`` + ``v0001.safetensors`` + ``v0001.golden.npz`` (its own expected outputs),
+   ``golden.npz``, ``source_model/`` (the source model's safetensors weights and config, for calibrate's
+   gradient path on site; ``source_weights=False`` leaves them out) and ``manifest.json``; the
+   bundle is built in a temporary sibling directory, verified with :meth:`Bundle.load`, and renamed into
+   place, so a failed export leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ from edge_bridge.bundle import (
     bridge_file,
     part_spec,
     sha256_file,
+    write_bridge_golden,
     write_manifest,
 )
 from edge_bridge.export.errors import ExportError
@@ -664,6 +665,8 @@ class _Job:
         g = self.holdout.head(n)
         arrays = golden_arrays(final, g.target, g.source)
         write_golden(root / GOLDEN, arrays)
+        # v0001's own expected outputs, as every later version has (a fresh start self-tests the current one)
+        bv.golden_file, bv.golden_sha256 = write_bridge_golden(root, 1, arrays)
         self.report["golden"] = self._golden_report(arrays, g)
 
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}

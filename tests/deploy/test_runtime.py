@@ -48,7 +48,8 @@ def test_drifted_golden_fails_with_a_clear_message(bundle_dir):
         runner.self_test()
     msg = str(exc.value)
     assert "source_back" in msg and "FAILED" in msg and "drift" in msg and "--device cpu" in msg
-    assert "target_front  ok" in msg  # the parts that agree are named as such
+    assert "target_front ok" in msg  # the parts that agree are named as such
+    assert "\n" not in msg and "bridge v0001" in msg  # one line, naming the version
 
 
 def test_plain_golden_names_and_tolerance_keys(bundle_dir):

@@ -133,7 +133,7 @@ def test_dynamic_non_batch_axis_is_refused(bundle_copy):
         m["parts"]["target_front"]["inputs"][0]["shape"] = [None, 1, None]
 
     _edit_manifest(bundle_copy, edit)
-    with pytest.raises(BundleError, match="only the batch axis"):
+    with pytest.raises(BundleError, match=r"field parts\.target_front\.inputs\.0\.shape\.2: null"):
         Bundle.load(bundle_copy)
 
 
@@ -184,7 +184,7 @@ def test_label_map_round_trips_and_is_optional(bundle_copy):
     m = Bundle.load(bundle_copy).manifest
     assert m.label_map == merge and m.to_dict()["label_map"] == merge
     _edit_manifest(bundle_copy, lambda m: m.update(label_map=["baseline", "stress"]))  # not a mapping
-    with pytest.raises(BundleError, match="malformed manifest"):
+    with pytest.raises(BundleError, match="field label_map: an array is not of type"):
         Bundle.load(bundle_copy)
 
 
@@ -221,5 +221,5 @@ def test_source_weights_damaged_or_unlisted(bundle_copy):
     _edit_manifest(bundle_copy, lambda m: m.pop("source_model"))  # an ONNX-only bundle still loads
     assert Bundle.load(bundle_copy).source_model_path is None
     _edit_manifest(bundle_copy, lambda m: m.update(source_model={"files": {"../x": "0" * 64}}))
-    with pytest.raises(BundleError, match="only plain file names"):
+    with pytest.raises(BundleError, match=r"field source_model\.files: \"\.\./x\" is not a relative"):
         Bundle.load(bundle_copy)
