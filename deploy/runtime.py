@@ -202,7 +202,7 @@ class CompositeRunner:
             check = check_part(self.engines[part], part, golden, precision, self.gpu)
             if check is not None:
                 report.checks.append(check)
-        where = self._golden_name()
+        where = self.golden_name
         missing = [p for p in LIVE_PARTS if p not in {c.part for c in report.checks}]
         if missing:  # an unchecked part would run live unverified
             raise SelfTestError(f"cannot self-test bridge v{version:04d}: {self.bundle.root}/{where} (with "
@@ -218,7 +218,9 @@ class CompositeRunner:
                 "and retry, or try --device cpu; if the CPU also fails, re-export the bundle")
         return report
 
-    def _golden_name(self) -> str:
+    @property
+    def golden_name(self) -> str:
+        """The file the self-test compares with: the current version's own, or the bundle's golden.npz."""
         b = self.bundle.manifest.bridges.get(self.bridge_version)
         return b.golden_file if b is not None and b.golden_file else GOLDEN
 

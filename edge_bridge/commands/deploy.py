@@ -157,7 +157,8 @@ def run(args: argparse.Namespace) -> int:
         warm = runner.warm_up()
         report = runner.self_test()
         _say(f"engines on {args.device} ({runner.engines['target_front'].backend}), warm-up "
-             f"{1e3 * warm:.0f} ms; self-test against golden.npz passed:")
+             f"{1e3 * warm:.0f} ms; self-test of bridge v{runner.bridge_version:04d} against "
+             f"{runner.golden_name} passed:")
         for check in report.checks:
             _say(f"  {check.line()}")
         if args.self_test_only:
