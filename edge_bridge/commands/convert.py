@@ -51,7 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-o", "--out", type=Path, required=True, metavar="OUT.csv",
                    help="BrainFlow CSV to write (its sidecar and labels go beside it)")
     p.add_argument("--channels",
-                   help="comma-separated channel names (default: all at the first channel's rate)")
+                   help="which channels to write: a channel map as the other verbs take (ppg=Wrist, "
+                        'ecg="ECG II"; a channel whose label names no modality is read as the mapped one), '
+                        "or comma-separated channel names (default: all at the first channel's rate)")
     p.add_argument("--modality", help="only channels of this modality (ecg, ppg, eeg, ...)")
     p.add_argument("--board", default="SYNTHETIC_BOARD",
                    help="master board whose row layout the file uses (default SYNTHETIC_BOARD)")
@@ -308,12 +310,15 @@ def convert_recording(src: str | os.PathLike[str], out: str | os.PathLike[str], 
     """
     from edge_bridge.fileio import atomic_write_text
     from edge_bridge.recordings import read_edf, read_recording
+    from edge_bridge.recordings.dataset import read_with_channels
     from firmware_interface import write_playback_file
     from firmware_interface.errors import FirmwareError
 
     src, out = Path(src), Path(out)
     check_path(src)
-    if is_edf(src) and src.suffix.lower() != ".rec":
+    if names is not None and "=" in names:  # a channel map, as every verb's --channels takes
+        rec, names = read_with_channels(src, names)
+    elif is_edf(src) and src.suffix.lower() != ".rec":
         rec = read_edf(src)
     elif src.suffix.lower() == ".csv" or src.suffix.lower() not in (".pkl", ".rec"):
         rec = read_csv_checked(src)

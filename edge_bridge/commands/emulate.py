@@ -38,13 +38,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="recording file (EDF/EDF+, or any format inspect reads)")
     p.add_argument("--port", type=port, required=True, help="TCP port on 127.0.0.1 (0 picks a free one)")
     p.add_argument("--channels",
-                   help="comma-separated channel names (default: all at the first channel's rate)")
+                   help="which channels to send: a channel map as the other verbs take (ppg=Wrist), or "
+                        "comma-separated channel names (default: all at the first channel's rate)")
     p.add_argument("--modality", help="only channels of this modality (ecg, ppg, eeg, ...)")
     p.add_argument("--format", choices=["int16", "int24"], default="int16",
                    help="sample format of the frames")
     p.add_argument("--samples-per-frame", type=positive_int, default=10,
                    help="samples per channel in each frame")
     p.add_argument("--loop", action="store_true", help="start over at the end of the recording")
+    p.add_argument("--speed", type=positive, default=1.0,
+                   help="play this many times faster than real time (default 1; e.g. 10 to try a 60 s window "
+                        "in 6 s: the receiver's windows are the same at any speed)")
     p.add_argument("--duration", "--seconds", type=positive, metavar="S",
                    action=old_spellings("--duration", "--seconds"), help="stop after S seconds (> 0)")
     p.add_argument("--bit-flip", type=fraction, default=0.0,
@@ -78,9 +82,13 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from edge_bridge.recordings.dataset import read_with_channels
     from firmware_interface import Corruption, FrameEmulator
 
-    rec = _read(args.recording)
+    if args.channels and "=" in args.channels:  # a channel map, as every verb's --channels takes
+        rec, args.channels = read_with_channels(args.recording, args.channels)
+    else:
+        rec = _read(args.recording)
     chans = list(rec.channels)
     if args.modality:
         chans = [c for c in chans if c.modality == args.modality]
@@ -106,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         emu = FrameEmulator(data, rate, modalities=[c.modality for c in chans], sample_format=args.format,
                             samples_per_frame=args.samples_per_frame, port=args.port, loop=args.loop,
+                            speed=args.speed,
                             corruption=Corruption(args.bit_flip, args.drop, args.garbage, args.seed),
                             wait_for_client=True)
     except ValueError as exc:

@@ -351,3 +351,21 @@ def conform(rec: Recording, spec: Preprocessing, cmap: Mapping[str, Any] | None 
                 other.name = f"{want} (unused)"
         ch.name = want
     return spec_at_rate(spec, rates.pop(), where)
+
+
+def read_with_channels(path: str | os.PathLike[str], value: str | None) -> tuple[Recording, str | None]:
+    """A recording and the channel names a ``--channels`` value picks, for the verbs that send channels
+    (convert, emulate).
+
+    ``--channels`` means one thing in every verb: a channel map (``ppg=Wrist``, ``ecg="ECG II"``, or a
+    JSON/TOML file of them), so a channel whose label tells nothing (``Wrist``) is read as the mapped modality
+    instead of skipped. A plain comma list of names (``PPG,ECG``) still picks channels by name. Returns the
+    recording (read with the map, labels sidecar included) and the picked names as a comma list, or None.
+    """
+    text = None if value is None else str(value)
+    if not text or ("=" not in text and Path(text).suffix.lower() not in (".json", ".toml")):
+        return read_labelled(path), text
+    cmap = parse_map(text, "--channels")
+    rec = apply_modality_map(read_labelled(path, cmap), cmap)
+    names = [n for v in cmap.values() for n in (v if isinstance(v, list) else [v])]
+    return rec, ",".join(names)

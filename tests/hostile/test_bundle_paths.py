@@ -180,7 +180,7 @@ PACK_CASES = [
     ("stray-dir-link", _stray_dir_link, None, "extra"),
     ("stray-fifo", _stray_fifo, None, "pipe"),
     ("tar-inside-bundle", lambda c: None, "b.bundle/x.tar", "inside the bundle"),
-    ("tar-is-the-bundle", lambda c: None, "b.bundle", "inside the bundle"),
+    ("tar-is-the-bundle", lambda c: None, "b.bundle", ("b.bundle", "is a directory")),
     ("tar-in-missing-dir", lambda c: None, "no/such/dir/x.tar", ("no/such/dir", "x.tar")),
     ("old-version-link", lambda c: _symlink_part("bridges/v0001.safetensors")(c), None,
      "bridges/v0001.safetensors"),

@@ -607,7 +607,7 @@ def test_valid_recordings_stream_to_the_end(bundle, sentinel):
         assert s["reconnects"] == 0 and s["lost_samples"] == 0, (name, s)
         assert s["samples"] == 320, (name, s["samples"])  # every sample once: no replay
         assert s["predicted"] == 2, (name, s)
-        assert elapsed < LIMIT_S, (name, elapsed)
+        assert elapsed < 55, (name, elapsed)  # --duration 60: ended by itself (side by side, so not 8 s)
         records = [json.loads(line) for line in (folder / "p.jsonl").read_text().splitlines()]
         assert [r["class"] in ("baseline", "stress", "amusement") for r in records] == [True, True]
         if name == "duplicates-and-nan-package-numbers":
