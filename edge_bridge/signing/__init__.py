@@ -99,6 +99,7 @@ class DeployTrust:
     start_line: str
     summary_line: str
     trust: TrustStore | None = None
+    allow_downgrade: bool = False
 
     def recheck(self, root: str | os.PathLike[str]) -> None:
         """Check a bundle changed under the running deploy (a bridge calibrate published) the same way."""
@@ -107,8 +108,8 @@ class DeployTrust:
         from edge_bridge.signing import freshness
 
         v = verify_signatures(root, self.trust)
-        freshness.check(v)
-        freshness.record(v)
+        if not freshness.check(v, allow_downgrade=self.allow_downgrade):
+            freshness.record(v)
 
     def record(self) -> None:
         if self.verified is not None:
@@ -149,7 +150,7 @@ def deploy_trust(root: str | os.PathLike[str], given: Sequence[str | os.PathLike
     if downgrade:
         start += f"; DOWNGRADE allowed (--allow-downgrade): {downgrade}"
         summary += " (DOWNGRADE, run with --allow-downgrade)"
-    return DeployTrust(v, start, summary, trust)
+    return DeployTrust(v, start, summary, trust, allow_downgrade)
 
 
 def sign_demo_bundle(root: str | os.PathLike[str]) -> str:
