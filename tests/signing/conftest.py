@@ -6,6 +6,7 @@ user's), a publisher key, a device key and a trust directory whose policy gives 
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -63,3 +64,25 @@ def signed(_signed_master, tmp_path) -> Path:
     dst = tmp_path / "b" / "tiny.bundle"
     shutil.copytree(_signed_master, dst)
     return dst
+
+
+@pytest.fixture
+def trust(keys) -> signing.TrustStore:
+    return signing.TrustStore.load([keys.trust])
+
+
+def publish_signed_v2(root: Path, device_key: Path, seed: int = 7) -> int:
+    """What calibrate does on site: publish a new bridge (real ONNX, its own golden outputs), sign the act."""
+    import numpy as np
+    import onnx
+
+    from calibrate.core import publish_candidate
+    from tests.deploy.conftest import bridge_model
+
+    onnx_bytes = bridge_model(np.random.default_rng(seed)).SerializeToString()
+    onnx.checker.check_model(onnx.load_from_string(onnx_bytes))
+    os.environ["EDGE_BRIDGE_DEVICE_KEY"] = str(device_key)
+    try:
+        return publish_candidate(root, 1, onnx_bytes, b"weights v2", {"agreement": 1.0})
+    finally:
+        del os.environ["EDGE_BRIDGE_DEVICE_KEY"]
