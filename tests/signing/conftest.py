@@ -86,3 +86,9 @@ def publish_signed_v2(root: Path, device_key: Path, seed: int = 7) -> int:
         return publish_candidate(root, 1, onnx_bytes, b"weights v2", {"agreement": 1.0})
     finally:
         del os.environ["EDGE_BRIDGE_DEVICE_KEY"]
+
+
+@pytest.fixture(scope="session")
+def unsigned_master(tmp_path_factory) -> Path:
+    """The same tiny bundle, never signed (copy it before changing it)."""
+    return build_bundle(tmp_path_factory.mktemp("unsigned") / "master.bundle").root
