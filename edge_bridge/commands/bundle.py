@@ -139,4 +139,9 @@ def _info(b: object) -> str:
                      f"{acc['max_logit_drift']:.3g}); fallback: {fb or 'none'}")
     if m.report.get("bundle_bytes"):
         lines.append(f"  size: {m.report['bundle_bytes'] / 1e3:.1f} kB")
+    from edge_bridge.signing import is_signed
+
+    signed = is_signed(b.root)  # type: ignore[attr-defined]
+    lines.append("  signatures: " + ("present; check them with `edge-bridge bundle verify --trust KEYS`"
+                                     if signed else "none (sign with `edge-bridge bundle sign`)"))
     return "\n".join(lines)
