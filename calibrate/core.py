@@ -344,6 +344,8 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
         raise CalibrationError(f"margins must be >= 0, got agreement {margin_agreement}, loss {margin_loss}")
     notes: list[str] = []
     bundle = load_calibratable(bundle_path)
+    if not dry_run:
+        device_key(bundle.root)  # a signed bundle needs the device key: fail now, not after the refit
     weights_dir, why_not = _source_weights(run_dir, bundle)
     if method == "gradient" and weights_dir is None:
         raise CalibrationError(f"--method gradient {why_not}; use --method closed-form (or auto)")
@@ -461,6 +463,8 @@ def publish_candidate(root: Path, based_on: int, onnx_bytes: bytes, weights_byte
     The new version carries its own expected outputs on the bundle's golden inputs (golden ``h`` -> new
     bridge -> ``source_back``, by ONNX Runtime), so a fresh start self-tests it like an exported bridge;
     a chain whose logits are not finite there is refused and the current bridge stays current.
+    A signed bundle's new version is signed by the device key (an on-site "publish" act,
+    :func:`edge_bridge.signing.sign_act`); if that fails, the publish is undone.
     """
     from deploy.runtime import bridge_golden
 
@@ -470,11 +474,59 @@ def publish_candidate(root: Path, based_on: int, onnx_bytes: bytes, weights_byte
             raise CalibrationError(
                 f"{root}: the current bridge changed during calibration (v{based_on:04d} -> "
                 f"v{fresh.manifest.current_bridge:04d}); nothing was published, run calibrate again")
+        key = device_key(root)
         golden = bridge_golden(fresh, onnx_bytes)
         version = publish_bridge(fresh, onnx_bytes, weights_bytes, origin="calibrate", metrics=metrics,
                                  golden=golden)
+        if key is not None:
+            _sign_or_undo(root, key, "publish", version.version, based_on)
         Bundle.load(root)  # verify what is now on disk
     return version.version
+
+
+def device_key(root: Path) -> Any:
+    """The device's signing key for a signed bundle (None for an unsigned one).
+
+    Why: on a signed bundle every published bridge and every rollback is an act signed by the device key
+    (deploy refuses an unsigned one), so without the key calibrate refuses before changing anything.
+    """
+    from edge_bridge.signing import SigningError, is_signed, load_private_key, paths
+
+    if not is_signed(root):
+        return None
+    path = paths.device_key()
+    if path is None:
+        raise CalibrationError(
+            f"{root}: the bundle is signed, so what calibrate publishes must be signed by this device's key, "
+            f"and there is none: make one with `edge-bridge keys new device` (it goes to {paths.keys_dir()}) "
+            "and trust its .pub with --role device, or set EDGE_BRIDGE_DEVICE_KEY; nothing was changed")
+    try:
+        return load_private_key(path)
+    except SigningError as exc:
+        raise CalibrationError(f"{exc}; nothing was changed") from None
+
+
+def _sign_or_undo(root: Path, key: Any, act: str, version: int, previous: int) -> None:
+    """Sign the act that just changed the manifest; on failure put the manifest back as it was."""
+    from edge_bridge.bundle import write_manifest
+    from edge_bridge.signing import sign_act
+
+    try:
+        sign_act(root, key, act, version=version)
+    except BaseException:
+        b = Bundle.load(root, verify=False)
+        if act == "publish":
+            gone = b.manifest.bridges.pop(version, None)
+            b.manifest.current_bridge = previous
+            write_manifest(root, b.manifest)
+            for rel, _ in gone.files() if gone else []:
+                with contextlib.suppress(OSError):
+                    (root / rel).unlink()
+        else:
+            set_current_bridge(b, previous)
+        raise
+    # a fresh manifest time stamp: a running deploy that looked between the manifest and the act looks again
+    write_manifest(root, Bundle.load(root, verify=False).manifest)
 
 
 def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) -> tuple[int, int]:
@@ -502,11 +554,14 @@ def rollback(bundle_path: str | os.PathLike[str], version: int | None = None) ->
             version = max(older)
         if version == cur:
             raise CalibrationError(f"{root}: bridge v{version:04d} is already current")
+        key = device_key(root)
         try:
             _check_chain(bundle, version)
             set_current_bridge(bundle, version)
         except BundleError as exc:
             raise CalibrationError(str(exc)) from None
+        if key is not None:  # the rollback is itself a signed, recorded act
+            _sign_or_undo(root, key, "rollback", version, cur)
         Bundle.load(root)
     logger.info("%s: bridge v%04d is current again (was v%04d)", root, version, cur)
     return cur, version

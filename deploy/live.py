@@ -28,7 +28,7 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -200,6 +200,9 @@ class LiveConfig:
     adapt_rate : bool
         Accept a source whose rate differs from the spec's ``input_rate`` by resampling from the source's
         rate (the model still sees ``output_rate``). Off by default: a wrong rate is usually a wrong device.
+    bundle_check : callable or None
+        Called with the bundle root before a newly published bridge is tried (deploy passes the signature
+        check); an exception keeps the current bridge.
     """
 
     smoothing: str = "none"
@@ -211,6 +214,7 @@ class LiveConfig:
     watch_bridge: bool = True
     watch_interval: float = 0.5
     adapt_rate: bool = False
+    bundle_check: Callable[[Path], None] | None = None
 
 
 @dataclass
@@ -344,9 +348,11 @@ class BridgeWatcher:
     through the three parts, so the new bridge takes effect between two windows and no window is dropped.
     """
 
-    def __init__(self, runner: CompositeRunner, interval: float = 0.5) -> None:
+    def __init__(self, runner: CompositeRunner, interval: float = 0.5,
+                 check: Callable[[Path], None] | None = None) -> None:
         self.runner = runner
         self.interval = interval
+        self.check = check
         self.path = runner.bundle.root / MANIFEST
         self.events: list[str] = []
         self.versions: list[int] = [runner.bridge_version]
@@ -388,6 +394,8 @@ class BridgeWatcher:
         version = bundle.manifest.current_bridge
         if version == self.runner.bridge_version or version in self._tried:
             return
+        if self.check is not None:  # e.g. the signatures: raises, and the watcher keeps the current bridge
+            self.check(bundle.root)
         self._tried.add(version)
         engine, check = self.runner.prepare_bridge(bundle)
         if not check.passed:
@@ -501,7 +509,8 @@ class LivePipeline:
     def run(self) -> LiveSummary:
         """Stream until stopped; returns the summary (also in :attr:`summary`)."""
         cfg = self.config
-        watcher = BridgeWatcher(self.runner, cfg.watch_interval) if cfg.watch_bridge else None
+        watcher = (BridgeWatcher(self.runner, cfg.watch_interval, cfg.bundle_check) if cfg.watch_bridge
+                   else None)
         t_start = time.monotonic()
         try:
             with self._signals():

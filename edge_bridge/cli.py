@@ -42,6 +42,7 @@ COMMANDS: dict[str, str] = {
     "evaluate": "evaluate",
     "export": "export",
     "bundle": "bundle",
+    "keys": "keys",
     "deploy": "deploy",
     "calibrate": "calibrate",
 }

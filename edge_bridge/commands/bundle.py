@@ -1,6 +1,8 @@
-"""Inspect and move bundles: verify, info, pack to a .tar, unpack from one.
+"""Inspect, sign and move bundles: verify, sign, info, pack to a .tar, unpack from one.
 
   edge-bridge bundle verify BUNDLE           check schema, every sha256 and that the parts fit together
+  edge-bridge bundle verify BUNDLE --trust K also check the signatures against trusted keys (file or dir)
+  edge-bridge bundle sign BUNDLE --key KEY   sign every file, the manifest, a bundle name and version
   edge-bridge bundle info BUNDLE             what is in it: modalities, positions, parts, precisions, report
   edge-bridge bundle pack BUNDLE -o X.tar    verify, then write an uncompressed tar (atomically)
   edge-bridge bundle unpack X.tar -o DIR     extract (refusing links, absolute paths and '..'), then verify
@@ -13,12 +15,26 @@ from __future__ import annotations
 import argparse
 import json
 
-from edge_bridge.commands._options import add_loudness, input_dir, input_file, output_dir, output_file
+from edge_bridge.commands._options import (
+    add_loudness,
+    input_dir,
+    input_file,
+    output_dir,
+    output_file,
+    positive_int,
+)
 
 ACTIONS = {  # action -> (summary, description with an example)
     "verify": ("check schema, hashes and shapes",
                "Check the manifest's schema, every part's sha256 and that the parts' shapes fit together.\n\n"
-               "Example:\n  edge-bridge bundle verify stress.bundle --all-bridges"),
+               "With --trust, also check that trusted keys signed every file, the manifest and the current "
+               "bridge (a publisher key the base parts, a device key only on-site bridges).\n\n"
+               "Examples:\n  edge-bridge bundle verify stress.bundle --all-bridges\n"
+               "  edge-bridge bundle verify stress.bundle --trust keys/acme.pub"),
+    "sign": ("sign the bundle with a publisher key",
+             "Sign every file of the bundle, its manifest and a bundle name and version (which must grow "
+             "with each release: deploy refuses an older one than it ran).\n\n"
+             "Example:\n  edge-bridge bundle sign stress.bundle --key keys/acme.key --version 3"),
     "info": ("print what the bundle holds",
              "Print modalities, classes, positions, parts, precisions and the export's accuracy report.\n\n"
              "Examples:\n  edge-bridge bundle info stress.bundle\n"
@@ -39,9 +55,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         made[name] = sub.add_parser(name, help=summary, description=description,
                                     formatter_class=argparse.RawDescriptionHelpFormatter)
         add_loudness(made[name])
-    v, i, k, u = made["verify"], made["info"], made["pack"], made["unpack"]
+    v, i, k, u, s = made["verify"], made["info"], made["pack"], made["unpack"], made["sign"]
     v.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     v.add_argument("--all-bridges", action="store_true", help="verify every published bridge version")
+    v.add_argument("--trust", action="append", metavar="PUBKEY_OR_DIR", default=None,
+                   help="also check the signatures: a trusted NAME.pub (publisher) or a trust directory "
+                        "(keys + policy.json); repeatable")
+    s.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
+    s.add_argument("--key", required=True, metavar="KEY", help="the publisher's private key (NAME.key)")
+    s.add_argument("--name", default=None, help="bundle name, the key of deploy's version record "
+                   "(default: the previous signature's, else the manifest's task)")
+    s.add_argument("--version", type=positive_int, default=None, metavar="N",
+                   help="bundle version, higher than any earlier release (default: UTC time YYYYMMDDHHMMSS)")
     i.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     i.add_argument("--json", action="store_true", help="print the whole manifest as JSON")
     k.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
@@ -58,6 +83,8 @@ def preflight(args: argparse.Namespace) -> None:
         input_dir(args.bundle, "BUNDLE")
     if args.action == "pack":
         output_file(args.out, "-o/--out")
+    if args.action == "sign":
+        input_file(args.key, "--key")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +95,15 @@ def run(args: argparse.Namespace) -> int:
         b.verify(all_bridges=args.all_bridges)
         print(f"{b.root}: OK ({len(b.manifest.parts)} parts, bridge v{b.manifest.current_bridge:04d}, "
               "every sha256 matches, parts fit together)")
+        if args.trust:
+            from edge_bridge.signing import TrustStore, verify_signatures
+
+            print(f"{b.root}: {verify_signatures(b.root, TrustStore.load(args.trust), bundle=b).line()}")
+    elif args.action == "sign":
+        from edge_bridge.signing import sign_bundle
+
+        v = sign_bundle(args.bundle, args.key, name=args.name, version=args.version)
+        print(f"{v.root}: {v.line()}")
     elif args.action == "info":
         b = bnd.Bundle.load(args.bundle)
         if args.json:
@@ -103,4 +139,9 @@ def _info(b: object) -> str:
                      f"{acc['max_logit_drift']:.3g}); fallback: {fb or 'none'}")
     if m.report.get("bundle_bytes"):
         lines.append(f"  size: {m.report['bundle_bytes'] / 1e3:.1f} kB")
+    from edge_bridge.signing import is_signed
+
+    signed = is_signed(b.root)  # type: ignore[attr-defined]
+    lines.append("  signatures: " + ("present; check them with `edge-bridge bundle verify --trust KEYS`"
+                                     if signed else "none (sign with `edge-bridge bundle sign`)"))
     return "\n".join(lines)

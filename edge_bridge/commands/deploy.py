@@ -13,6 +13,11 @@ With no --bundle, a demo bundle is built from simulated data on first use (a few
 --source, a simulated recording of an unseen subject streams through BrainFlow's playback board and the
 summary says how often the predictions matched its labels.
 
+Signatures: with --trust (or once $XDG_CONFIG_HOME/edge-bridge/trust exists; the demo trusts its own keys
+in the user cache) deploy refuses an unsigned bundle, one signed by an unknown key, a device key's signature
+on a base part, any file that differs from what the signatures cover, and a bundle older than the highest
+version this device ran (--allow-unsigned and --allow-downgrade run them on purpose, said in the summary).
+
 Examples:
   edge-bridge deploy                                   # the demo: simulated bundle and playback
   edge-bridge deploy --bundle stress.bundle --source playback:S01.csv -o predictions.jsonl
@@ -73,6 +78,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--self-test-only", action="store_true",
                    help="verify, build the engines (cached), self-test, then exit without streaming")
     p.add_argument("--summary-json", type=Path, metavar="FILE", help="also write the summary as JSON")
+    p.add_argument("--trust", action="append", metavar="PUBKEY_OR_DIR", default=None,
+                   help="run only bundles signed by these keys: a NAME.pub (publisher) or a trust directory "
+                        "(keys + policy.json); repeatable (default: $XDG_CONFIG_HOME/edge-bridge/trust once "
+                        "it exists)")
+    p.add_argument("--allow-unsigned", action="store_true",
+                   help="run an unsigned bundle although keys are trusted (said in the summary)")
+    p.add_argument("--allow-downgrade", action="store_true",
+                   help="run a signed bundle older than one this device ran (said in the summary)")
 
 
 def _say(text: str) -> None:
@@ -85,6 +98,12 @@ def preflight(args: argparse.Namespace) -> None:
 
     if args.bundle is not None:
         bundle_dir(args.bundle)
+    for t in args.trust or []:
+        if not Path(t).exists():
+            from edge_bridge.commands._options import OptionError
+
+            raise OptionError(f"--trust {t!r} does not exist; give a public key file (NAME.pub) or a trust "
+                              "directory")
     output_file(args.out, "--out")
     output_file(args.summary_json, "--summary-json")
     input_file(args.labels, "--labels")
@@ -149,6 +168,13 @@ def run(args: argparse.Namespace) -> int:
     _say(f"bundle {bundle.root}: task {m.task}, {m.target.modality} -> {m.source.modality}, classes "
          f"{', '.join(m.classes)}, bridge v{m.current_bridge:04d}; verified in "
          f"{1e3 * (time.perf_counter() - t0):.0f} ms")
+    from edge_bridge.signing import deploy_trust
+
+    t0 = time.perf_counter()
+    trust = deploy_trust(bundle.root, args.trust, demo=args.bundle is None,
+                         allow_unsigned=args.allow_unsigned, allow_downgrade=args.allow_downgrade,
+                         bundle=bundle)
+    _say(f"{trust.start_line} ({1e3 * (time.perf_counter() - t0):.0f} ms)")
 
     # 2. engines, warm-up, self-test
     scratch = tempfile.TemporaryDirectory(prefix="edge-bridge-deploy-")  # an EDF+ converted for playback
@@ -161,6 +187,7 @@ def run(args: argparse.Namespace) -> int:
              f"{runner.golden_name} passed:")
         for check in report.checks:
             _say(f"  {check.line()}")
+        trust.record()  # the highest signed version this device ran (refuses older ones from now on)
         if args.self_test_only:
             return 0
 
@@ -188,7 +215,8 @@ def run(args: argparse.Namespace) -> int:
             raise EdgeBridgeError(f"--source {given}: {exc}") from None
         config = LiveConfig(smoothing=args.smoothing, alpha=args.alpha, majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
-                            adapt_rate=args.adapt_rate)
+                            adapt_rate=args.adapt_rate,
+                            bundle_check=trust.recheck if trust.verified is not None else None)
         sinks = make_sinks(args.out, lsl=args.lsl, classes=list(m.classes), rate=1.0 / m.target.hop_s)
         try:
             pipe = LivePipeline(runner, source, sinks, config, labels)
@@ -219,7 +247,7 @@ def run(args: argparse.Namespace) -> int:
         runner.close()
         scratch.cleanup()
 
-    lines = summary.lines()
+    lines = [*summary.lines(), trust.summary_line]
     out = sys.stdout if args.out else sys.stderr
     print("\nsummary", file=out)
     for line in lines:
@@ -228,7 +256,9 @@ def run(args: argparse.Namespace) -> int:
     if args.summary_json:
         from edge_bridge.fileio import atomic_write_text
 
-        atomic_write_text(args.summary_json, json.dumps(_summary_json(summary, args), indent=1) + "\n")
+        d = _summary_json(summary, args)
+        d["signature"] = trust.summary_line
+        atomic_write_text(args.summary_json, json.dumps(d, indent=1) + "\n")
     return 130 if summary.stop_reason in ("SIGINT", "SIGTERM") else 0
 
 

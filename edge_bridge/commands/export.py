@@ -10,8 +10,13 @@ manifest).
 --target jetson: TensorRT explicit quantization (symmetric int8, FP32 biases, Q/DQ on Conv/MatMul/Gemm
 inputs only), audited on the files.
 
+--sign KEY signs the finished bundle with a publisher key (edge-bridge keys new), so a device that trusts
+the key runs it and refuses any changed file; --bundle-version N is the signed release number (default:
+UTC time YYYYMMDDHHMMSS), which must grow: deploy refuses a version older than it ran.
+
 Example:
   edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --device cpu
+  edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --sign keys/acme.key
 
 Old spellings (the run as a positional RUN, --target cpu|jetson) still work for one release, with a warning.
 """
@@ -26,6 +31,7 @@ from edge_bridge.commands._options import (
     _warn_deprecated,
     fraction,
     input_dir,
+    input_file,
     input_path,
     old_spellings,
     output_dir,
@@ -54,6 +60,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="leave the source model's weights (source_model/, safetensors, ~0.6 MB for the "
                         "reference models) out of the bundle; on site, calibrate then needs --run for "
                         "gradient steps (default: ship them)")
+    p.add_argument("--sign", metavar="KEY", default=None,
+                   help="sign the bundle with this publisher key (NAME.key from `edge-bridge keys new`)")
+    p.add_argument("--bundle-name", default=None, metavar="NAME",
+                   help="signed bundle name, the key of deploy's version record (default: the task)")
+    p.add_argument("--bundle-version", type=positive_int, default=None, metavar="N",
+                   help="signed bundle version, higher than any earlier release (default: UTC time)")
     p.add_argument("--force", action="store_true",
                    help="replace an existing BUNDLE (only after the new one verifies)")
 
@@ -72,6 +84,13 @@ def preflight(args: argparse.Namespace) -> None:
     input_dir(args.run, "--run")
     output_dir(args.out, "-o/--out", must_be_new=True)
     input_path(args.calibration_data, "--calibration-data")
+    if args.sign is None and (args.bundle_name or args.bundle_version):
+        raise OptionError("--bundle-name and --bundle-version name a signed release; give --sign KEY too")
+    if args.sign is not None:  # a missing or unreadable key fails now, not after minutes of export
+        from edge_bridge.signing import load_private_key
+
+        input_file(args.sign, "--sign")
+        args._signing_key = load_private_key(args.sign)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,5 +113,18 @@ def run(args: argparse.Namespace) -> int:
     for ev in q.get("fallback", []):
         print(f"FALLBACK: {ev['part']} {ev['from']} -> {ev['to']} (agreement {ev['agreement_before']:.4f} "
               f"< {ev['threshold']})")
+    if args.sign is not None:
+        import time
+
+        from edge_bridge.signing import SigningError, sign_bundle
+
+        t0 = time.perf_counter()
+        try:
+            signed = sign_bundle(bundle.root, args._signing_key, name=args.bundle_name,
+                                 version=args.bundle_version)
+        except SigningError as exc:
+            raise SigningError(f"{exc} (the bundle was exported but is not signed; run `edge-bridge bundle "
+                               f"sign {bundle.root} --key {args.sign}`)") from None
+        print(f"{signed.line()}; signing took {1e3 * (time.perf_counter() - t0):.0f} ms")
     print(f"next: edge-bridge deploy --bundle {bundle.root}")
     return 0
