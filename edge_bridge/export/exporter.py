@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from onnxruntime.quantization import CalibrationMethod
 
 from edge_bridge import __version__
 from edge_bridge.bundle import (
@@ -87,6 +88,7 @@ CHAIN = ("target_front", "bridge", "source_back")
 LADDER = (Precision.INT8, Precision.FP16, Precision.FP32)
 PARITY_TOLERANCE = 1e-4
 DEFAULT_THRESHOLD = 0.98
+MAX_FP32_SHARE = 0.25  # more sensitive nodes than this: the part falls back whole (the last resort)
 
 
 @dataclass
@@ -489,14 +491,28 @@ class _Job:
                                      "source_back_fed": "bridge outputs z of the target windows and "
                                                         "source_front tokens of the source windows"}
         (self.work / "int8").mkdir()
+        (self.work / "pre").mkdir()
+        self.quant["config"]["calibration_method"] = "per part: quantization.parts.<part>.calibration_method"
+        none = np.full(len(xt), -1)
+        fp32 = {p: Precision.FP32 for p in PARTS}
+        self._cal_ref = {"target": self.chain(fp32, xt),
+                         "source": self.run("source_back", Precision.FP32, self.run("source_front",
+                                                                                     Precision.FP32, xs))}
+        self._cal_x = {"target": xt, "source": xs, "labels_t": none, "labels_s": np.full(len(xs), -1)}
+        self.quant["parts"] = {}
         audits = {}
-        for p in quantizable:
+        # target_front first (the composite with the rest FP32), then source_back behind the mixed
+        # target_front, then source_front in front of the mixed source_back: each search sees the parts
+        # already chosen, so the shipped combination is what was measured
+        for p in ("target_front", "source_back", "source_front"):
+            if p not in quantizable:
+                continue
             t0 = time.perf_counter()
             info = PARTS[p]
-            dst = self.work / "int8" / f"{p}.onnx"
             reader = WindowReader(info.input, feeds[info.calibration])
-            quantize_part(self.files[p][Precision.FP32], dst, reader, self.qcfg)
-            check_graph(dst, p, *self.shapes[p])
+            dst, record = self._mixed_int8(p, reader)
+            self.files[p][Precision.INT8] = dst
+            self.quant["parts"][p] = record
             if self.target is Target.JETSON:
                 from edge_bridge.export.audit import audit_tensorrt
 
@@ -504,11 +520,126 @@ class _Job:
                 rep.file = f"{p}.onnx"
                 rep.raise_if_failed()
                 audits[p] = rep.to_dict()
-            self.files[p][Precision.INT8] = dst
-            logger.info("%s: quantized to INT8 (%s flavour, %.1f kB, %.1f s)", p, self.target.value,
-                        dst.stat().st_size / 1e3, time.perf_counter() - t0)
+            logger.info("%s: INT8 (%s flavour, %s calibration, %d of %d quantized nodes kept in FP32, "
+                        "agreement %.4f on the calibration windows, %.1f kB, %.1f s)", p, self.target.value,
+                        record["calibration_method"], len(record["fp32_nodes"]), record["quantized_nodes"],
+                        record["calibration_agreement"], dst.stat().st_size / 1e3, time.perf_counter() - t0)
         if audits:
             self.quant["tensorrt_audit"] = audits
+
+    def _score(self, part: str, path: Path, *, cache: bool = True) -> dict[str, Any]:
+        """The guard's measure on the calibration windows with ``part`` read from ``path`` (the parts
+        searched before it at their chosen INT8 files, the rest FP32). ``cache=False``: ``path`` is
+        rewritten between calls, so its session is not kept."""
+        x = self._cal_x
+        own = self.session(path) if cache else ort_session(path)
+
+        def load(p: str) -> Any:
+            if p == part:
+                return own
+            return self.session(self.files[p].get(Precision.INT8, self.files[p][Precision.FP32]))
+
+        def composite() -> dict[str, Any]:
+            h = run_session(load("target_front"), "target_front", x["target"])
+            z = self.run("bridge", Precision.FP32, h)
+            return _compare(self._cal_ref["target"], run_session(load("source_back"), "source_back", z),
+                            x["labels_t"])
+
+        def source_path() -> dict[str, Any]:
+            zs = run_session(load("source_front"), "source_front", x["source"])
+            return _compare(self._cal_ref["source"], run_session(load("source_back"), "source_back", zs),
+                            x["labels_s"])
+
+        if part == "target_front":
+            return composite()
+        if part == "source_front":
+            return source_path()
+        a, b = composite(), source_path()  # source_back is read by both paths
+        return {"agreement": min(a["agreement"], b["agreement"]),
+                "max_logit_drift": max(a["max_logit_drift"], b["max_logit_drift"]),
+                "mean_logit_drift": max(a["mean_logit_drift"], b["mean_logit_drift"]),
+                "composite": a["agreement"], "source_path": b["agreement"]}
+
+    def _mixed_int8(self, part: str, reader: WindowReader) -> tuple[Path, dict[str, Any]]:
+        """Calibration method search, then the fewest FP32 nodes that pass the guard's measure on the
+        calibration windows (:mod:`edge_bridge.export.sensitivity`). Returns the file and its record."""
+        import dataclasses
+
+        import onnx
+
+        from edge_bridge.export.quantize import preprocess
+        from edge_bridge.export.sensitivity import (
+            CALIBRATION_METHODS,
+            fewest_fp32_nodes,
+            node_errors,
+            quantized_nodes,
+            rank_by_effect,
+            subsample,
+        )
+
+        pre = preprocess(self.files[part][Precision.FP32], self.work / "pre" / f"{part}.onnx")
+        made: dict[tuple[Any, tuple[str, ...]], Path] = {}
+
+        def build(cfg: QuantConfig, exclude: tuple[str, ...]) -> Path:
+            key = (cfg.calibration_method, exclude)
+            if key not in made:
+                dst = self.work / "int8" / f"{part}-{len(made):03d}.onnx"
+                quantize_part(pre, dst, reader, cfg, nodes_to_exclude=exclude, preprocessed=True)
+                check_graph(dst, part, *self.shapes[part])
+                made[key] = dst
+            return made[key]
+
+        methods: dict[str, dict[str, Any]] = {}
+        for m in CALIBRATION_METHODS:
+            cfg = dataclasses.replace(self.qcfg, calibration_method=m)
+            methods[m.name] = self._score(part, build(cfg, ()))
+        order = sorted(methods, key=lambda k: (-methods[k]["agreement"], methods[k]["max_logit_drift"]))
+        full = build(dataclasses.replace(self.qcfg, calibration_method=CalibrationMethod[order[0]]), ())
+        n_quantized = len(quantized_nodes(onnx.load(str(full))))
+        record: dict[str, Any] = {
+            "calibration_method": order[0],
+            "calibration_methods": {k: {"agreement": v["agreement"], "max_logit_drift": v["max_logit_drift"]}
+                                    for k, v in methods.items()},
+            "measure": "argmax agreement with FP32 on the calibration windows"
+                       + (" (min of the composite and the source path)" if part == "source_back" else ""),
+            "quantized_nodes": n_quantized, "fp32_nodes": [], "fp32_share": 0.0,
+            "calibration_agreement": methods[order[0]]["agreement"]}
+        if methods[order[0]]["agreement"] >= self.threshold:
+            return full, record
+        info = PARTS[part]
+        max_nodes = max(1, int(np.ceil(MAX_FP32_SHARE * n_quantized)))
+        searches = {}
+        # methods in the order of their all-INT8 measure; the first whose search passes wins (a method that
+        # clips less may need fewer FP32 nodes, so one that loses all-INT8 still gets its turn)
+        for method in order:
+            cfg = dataclasses.replace(self.qcfg, calibration_method=CalibrationMethod[method])
+            full = build(cfg, ())
+            errors = node_errors(pre, full, WindowReader(info.input, subsample(reader.windows)))
+            rank_dir = self.work / f"rank-{part}-{method}"  # sessions are cached by path: one per search
+            rank_dir.mkdir(exist_ok=True)
+            errors = rank_by_effect(full, pre, errors, lambda f: self._score(part, f, cache=False), rank_dir,
+                                    threshold=self.threshold, max_steps=max_nodes)
+            found = fewest_fp32_nodes(errors, lambda ex, c=cfg: self._score(part, build(c, ex)),
+                                      self.threshold, max_nodes=max_nodes)
+            searches[method] = {"passed": found.passed, "fp32_nodes": len(found.kept),
+                                "agreement": found.result["agreement"], "trials": found.trials}
+            if found.passed:
+                break
+        record["search"] = {"max_fp32_nodes": max_nodes, "by_method": searches}
+        if not found.passed:
+            logger.warning("%s: even with %d of %d quantized nodes in FP32 (any calibration method) the "
+                           "agreement on the calibration windows stays below %.4f; the accuracy guard "
+                           "decides on the held-out windows (whole-part fallback is the last resort)", part,
+                           max_nodes, n_quantized, self.threshold)
+            first = dataclasses.replace(self.qcfg, calibration_method=CalibrationMethod[order[0]])
+            return build(first, ()), record
+        record.update({"calibration_method": method, "fp32_nodes": found.kept,
+                       "fp32_share": len(found.kept) / max(1, n_quantized),
+                       "calibration_agreement": found.result["agreement"]})
+        for k in found.kept:
+            logger.info("%s: %s (%s) kept in FP32: input SQNR %.1f dB; quantized too, agreement would be "
+                        "%.4f", part, k["node"], k["op_type"], k["sqnr_db"], k.get("agreement_if_int8", 0.0))
+        return build(cfg, found.names), record
 
     def _fp16(self, part: str) -> Path:
         if Precision.FP16 not in self.files[part]:
@@ -739,7 +870,8 @@ def _compare(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict[str, 
     """Argmax agreement, max logit drift and (where labelled) balanced accuracy of both."""
     pr, pg = ref.argmax(1), got.argmax(1)
     out: dict[str, Any] = {"agreement": float((pr == pg).mean()),
-                           "max_logit_drift": float(np.abs(ref - got).max())}
+                           "max_logit_drift": float(np.abs(ref - got).max()),
+                           "mean_logit_drift": float(np.abs(ref - got).mean())}
     lab = labels >= 0
     if lab.any():
         from sklearn.metrics import balanced_accuracy_score

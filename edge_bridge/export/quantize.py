@@ -248,8 +248,17 @@ def preprocess(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path
 
 
 def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], reader: WindowReader,
-                  config: QuantConfig) -> Path:
+                  config: QuantConfig, *, nodes_to_exclude: tuple[str, ...] = (),
+                  preprocessed: bool = False) -> Path:
     """Pre-process and statically quantize ``src`` (FP32 ONNX) into ``dst`` (QDQ INT8 ONNX).
+
+    Parameters
+    ----------
+    nodes_to_exclude : tuple of str
+        Node names (of the pre-processed graph) kept in FP32: ONNX Runtime's ``nodes_to_exclude``.
+    preprocessed : bool
+        ``src`` is already the output of :func:`preprocess` (node names stay those ``nodes_to_exclude``
+        was measured on).
 
     Raises
     ------
@@ -259,13 +268,16 @@ def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], read
     from onnxruntime.quantization import quantize_static
 
     src, dst = Path(src), Path(dst)
+    reader.rewind()
     with tempfile.TemporaryDirectory(prefix=".quant-", dir=dst.parent) as work:
-        pre = Path(work) / "pre.onnx"
+        pre = src if preprocessed else Path(work) / "pre.onnx"
         out = Path(work) / "int8.onnx"
         try:
-            preprocess(src, pre)
+            if not preprocessed:
+                preprocess(src, pre)
             with _root_logger_quiet():  # ORT logs per-channel notes on LayerNorm weights to the root logger
-                quantize_static(str(pre), str(out), reader, **config.ort_kwargs())
+                quantize_static(str(pre), str(out), reader, nodes_to_exclude=list(nodes_to_exclude),
+                                **config.ort_kwargs())
         except Exception as exc:
             raise ExportError(f"{src}: static INT8 quantization ({config.target.value} flavour) failed: "
                               f"{exc}") from exc
