@@ -36,6 +36,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="leave the source model's weights (source_model/, safetensors, ~0.6 MB for the "
                         "reference models) out of the bundle; on site, calibrate then needs --run for "
                         "gradient steps (default: ship them)")
+    p.add_argument("--report", action="store_true",
+                   help="print per part: precision, nodes kept in FP32 and why, agreement, max logit "
+                        "drift, size and batch-1 latency INT8 vs FP32 on this CPU")
     p.add_argument("--force", action="store_true",
                    help="replace an existing BUNDLE (only after the new one verifies)")
 
@@ -60,5 +63,10 @@ def run(args: argparse.Namespace) -> int:
     for ev in q.get("fallback", []):
         print(f"FALLBACK: {ev['part']} {ev['from']} -> {ev['to']} (agreement {ev['agreement_before']:.4f} "
               f"< {ev['threshold']})")
+    if args.report:
+        from edge_bridge.commands.bundle import quantization_lines
+
+        for line in quantization_lines(m):
+            print(line)
     print(f"next: edge-bridge deploy --bundle {bundle.root}")
     return 0

@@ -102,13 +102,17 @@ class WindowSet:
     labels : ndarray of int, shape (n,)
         -1 where unlabelled; balanced accuracy uses the labelled ones only.
     origin : str
-        Where they come from, for the log and the manifest.
+        Where they come from, for the log (may hold host paths).
+    provenance : dict or None
+        Where they come from, for the manifest: file or folder names and sha256, never a host path
+        (:func:`provenance`); ``None`` records the origin with every absolute path cut to its last part.
     """
 
     target: np.ndarray
     source: np.ndarray
     labels: np.ndarray
     origin: str
+    provenance: dict[str, Any] | None = None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -124,7 +128,39 @@ class WindowSet:
                          np.asarray(w.labels, np.int64), origin)
 
     def head(self, n: int) -> WindowSet:
-        return WindowSet(self.target[:n], self.source[:n], self.labels[:n], self.origin)
+        return WindowSet(self.target[:n], self.source[:n], self.labels[:n], self.origin, self.provenance)
+
+    def record(self) -> dict[str, Any]:
+        """The manifest's record of where the windows come from (no host path)."""
+        if self.provenance is not None:
+            return dict(self.provenance)
+        return {"name": _strip_paths(self.origin)}
+
+
+def _strip_paths(text: str) -> str:
+    """``text`` with every absolute path replaced by its last component."""
+    import re
+
+    return re.sub(r"(?<![\w.])/[^\s'\"\]\[,()]+", lambda m: Path(m.group(0)).name, text)
+
+
+def provenance(path: str | os.PathLike[str], files: list[Path] | None = None) -> dict[str, Any]:
+    """A file or folder as the manifest records it: its name and sha256, never the builder's path.
+
+    A folder's sha256 is over the sorted (relative path, file sha256) lines of ``files`` (default: every
+    regular file below it), so the same recordings give the same digest wherever they lie.
+    """
+    import hashlib
+
+    p = Path(path)
+    if p.is_file():
+        return {"name": p.name, "sha256": sha256_file(p)}
+    listed = sorted(files if files is not None else [f for f in p.rglob("*") if f.is_file()])
+    h = hashlib.sha256()
+    for f in listed:
+        rel = f.relative_to(p).as_posix() if f.is_relative_to(p) else f.name
+        h.update(f"{rel} {sha256_file(f)}\n".encode())
+    return {"name": p.name, "files": len(listed), "sha256": h.hexdigest()}
 
 
 @contextlib.contextmanager
@@ -168,9 +204,11 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
         files = recording_files(path, "--calibration-data")
         w = windows_from_files(files, source, target, classes, label_map=label_map, channel_map=channel_map)
         origin = f"{path} ({len(files)} recordings)"
+        prov = provenance(path, [Path(f) for f in files])
     elif path.is_file() and path.suffix == ".npz":
         w = Windows.load(path)
         origin = str(path)
+        prov = provenance(path)
     else:
         raise ExportError(f"{path}: calibration data must be a directory of .edf recordings or a .npz of "
                           "windows, and this is neither")
@@ -181,6 +219,7 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
                         sorted(set(w.subjects[~keep].tolist())))
             w = w.subset(keep)
     ws = WindowSet.from_windows(w, origin)
+    ws.provenance = prov
     for name, x, spec in (("target", ws.target, target), ("source", ws.source, source)):
         if len(x) and tuple(x.shape[1:]) != tuple(spec.input_shape):
             raise ExportError(f"{origin}: {name} windows have shape {tuple(x.shape[1:])} but the "
@@ -258,9 +297,13 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         test = run.role("test")
         subjects = sorted(set(test.subjects.tolist()))
         holdout = WindowSet.from_windows(test, f"{run.path} test subjects {subjects}")
+        wfile = run.path / "windows.npz"
+        holdout.provenance = {"run": run.path.name, "subjects": subjects,
+                              **({"windows_sha256": sha256_file(wfile)} if wfile.is_file() else {})}
         if len(holdout) > holdout_max:
             idx = np.linspace(0, len(holdout) - 1, holdout_max).round().astype(int)
-            holdout = WindowSet(holdout.target[idx], holdout.source[idx], holdout.labels[idx], holdout.origin)
+            holdout = WindowSet(holdout.target[idx], holdout.source[idx], holdout.labels[idx], holdout.origin,
+                                holdout.provenance)
         if calibration is not None and not isinstance(calibration, WindowSet):
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
                                            exclude_subjects=tuple(run.splits()["test"]),
@@ -485,7 +528,7 @@ class _Job:
         z = np.concatenate([self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, xt)),
                             self.run("source_front", Precision.FP32, xs)])
         feeds = {"target": xt, "source": xs, "z": z}
-        self.quant["calibration"] = {"origin": cal.origin, "windows_given": len(cal),
+        self.quant["calibration"] = {"origin": cal.record(), "windows_given": len(cal),
                                      "windows_used": {"target_front": len(xt), "source_front": len(xs),
                                                       "source_back": len(z)},
                                      "source_back_fed": "bridge outputs z of the target windows and "
@@ -708,17 +751,53 @@ class _Job:
             if levels["source_back"].value != current["precisions"]["source_back"]:
                 current = self.measure(levels)  # source_back moved: the composite figures change too
         self.chosen = levels
+        self._part_figures(levels)
         self.quant.update({
             "precisions": {p: levels[p].value for p in PARTS},
             "fallback": fallback,
             "degraded": bool(fallback),
-            "accuracy": {"held_out": self.holdout.origin, "windows": len(self.holdout),
+            "accuracy": {"held_out": self.holdout.record(), "windows": len(self.holdout),
                          "labelled_windows": int((self.holdout.labels >= 0).sum()),
                          "threshold": self.threshold,
                          "requested": requested, "shipped": current,
                          "passed": current["agreement"] >= self.threshold,
                          "source_front": sf_report},
         })
+
+    def _part_figures(self, levels: dict[str, Precision]) -> None:
+        """Per quantizable part, as shipped: agreement and max logit drift on the held-out windows with only
+        that part at its precision (the rest FP32), and batch-1 latency on this CPU (one thread), shipped vs
+        FP32: what ``export --report`` and ``bundle info`` print."""
+        fp32 = {p: Precision.FP32 for p in PARTS}
+        figures: dict[str, Any] = {}
+        for p in ("target_front", "source_back", "source_front"):
+            if p not in levels:
+                continue
+            lv = {**fp32, p: levels[p]}
+            if p == "source_front":
+                r = self.measure_source_path(lv["source_front"], Precision.FP32)
+            else:
+                r = self.measure(lv)
+            x1 = self._example(p)
+            lat = {"fp32": _latency_ms(self.files[p][Precision.FP32], x1)}
+            if levels[p] is not Precision.FP32:
+                lat[levels[p].value] = _latency_ms(self.files[p][levels[p]], x1)
+            figures[p] = {"precision": levels[p].value, "held_out_agreement": r["agreement"],
+                          "held_out_max_logit_drift": r["max_logit_drift"], "latency_ms_batch1": lat}
+            self.quant.setdefault("parts", {}).setdefault(p, {}).update(figures[p])
+        logger.info("per part: %s", "; ".join(
+            f"{p} {f['precision']} agreement {f['held_out_agreement']:.4f}, batch-1 "
+            + ", ".join(f"{k} {v:.3f} ms" for k, v in f["latency_ms_batch1"].items())
+            for p, f in figures.items()))
+
+    def _example(self, part: str) -> np.ndarray:
+        """One held-out input window of ``part`` (batch 1)."""
+        x = self.holdout.target[:1]
+        if part == "source_front":
+            return self.holdout.source[:1]
+        if part == "source_back":
+            return self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, x))
+        return x
 
     def _fall_back(self, levels: dict[str, Precision], report: dict[str, Any], parts: tuple[str, ...],
                    measure: Callable[[dict[str, Precision]], dict[str, Any]], what: str,
@@ -799,7 +878,7 @@ class _Job:
 
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         self.report.update({
-            "tool_version": __version__, "run": run_dir,
+            "tool_version": __version__, "run": _run_record(run_dir),
             "positions": {"i": self.composite.i, "j": self.composite.j},
             "parameters": dict(zip(("trainable", "total"), self.composite.count_parameters(), strict=True)),
             "tensorrt": self._tensorrt_check() if self.target is Target.JETSON else None,
@@ -864,6 +943,31 @@ class _Job:
             return {"status": "failed", "reason": str(exc)}
         finally:
             self.composite.cpu()
+
+
+def _latency_ms(path: Path, x: np.ndarray, runs: int = 30) -> float:
+    """Median batch-1 latency of one graph on this CPU with one ONNX Runtime thread, after a warm-up."""
+    from edge_bridge.export.onnx_export import ort_session
+
+    sess = ort_session(path, threads=1)
+    feed = {sess.get_inputs()[0].name: np.ascontiguousarray(x[:1], np.float32)}
+    for _ in range(5):
+        sess.run(None, feed)
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return float(1e3 * np.median(times))
+
+
+def _run_record(run_dir: str | None) -> dict[str, Any] | None:
+    """The run a bundle came from, as the manifest records it: its folder name and run.json's sha256."""
+    if run_dir is None:
+        return None
+    p = Path(run_dir)
+    rj = p / "run.json"
+    return {"name": p.name, **({"run_json_sha256": sha256_file(rj)} if rj.is_file() else {})}
 
 
 def _compare(ref: np.ndarray, got: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
