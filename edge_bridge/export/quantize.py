@@ -282,6 +282,8 @@ def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], read
             raise ExportError(f"{src}: static INT8 quantization ({config.target.value} flavour) failed: "
                               f"{exc}") from exc
         model = onnx.load(str(out))
+        if nodes_to_exclude:
+            release_nodes(model, nodes_to_exclude)
         if config.target is Target.JETSON:
             detach_float_consumers(model, COMPUTE_OPS)
         onnx.save(model, str(out))
@@ -341,12 +343,28 @@ def detach_float_consumers(model: onnx.ModelProto, allowed: tuple[str, ...] = CO
     without consumers is removed. The maths of the Add is unchanged from the FP32 graph. Returns the number
     of inputs rewired.
     """
+    return _rewire_to_float(model, lambda n: n.op_type not in allowed)
+
+
+def release_nodes(model: onnx.ModelProto, names: tuple[str, ...] | set[str]) -> int:
+    """Make the nodes ``names`` read FP32 activations (see :func:`quantize_part`'s ``nodes_to_exclude``).
+
+    ONNX Runtime's ``nodes_to_exclude`` stops a node from quantizing its own inputs and outputs, but a
+    tensor another node quantizes (a MatMul quantizes its output on CPU) still reaches the excluded node
+    through a DQ: the node would compute in FP32 on INT8-rounded values. This rewires those inputs to the
+    FP32 tensor, as :func:`detach_float_consumers` does for TensorRT. Returns the number of inputs rewired.
+    """
+    wanted = set(names)
+    return _rewire_to_float(model, lambda n: n.name in wanted)
+
+
+def _rewire_to_float(model: onnx.ModelProto, select: Any) -> int:
     nodes = list(model.graph.node)
     producer = {o: n for n in nodes for o in n.output}
     graph_outputs = {o.name for o in model.graph.output}
     rewired = 0
     for node in nodes:
-        if node.op_type in allowed:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not select(node):
             continue
         for k, name in enumerate(node.input):
             dq = producer.get(name)

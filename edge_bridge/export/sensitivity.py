@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 CALIBRATION_METHODS = (CalibrationMethod.MinMax, CalibrationMethod.Percentile, CalibrationMethod.Entropy)
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 DEBUG_WINDOWS = 64  # the per-node pass keeps every intermediate tensor in memory: a sample is enough
+GREEDY_POOL = 8  # candidates per greedy step after the first (see rank_by_effect)
 
 
 @dataclass
@@ -137,11 +138,14 @@ def node_errors(float_path: str | os.PathLike[str], qdq_path: str | os.PathLike[
 
 
 def emulate_fp32(qdq: onnx.ModelProto, float_model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
-    """A copy of ``qdq`` in which ``nodes`` read FP32 inputs (their Q/DQ bypassed, float weights back).
+    """A copy of ``qdq`` in which ``nodes`` compute in FP32: FP32 activations (as
+    :func:`~edge_bridge.export.quantize.release_nodes` gives the shipped file) and their FP32 weights back.
 
-    Costs no calibration, so every node's effect can be measured one at a time to rank the candidates; the
-    shipped file is always a real ``quantize_static`` with ``nodes_to_exclude``.
+    Costs no calibration, so every node's effect can be measured to rank the candidates; the shipped file
+    is always a real ``quantize_static`` with ``nodes_to_exclude``.
     """
+    from edge_bridge.export.quantize import release_nodes
+
     m = onnx.ModelProto()
     m.CopyFrom(qdq)
     producer = {o: n for n in m.graph.node for o in n.output}
@@ -152,34 +156,34 @@ def emulate_fp32(qdq: onnx.ModelProto, float_model: onnx.ModelProto, nodes: set[
             continue
         for k, i in enumerate(n.input):
             dq = producer.get(i)
-            if dq is None or dq.op_type != "DequantizeLinear":
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in have:
                 continue
-            q = producer.get(dq.input[0])
-            if q is not None and q.op_type == "QuantizeLinear":
-                n.input[k] = q.input[0]
-            else:
-                base = dq.input[0].removesuffix("_quantized")
-                if base in floats:
-                    name = f"{base}_fp32"  # ORT names a bias DQ's output after the bias itself
-                    if name not in have:
-                        t = onnx.TensorProto()
-                        t.CopyFrom(floats[base])
-                        t.name = name
-                        m.graph.initializer.append(t)
-                        have.add(name)
-                    n.input[k] = name
+            base = dq.input[0].removesuffix("_quantized")  # a weight: its FP32 initializer
+            if base in floats:
+                name = f"{base}_fp32"  # ORT names a bias DQ's output after the bias itself
+                if name not in have:
+                    t = onnx.TensorProto()
+                    t.CopyFrom(floats[base])
+                    t.name = name
+                    m.graph.initializer.append(t)
+                    have.add(name)
+                n.input[k] = name
+    release_nodes(m, nodes)
     return m
 
 
 def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLike[str],
                    errors: list[NodeError], measure_file: Callable[[Path], dict[str, Any]],
-                   work: str | os.PathLike[str], *, threshold: float, max_steps: int) -> list[NodeError]:
+                   work: str | os.PathLike[str], *, threshold: float, max_steps: int,
+                   pool: int = GREEDY_POOL) -> list[NodeError]:
     """``errors`` reordered by what keeping nodes in FP32 does to the caller's measure, greedily.
 
     Each step tries every remaining node in FP32 on top of those already picked (on :func:`emulate_fp32`,
     no calibration) and picks the one with the highest agreement, then the lowest mean logit drift, then
     the lowest SQNR; it stops when the emulated measure reaches ``threshold`` or after ``max_steps``. The
-    rest follow in the order of the first step. Noise that only hurts in combination (a LayerNorm reading a
+    first step measures every node; later steps only the ``pool`` best of the first step and the ``pool``
+    lowest SQNRs (the search stays a few hundred cheap runs on a transformer). The rest follow in the order
+    of the first step. Noise that only hurts in combination (a LayerNorm reading a
     quantized residual stream) is found this way where one-at-a-time scores miss it.
     """
     qdq, flt = onnx.load(str(qdq_path)), onnx.load(str(float_path))
@@ -193,7 +197,13 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
     first: dict[str, tuple[float, float, float]] = {}
     while remaining and len(chosen) < max_steps:
         scored = []
-        for e in remaining:
+        if first:
+            best_first = sorted(remaining, key=lambda e: first[e.node])[:pool]
+            lowest = sorted(remaining, key=lambda e: e.sqnr_db)[:pool]
+            candidates = [e for e in remaining if e in best_first or e in lowest]
+        else:
+            candidates = remaining
+        for e in candidates:
             onnx.save(emulate_fp32(qdq, flt, {c.node for c in chosen} | {e.node}), str(path))
             r = measure_file(path)
             scored.append((key(e, r), e, r))
@@ -295,9 +305,13 @@ def fewest_fp32_nodes(ranked: list[NodeError], measure: Measure, threshold: floa
         else:
             lo = mid
     kept = order[:hi]
-    for node in reversed(list(kept)):  # least suspect first: give back to INT8 what the guard does not need
-        if len(kept) > 1 and ok(run([x for x in kept if x != node])):
-            kept = [x for x in kept if x != node]
+    pruned = True
+    while pruned and len(kept) > 1:  # least suspect first: give back to INT8 what the guard does not need
+        pruned = False
+        for node in reversed(list(kept)):
+            if len(kept) > 1 and ok(run([x for x in kept if x != node])):
+                kept = [x for x in kept if x != node]
+                pruned = True
     final = run(kept)
     effects = {x: run([y for y in kept if y != x]) for x in kept}
     return SearchResult([_kept(by_name[x], effects[x]) for x in kept], True, final, trials)
