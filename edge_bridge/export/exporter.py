@@ -92,6 +92,8 @@ MAX_FP32_SHARE = 0.25  # more sensitive nodes than this: the part falls back who
 # the search fits on the calibration windows, the guard judges held-out subjects: the search aims at half
 # the allowed disagreement so that the mixed graph still passes on subjects it never saw
 SEARCH_HEADROOM = 0.5
+GREEDY_STEPS = 6  # emulated greedy steps; the real-build prefix search may still keep more nodes
+SEARCHED_METHODS = 2  # the node search runs for the best two calibration methods at most (export time)
 
 
 @dataclass
@@ -237,7 +239,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
            calibration: str | os.PathLike[str] | WindowSet | None = None, precision: str = "int8",
            target: str = "cpu", agreement_threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False,
            golden_windows: int = 4, holdout_max: int = 512, source_weights: bool = True,
-           verbose: bool | int | str | None = None) -> Bundle:
+           sensitivity: bool = True, verbose: bool | int | str | None = None) -> Bundle:
     """Export a trained run (``edge-bridge train`` done) as a bundle; see the module docstring.
 
     Parameters
@@ -260,6 +262,10 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
     golden_windows : int
     holdout_max : int
         At most this many held-out windows are used.
+    sensitivity : bool
+        Search the calibration method and the fewest nodes to keep in FP32 per part (the default). Off:
+        every node INT8 with MinMax ranges and only the whole-part fallback (the behaviour before the
+        search; kept so that benchmarks can compare).
     source_weights : bool
         Ship the source model's weights (``source_model/``, safetensors) so that ``edge-bridge calibrate``
         can take gradient steps on the paper's objective on site without the training run. Off: the bundle
@@ -320,7 +326,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                                 calibration=calibration, precision=precision, target=target,
                                 agreement_threshold=agreement_threshold, overwrite=overwrite,
                                 golden_windows=golden_windows, weights_sha256=weights,
-                                source_weights=source_weights,
+                                source_weights=source_weights, sensitivity=sensitivity,
                                 run_dir=str(run.path), label_map=run.task.label_map)
 
 
@@ -338,7 +344,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
                      quant_config: QuantConfig | None = None,
                      weights_sha256: dict[str, str] | None = None, parity_tolerance: float = PARITY_TOLERANCE,
                      run_dir: str | None = None, verbose: bool | int | str | None = None,
-                     label_map: dict[str, str] | None = None) -> Bundle:
+                     label_map: dict[str, str] | None = None, sensitivity: bool = True) -> Bundle:
     """Export a :class:`~edge_bridge.composite.Composite` as a bundle (the work behind :func:`export`).
 
     Parameters are those of :func:`export`, plus the pieces a run directory would give: ``task``,
@@ -369,6 +375,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
         _check_specs(composite, classes, source_spec, target_spec)
         job = _Job(composite, out, prec, tgt, qcfg, float(agreement_threshold), calibration, holdout,
                    dict(weights_sha256 or {}), parity_tolerance)
+        job.sensitivity = sensitivity
         t0 = time.perf_counter()
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
@@ -456,6 +463,7 @@ class _Job:
         self._fp32_logits: np.ndarray | None = None
         self._fp32_source: tuple[np.ndarray, np.ndarray] | None = None  # (z, logits) of the source path
         self._upstream: dict[tuple[str, Path], np.ndarray] = {}  # fixed parts' outputs during a search
+        self.sensitivity = True  # search method and FP32 nodes per part; False: all INT8, MinMax
 
     def session(self, path: Path) -> Any:
         if path not in self._sessions:
@@ -641,13 +649,15 @@ class _Job:
             key = (cfg.calibration_method, exclude)
             if key not in made:
                 dst = self.work / "int8" / f"{part}-{len(made):03d}.onnx"
-                quantize_part(pre, dst, reader, cfg, nodes_to_exclude=exclude, preprocessed=True)
+                cache = self.work / "pre" / f"{part}.{cfg.calibration_method.name}.ranges.json"
+                quantize_part(pre, dst, reader, cfg, nodes_to_exclude=exclude, preprocessed=True,
+                              calibration_cache=cache)
                 check_graph(dst, part, *self.shapes[part])
                 made[key] = dst
             return made[key]
 
         methods: dict[str, dict[str, Any]] = {}
-        for m in CALIBRATION_METHODS:
+        for m in CALIBRATION_METHODS if self.sensitivity else (self.qcfg.calibration_method,):
             cfg = dataclasses.replace(self.qcfg, calibration_method=m)
             methods[m.name] = self._score(part, build(cfg, ()))
         order = sorted(methods, key=lambda k: (-methods[k]["agreement"], methods[k]["max_logit_drift"]))
@@ -663,21 +673,21 @@ class _Job:
             "calibration_agreement": methods[order[0]]["agreement"]}
         target = min(1.0, self.threshold + SEARCH_HEADROOM * (1.0 - self.threshold))
         record["search_target"] = target
-        if methods[order[0]]["agreement"] >= target or self.threshold > 1.0:
+        if methods[order[0]]["agreement"] >= target or self.threshold > 1.0 or not self.sensitivity:
             return full, record  # passes as is, or a threshold above 1 forces the whole-part fallback
         info = PARTS[part]
-        max_nodes = max(1, int(np.ceil(MAX_FP32_SHARE * n_quantized)))
+        max_nodes = max(1, int(MAX_FP32_SHARE * n_quantized))
         searches = {}
         # methods in the order of their all-INT8 measure; the first whose search passes wins (a method that
-        # clips less may need fewer FP32 nodes, so one that loses all-INT8 still gets its turn)
-        for method in order:
+        # clips less may need fewer FP32 nodes, so the runner-up all-INT8 still gets its turn)
+        for method in order[:SEARCHED_METHODS]:
             cfg = dataclasses.replace(self.qcfg, calibration_method=CalibrationMethod[method])
             full = build(cfg, ())
             errors = node_errors(pre, full, WindowReader(info.input, subsample(reader.windows)))
             rank_dir = self.work / f"rank-{part}-{method}"  # sessions are cached by path: one per search
             rank_dir.mkdir(exist_ok=True)
             errors = rank_by_effect(full, pre, errors, lambda f: self._score(part, f, cache=False), rank_dir,
-                                    threshold=target, max_steps=max_nodes)
+                                    threshold=target, max_steps=min(max_nodes, GREEDY_STEPS))
             found = fewest_fp32_nodes(errors, lambda ex, c=cfg: self._score(part, build(c, ex)),
                                       target, max_nodes=max_nodes)
             searches[method] = {"passed": found.passed, "fp32_nodes": len(found.kept),

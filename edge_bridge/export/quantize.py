@@ -248,8 +248,8 @@ def preprocess(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path
 
 
 def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], reader: WindowReader,
-                  config: QuantConfig, *, nodes_to_exclude: tuple[str, ...] = (),
-                  preprocessed: bool = False) -> Path:
+                  config: QuantConfig, *, nodes_to_exclude: tuple[str, ...] = (), preprocessed: bool = False,
+                  calibration_cache: str | os.PathLike[str] | None = None) -> Path:
     """Pre-process and statically quantize ``src`` (FP32 ONNX) into ``dst`` (QDQ INT8 ONNX).
 
     Parameters
@@ -259,6 +259,9 @@ def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], read
     preprocessed : bool
         ``src`` is already the output of :func:`preprocess` (node names stay those ``nodes_to_exclude``
         was measured on).
+    calibration_cache : path or None
+        ONNX Runtime's ``calibration_cache_path``: the ranges are computed once per file and calibration
+        method and read back by every later call (a node search quantizes the same graph many times).
 
     Raises
     ------
@@ -277,7 +280,8 @@ def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], read
                 preprocess(src, pre)
             with _root_logger_quiet():  # ORT logs per-channel notes on LayerNorm weights to the root logger
                 quantize_static(str(pre), str(out), reader, nodes_to_exclude=list(nodes_to_exclude),
-                                **config.ort_kwargs())
+                                calibration_cache_path=None if calibration_cache is None else str(
+                                    calibration_cache), **config.ort_kwargs())
         except Exception as exc:
             raise ExportError(f"{src}: static INT8 quantization ({config.target.value} flavour) failed: "
                               f"{exc}") from exc

@@ -41,8 +41,9 @@ def _hostile_graph(path):
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
              helper.make_node("Mul", ["h", "mask"], ["hm"], name="mask_mul"),
              helper.make_node("MatMul", ["hm", "w2"], ["logits"], name="mm2")]
-    graph = helper.make_graph(nodes, "hostile", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", CLASSES])],
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", CLASSES])
+    graph = helper.make_graph(nodes, "hostile", [x], [y],
                               [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(mask, "mask"),
                                numpy_helper.from_array(w2, "w2")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
@@ -119,8 +120,7 @@ def test_emulated_exclusion_matches_a_real_exclusion(hostile):
     assert np.abs(_run(emu, x) - _run(real, x)).max() < 0.05 * np.abs(_run(pre, x)).max()
 
 
-def test_no_search_when_int8_already_passes(hostile):
-    root, pre, x, measure_file = hostile
+def test_no_search_when_int8_already_passes():
     calls = []
 
     def measure(ex):
@@ -145,3 +145,55 @@ def test_jetson_mixed_precision_still_passes_the_tensorrt_audit(hostile):
     rep = audit_tensorrt(mixed)
     assert rep.ok, rep.violations
     assert _reads_dq(mixed, "mm1") and not _reads_dq(mixed, "mm2")
+
+
+# --- the exporter's record of it, on the tiny bundles of tests/export/conftest.py ---------------------
+@pytest.mark.parametrize("target", ["cpu", "jetson"])
+def test_manifest_records_method_search_nodes_and_figures_per_part(bundles, target):
+    b = bundles[target]
+    q = b.manifest.quantization
+    assert q["config"]["calibration_method"].startswith("per part")
+    for part in ("target_front", "source_back", "source_front"):
+        r = q["parts"][part]
+        assert set(r["calibration_methods"]) == {"MinMax", "Percentile", "Entropy"}
+        assert r["calibration_method"] in r["calibration_methods"]
+        assert r["quantized_nodes"] > 0 and len(r["fp32_nodes"]) <= max(1, r["quantized_nodes"] // 4)
+        assert r["precision"] == b.manifest.parts[part].precision
+        assert 0.0 <= r["held_out_agreement"] <= 1.0
+        lat = r["latency_ms_batch1"]
+        assert lat["fp32"] > 0 and (r["precision"] == "fp32" or lat[r["precision"]] > 0)
+        model = onnx.load(str(b.part_path(part)))
+        names = {n.name for n in model.graph.node}
+        for kept in r["fp32_nodes"]:  # every node the manifest says is FP32 really reads no DQ
+            assert kept["node"] in names and not _reads_dq(model, kept["node"])
+            assert kept["agreement_if_int8"] < r["search_target"]
+
+
+def test_a_strict_guard_searches_and_ships_what_it_measured(tiny, tmp_path):
+    """A threshold no all-INT8 graph of the tiny model meets on its calibration windows: the search runs,
+    and whatever it keeps in FP32 is what the shipped file has in FP32."""
+    b = tiny.export(tmp_path / "strict.bundle", agreement_threshold=0.9999)
+    q = b.manifest.quantization
+    searched = [p for p, r in q["parts"].items() if "search" in r]
+    assert searched  # at least one part needed more than all-INT8
+    for p in searched:
+        r = q["parts"][p]
+        trials = [t for s in r["search"]["by_method"].values() for t in s["trials"]]
+        assert trials and trials[0]["fp32_nodes"] == 0
+        model = onnx.load(str(b.part_path(p)))
+        if b.manifest.parts[p].precision == "int8":
+            assert all(not _reads_dq(model, k["node"]) for k in r["fp32_nodes"])
+
+
+def test_report_lines_and_demo_precision_line(bundles):
+    from edge_bridge.commands.bundle import quantization_lines
+    from edge_bridge.demo import precision_line
+
+    lines = quantization_lines(bundles["cpu"].manifest)
+    assert lines[0].startswith("  per part")
+    body = "\n".join(lines)
+    for part in ("target_front", "source_back", "source_front"):
+        assert part in body
+    assert "agreement" in body and "kB" in body and "fp32 " in body and " ms" in body
+    line = precision_line(bundles["cpu"])
+    assert line.startswith("precision: target_front ") and "accuracy guard" in line and "degraded:" in line
