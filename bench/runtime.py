@@ -16,6 +16,12 @@ Without --run it first trains a small run on simulated data (simulate, pretrain,
 a few minutes on 2 cores), reusing whatever OUT/run already holds.
 
   .venv/bin/python bench/runtime.py --out bench-out/runtime
+  .venv/bin/python bench/runtime.py --papagei --out bench-out/runtime   # the full-size PaPaGei-S front only
+
+``--papagei``: the published PaPaGei-S architecture at full size (18 blocks, 7500-sample windows; seeded
+random weights, as the published checkpoint cannot be fetched here), its front up to block ``--papagei-i``
+exported and quantized (cpu flavour, MinMax, every node INT8): batch-1 latency INT8 vs FP32 and the
+output SQNR of every block (the residual Add that ends it) INT8 vs FP32, from ONNX Runtime's qdq_loss_debug.
   .venv/bin/python bench/runtime.py --run runs/stress --out bench-out/runtime
 """
 
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import re
 import statistics
 import time
 from pathlib import Path
@@ -123,6 +130,65 @@ def latencies(composite: Any, bundles: dict[str, Any], x: np.ndarray, xs: np.nda
     return out
 
 
+def papagei_front(out: Path, i: int, repeats: int, warmup: int) -> dict[str, Any]:
+    """Full-size PaPaGei-S front: INT8 vs FP32 latency (batch 1, 1 thread) and per-block output error."""
+    from torch import nn
+
+    from edge_bridge.export.onnx_export import export_part, ort_session
+    from edge_bridge.export.quantize import QuantConfig, WindowReader, preprocess, quantize_part
+    from edge_bridge.export.sensitivity import node_errors
+    from edge_bridge.models import build_backbone
+
+    torch.manual_seed(0)
+    model = build_backbone("papagei", {}).eval()
+
+    class Front(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.m = model
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.m.pool(self.m.front(x, i))
+
+    front = Front().eval()
+    shape = tuple(model.input_shape)
+    d = model.block_output(i).features
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 60 * 2 * np.pi * 1.2, shape[1])  # ~72 bpm pulse + noise, z-scored like the spec
+    x = (np.sin(t[None, None] + rng.uniform(0, 6.3, (48, 1, 1))) + 0.3 * rng.standard_normal((48, *shape)))
+    x = ((x - x.mean(-1, keepdims=True)) / x.std(-1, keepdims=True)).astype(np.float32)
+    fp32 = export_part(front, "target_front", shape, (d,), out / "papagei_front.fp32.onnx").path
+    pre = preprocess(fp32, out / "papagei_front.pre.onnx")
+    int8 = quantize_part(pre, out / "papagei_front.int8.onnx", WindowReader("x_target", x[:32]),
+                         QuantConfig.for_target("cpu"), preprocessed=True)
+    x1 = x[32:33]
+    lat = {}
+    outs = {}
+    for name, path in (("ort_fp32", pre), ("ort_int8", int8)):
+        sess = ort_session(path, threads=1)
+        lat[name] = median_ms(lambda s=sess: s.run(None, {"x_target": x1}), repeats, warmup)
+        outs[name] = sess.run(None, {"x_target": x[32:]})[0]
+    with torch.no_grad():
+        lat["torch_eager_fp32"] = median_ms(lambda: front(torch.from_numpy(x1)), repeats, warmup)
+    errs = node_errors(pre, int8, WindowReader("x_target", x[32:40]))
+    def natural(e: Any) -> list[Any]:
+        return [int(c) if c.isdigit() else c for c in re.split(r"(\d+)", e.node)]
+
+    adds = sorted((e for e in errs if e.op_type == "Add" and e.output_sqnr_db is not None), key=natural)
+    ref, got = outs["ort_fp32"], outs["ort_int8"]
+    cos = float(np.mean(np.sum(ref * got, 1) / (np.linalg.norm(ref, axis=1) * np.linalg.norm(got, axis=1))))
+    return {"model": f"PaPaGei-S (published architecture, seeded random weights), front = blocks[:{i}]",
+            "input_shape": list(shape), "output_features": d, "latency_batch1": lat,
+            "speedup_int8_vs_ort_fp32": lat["ort_fp32"]["median_ms"] / lat["ort_int8"]["median_ms"],
+            "speedup_int8_vs_torch_eager":
+                lat["torch_eager_fp32"]["median_ms"] / lat["ort_int8"]["median_ms"],
+            "pooled_output": {"max_abs_diff": float(np.abs(ref - got).max()),
+                              "relative_l2": float(np.linalg.norm(ref - got) / np.linalg.norm(ref)),
+                              "mean_cosine": cos},
+            "per_block_output_sqnr_db": [{"node": e.node, "output_sqnr_db": e.output_sqnr_db} for e in adds],
+            "file_bytes": {"fp32": pre.stat().st_size, "int8": int8.stat().st_size}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench-out/runtime")
@@ -137,7 +203,17 @@ def main() -> None:
                     help="calibration recordings or windows .npz (default: the run's data folder)")
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--papagei", action="store_true", help="only the full-size PaPaGei-S front (see above)")
+    ap.add_argument("--papagei-i", type=int, default=9, help="PaPaGei-S blocks in the front (default 9)")
     args = ap.parse_args()
+    if args.papagei:
+        torch.set_num_threads(1)
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        rep = papagei_front(out, args.papagei_i, args.repeats, args.warmup)
+        (out / "papagei_front.json").write_text(json.dumps(rep, indent=1))
+        print(json.dumps(rep, indent=1))
+        return
 
     from edge_bridge.bundle import Bundle
     from edge_bridge.export import export
