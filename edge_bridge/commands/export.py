@@ -2,9 +2,11 @@
 
 Writes BUNDLE/ with target_front.onnx, source_back.onnx, source_front.onnx (INT8 QDQ, or --precision),
 bridges/v0001.onnx + v0001.safetensors (FP32: refit on site), golden.npz and manifest.json. Parity with
-PyTorch is checked on the run's test subjects; the INT8 composite's agreement with FP32 is measured there
-too, and below --agreement-threshold parts fall back to FP16/FP32 one by one (said loudly, recorded in the
-manifest).
+PyTorch is checked on the run's test subjects. INT8 is mixed precision: per part the calibration method
+(MinMax, Percentile, Entropy) and the fewest nodes kept in FP32 are searched with the accuracy guard's own
+measure on the calibration windows; the composite's agreement with FP32 is then checked on the test
+subjects, and only below --agreement-threshold do whole parts fall back to FP16/FP32 (said loudly,
+recorded in the manifest). --report prints the per-part figures.
 
 --target cpu: ONNX Runtime CPU (uint8 activations, int8 per-channel weights).
 --target jetson: TensorRT explicit quantization (symmetric int8, FP32 biases, Q/DQ on Conv/MatMul/Gemm

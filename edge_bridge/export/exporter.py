@@ -6,14 +6,19 @@
 1. one FP32 ONNX graph per part (:data:`~edge_bridge.export.onnx_export.PARTS`), each checked;
 2. parity of ONNX Runtime vs PyTorch per part and chained, on held-out windows (the run's test subjects);
 3. static INT8 (or FP16) of ``target_front``, ``source_back`` and ``source_front`` in the flavour of
-   ``target``; calibration: target windows for ``target_front``, source windows for ``source_front``, and
-   for ``source_back`` both things it is fed at run time: the bridge outputs ``z`` of the target windows
+   ``target``, mixed precision: per part the calibration method with the best decision agreement on the
+   calibration windows (MinMax, Percentile, Entropy), then, if that part alone misses the guard's
+   threshold plus headroom there, the fewest nodes kept in FP32 (:mod:`edge_bridge.export.sensitivity`;
+   listed in the manifest with their measured effect). Calibration: target windows for ``target_front``,
+   source windows for ``source_front``, and for ``source_back`` both things it is fed at run time: the
+   bridge outputs ``z`` of the target windows
    (the live composite) and ``source_front``'s tokens of the source windows (on-site calibration reads the
    source model's decisions through it; calibrating on bridge outputs alone clipped the real tokens and
    flipped 13 % of the source model's decisions). The bridge stays FP32: it is refit on site. ``jetson``
    graphs must pass the TensorRT audit;
 4. the accuracy guard: FP32 vs quantized composite on the held-out windows (argmax agreement, balanced
-   accuracy, max logit drift). Below ``agreement_threshold`` parts fall back one step at a time
+   accuracy, max logit drift). Below ``agreement_threshold`` the node search runs once more for full
+   agreement on the calibration windows; still below, parts fall back whole one step at a time
    (int8 -> fp16 -> fp32), the part whose step helps most first, each step logged as a warning and written
    to the manifest: a degraded bundle is never shipped silently. The same for the source model's decisions
    as calibration computes them (``source_front`` then ``source_back`` at their shipped precisions): the
