@@ -203,6 +203,8 @@ def main() -> None:
                     help="calibration recordings or windows .npz (default: the run's data folder)")
     ap.add_argument("--repeats", type=int, default=200)
     ap.add_argument("--warmup", type=int, default=20)
+    ap.add_argument("--reuse", action="store_true",
+                    help="measure bundles already in OUT (from an earlier run) instead of exporting again")
     ap.add_argument("--papagei", action="store_true", help="only the full-size PaPaGei-S front (see above)")
     ap.add_argument("--papagei-i", type=int, default=9, help="PaPaGei-S blocks in the front (default 9)")
     args = ap.parse_args()
@@ -229,15 +231,19 @@ def main() -> None:
     torch.set_num_threads(1)
 
     calibration = args.calibration or run.data
-    t = time.perf_counter()
-    mixed = export(run_dir, out / "stress-int8-mixed.bundle", calibration=calibration, precision="int8",
-                   target="cpu", overwrite=True)
-    t_mixed = time.perf_counter() - t
-    t = time.perf_counter()
-    old = export(run_dir, out / "stress-int8-old-fallback.bundle", calibration=calibration, precision="int8",
-                 target="cpu", overwrite=True, sensitivity=False)
-    t_old = time.perf_counter() - t
-    fp32 = export(run_dir, out / "stress-fp32.bundle", precision="fp32", overwrite=True)
+
+    def made(name: str, **kw: Any) -> tuple[Any, float | None]:
+        """The bundle OUT/name, exported now unless --reuse finds one that verifies."""
+        path = out / name
+        if args.reuse and (path / "manifest.json").is_file():
+            return Bundle.load(path), None
+        t = time.perf_counter()
+        return export(run_dir, path, overwrite=True, **kw), time.perf_counter() - t
+
+    mixed, t_mixed = made("stress-int8-mixed.bundle", calibration=calibration, precision="int8", target="cpu")
+    old, t_old = made("stress-int8-old-fallback.bundle", calibration=calibration, precision="int8",
+                      target="cpu", sensitivity=False)
+    fp32, _ = made("stress-fp32.bundle", precision="fp32")
 
     from edge_bridge.bridge import load_bridge
     from edge_bridge.composite import Composite

@@ -196,7 +196,10 @@ class WindowReader(CalibrationDataReader):
     def __init__(self, name: str, windows: np.ndarray, batch: int = 16) -> None:
         self.name = name
         self.windows = np.ascontiguousarray(windows, dtype=np.float32)
-        self.batch = batch
+        n = len(self.windows)
+        # every feed the same size: ONNX Runtime's histogram calibrators (Percentile, Entropy) stack the
+        # per-feed outputs and fail on a shorter last feed, so take the largest batch that divides n
+        self.batch = next((b for b in range(min(batch, max(n, 1)), 0, -1) if n % b == 0), 1)
         self._k = 0
 
     def __len__(self) -> int:

@@ -169,22 +169,6 @@ def test_manifest_records_method_search_nodes_and_figures_per_part(bundles, targ
             assert kept["agreement_if_int8"] < r["search_target"]
 
 
-def test_a_strict_guard_searches_and_ships_what_it_measured(tiny, tmp_path):
-    """A threshold no all-INT8 graph of the tiny model meets on its calibration windows: the search runs,
-    and whatever it keeps in FP32 is what the shipped file has in FP32."""
-    b = tiny.export(tmp_path / "strict.bundle", agreement_threshold=0.9999)
-    q = b.manifest.quantization
-    searched = [p for p, r in q["parts"].items() if "search" in r]
-    assert searched  # at least one part needed more than all-INT8
-    for p in searched:
-        r = q["parts"][p]
-        trials = [t for s in r["search"]["by_method"].values() for t in s["trials"]]
-        assert trials and trials[0]["fp32_nodes"] == 0
-        model = onnx.load(str(b.part_path(p)))
-        if b.manifest.parts[p].precision == "int8":
-            assert all(not _reads_dq(model, k["node"]) for k in r["fp32_nodes"])
-
-
 def test_report_lines_and_demo_precision_line(bundles):
     from edge_bridge.commands.bundle import quantization_lines
     from edge_bridge.demo import precision_line
