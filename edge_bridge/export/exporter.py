@@ -97,7 +97,7 @@ MAX_FP32_SHARE = 0.25  # more sensitive nodes than this: the part falls back who
 # the search fits on the calibration windows, the guard judges held-out subjects: the search aims at half
 # the allowed disagreement so that the mixed graph still passes on subjects it never saw
 SEARCH_HEADROOM = 0.5
-GREEDY_STEPS = 6  # emulated greedy steps; the real-build prefix search may still keep more nodes
+GREEDY_STEPS = 4  # emulated greedy steps; the real-build prefix search may still keep more nodes
 SEARCHED_METHODS = 2  # the node search runs for the best two calibration methods at most (export time)
 
 

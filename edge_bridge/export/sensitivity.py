@@ -38,6 +38,7 @@ CALIBRATION_METHODS = (CalibrationMethod.MinMax, CalibrationMethod.Percentile, C
 QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 DEBUG_WINDOWS = 64  # the per-node pass keeps every intermediate tensor in memory: a sample is enough
 GREEDY_POOL = 8  # candidates per greedy step after the first (see rank_by_effect)
+FIRST_ROUND = 24  # the first greedy step measures at most this many nodes, the lowest SQNR first
 
 
 @dataclass
@@ -181,9 +182,9 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
     Each step tries every remaining node in FP32 on top of those already picked (on :func:`emulate_fp32`,
     no calibration) and picks the one with the highest agreement, then the lowest mean logit drift, then
     the lowest SQNR; it stops when the emulated measure reaches ``threshold`` or after ``max_steps``. The
-    first step measures every node; later steps only the ``pool`` best of the first step and the ``pool``
-    lowest SQNRs (the search stays a few hundred cheap runs on a transformer). The rest follow in the order
-    of the first step. Noise that only hurts in combination (a LayerNorm reading a
+    first step measures the ``FIRST_ROUND`` lowest-SQNR nodes; later steps only the ``pool`` best of the
+    first step and the ``pool`` lowest SQNRs (a few hundred cheap runs at most). The rest follow in the
+    order of the first step. Noise that only hurts in combination (a LayerNorm reading a
     quantized residual stream) is found this way where one-at-a-time scores miss it.
     """
     qdq, flt = onnx.load(str(qdq_path)), onnx.load(str(float_path))
@@ -193,7 +194,8 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
         return (-r["agreement"], float(r.get("mean_logit_drift") or 0.0), e.sqnr_db)
 
     chosen: list[NodeError] = []
-    remaining = list(errors)
+    remaining = list(errors[:FIRST_ROUND])  # ``errors`` come lowest SQNR first (node_errors)
+    rest = list(errors[FIRST_ROUND:])
     first: dict[str, tuple[float, float, float]] = {}
     while remaining and len(chosen) < max_steps:
         scored = []
@@ -217,7 +219,7 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
         if r["agreement"] >= threshold:
             break
     remaining.sort(key=lambda e: first.get(e.node, (0.0, 0.0, e.sqnr_db)))
-    return chosen + remaining
+    return chosen + remaining + rest
 
 Measure = Callable[[tuple[str, ...]], dict[str, Any]]
 
