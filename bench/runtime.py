@@ -244,6 +244,9 @@ def main() -> None:
     old, t_old = made("stress-int8-old-fallback.bundle", calibration=calibration, precision="int8",
                       target="cpu", sensitivity=False)
     fp32, _ = made("stress-fp32.bundle", precision="fp32")
+    # every node INT8, no guard: what INT8 itself costs and gives where the guard made the others fall back
+    unguarded, _ = made("stress-int8-unguarded.bundle", calibration=calibration, precision="int8",
+                        target="cpu", agreement_threshold=1e-9, sensitivity=False)
 
     from edge_bridge.bridge import load_bridge
     from edge_bridge.composite import Composite
@@ -255,7 +258,7 @@ def main() -> None:
     test = run.role("test")
     x, xs = test.x["target"][:1].astype(np.float32), test.x["source"][:1].astype(np.float32)
     bundles = {"ort_fp32": Bundle.load(fp32.root), "ort_int8_mixed": Bundle.load(mixed.root),
-               "ort_old_fallback": Bundle.load(old.root)}
+               "ort_old_fallback": Bundle.load(old.root), "ort_int8_unguarded": Bundle.load(unguarded.root)}
     lat = latencies(composite, bundles, x, xs, args.repeats, args.warmup)
     chained = lat["chained"]
 
@@ -287,7 +290,8 @@ def main() -> None:
         "input_shapes": {"x_target": list(x.shape), "x_source": list(xs.shape)},
         "latency_batch1": lat,
         "speedup_chained_vs_torch_eager": {k: eager / chained[k]["median_ms"] for k in bundles},
-        "accuracy": {"int8_mixed": accuracy(mixed), "int8_old_fallback": accuracy(old)},
+        "accuracy": {"int8_mixed": accuracy(mixed), "int8_old_fallback": accuracy(old),
+                     "int8_unguarded": accuracy(unguarded)},
         "held_out": mixed.manifest.quantization["accuracy"]["held_out"],
         "file_bytes_int8_mixed": mixed.manifest.report["file_bytes"],
     }
