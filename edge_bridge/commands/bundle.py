@@ -97,6 +97,8 @@ def quantization_lines(m: object) -> list[str]:
         kept = r.get("fp32_nodes") or []
         total = r.get("quantized_nodes")
         nodes = f"{len(kept)} of {total} nodes FP32" if total is not None else "-"
+        if r.get("precision") != "int8" and total is not None:  # fell back whole: the search did not ship
+            nodes = f"(mixed INT8 not shipped: {nodes})"
         lat = r.get("latency_ms_batch1") or {}
         fast = " vs ".join(f"{k} {v:.3f} ms" for k, v in sorted(lat.items(), key=lambda kv: kv[0] != r.get(
             "precision")))
