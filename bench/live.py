@@ -37,7 +37,8 @@ def _ensure_bundle() -> Path:
     if found is not None:
         return found
     print("no cached demo bundle: building it in a subprocess (a few minutes)", file=sys.stderr, flush=True)
-    code = "from deploy.demo_bundle import ensure_demo_bundle; print(ensure_demo_bundle(report=print))"
+    code = ("from edge_bridge.commands._demo_bundle import ensure_demo_bundle; "
+            "print(ensure_demo_bundle(report=print))")
     subprocess.run([sys.executable, "-c", code], check=True)
     found = find_demo_bundle()
     if found is None:
@@ -65,10 +66,10 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads per part")
     args = ap.parse_args()
 
-    from deploy.demo_bundle import demo_recording
     from deploy.live import LabelTrack, LiveConfig, LivePipeline
     from deploy.runtime import CompositeRunner
     from edge_bridge.bundle import Bundle
+    from edge_bridge.commands._demo_bundle import demo_recording
     from firmware_interface import open_source
 
     root = _ensure_bundle()

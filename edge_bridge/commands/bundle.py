@@ -139,9 +139,52 @@ def _info(b: object) -> str:
                      f"{acc['max_logit_drift']:.3g}); fallback: {fb or 'none'}")
     if m.report.get("bundle_bytes"):
         lines.append(f"  size: {m.report['bundle_bytes'] / 1e3:.1f} kB")
+    lines.extend(quantization_lines(m))
     from edge_bridge.signing import is_signed
 
     signed = is_signed(b.root)  # type: ignore[attr-defined]
     lines.append("  signatures: " + ("present; check them with `edge-bridge bundle verify --trust KEYS`"
                                      if signed else "none (sign with `edge-bridge bundle sign`)"))
     return "\n".join(lines)
+
+
+def quantization_lines(m: object) -> list[str]:
+    """Per quantized part: precision, calibration, nodes kept in FP32, held-out agreement, max logit drift,
+    file size and batch-1 latency shipped vs FP32 (measured on the exporting CPU, one thread).
+
+    Read from the manifest only (no onnx, no torch), so ``bundle info`` runs on the device too.
+    """
+    q = getattr(m, "quantization", None) or {}
+    parts = q.get("parts") or {}
+    sizes = (getattr(m, "report", None) or {}).get("file_bytes") or {}
+    if not parts:
+        return []
+    lines = ["  per part (held-out agreement with FP32 with only that part quantized; latency batch 1, "
+             "1 thread, on the exporting CPU):"]
+    for name in ("target_front", "source_back", "source_front"):
+        r = parts.get(name)
+        if not r:
+            continue
+        kept = r.get("fp32_nodes") or []
+        total = r.get("quantized_nodes")
+        nodes = f"{len(kept)} of {total} nodes FP32" if total is not None else "-"
+        if r.get("precision") != "int8" and total is not None:  # fell back whole: the search did not ship
+            nodes = f"(mixed INT8 not shipped: {nodes})"
+        lat = r.get("latency_ms_batch1") or {}
+        fast = " vs ".join(f"{k} {v:.3f} ms" for k, v in sorted(lat.items(), key=lambda kv: kv[0] != r.get(
+            "precision")))
+        agree = r.get("held_out_agreement")
+        drift = r.get("held_out_max_logit_drift")
+        size = sizes.get(f"{name}.onnx")
+        calib = r.get("calibration_method", "-")
+        head = f"    {name:<13} {r.get('precision', '?'):<5} calib {calib:<10} {nodes}"
+        if agree is None:
+            lines.append(head)
+        else:
+            lines.append(f"{head}; agreement {agree:.4f}, max logit drift {drift:.3g}; "
+                         f"{(size or 0) / 1e3:.1f} kB; {fast}")
+        for k in kept:
+            why = (f"agreement would be {k['agreement_if_int8']:.4f} with it INT8"
+                   if k.get("agreement_if_int8") is not None else "")
+            lines.append(f"      FP32: {k['node']} ({k['op_type']}), input SQNR {k['sqnr_db']:.1f} dB; {why}")
+    return lines

@@ -157,7 +157,7 @@ def run(args: argparse.Namespace) -> int:
 
     # 1. the bundle
     if args.bundle is None:
-        from deploy.demo_bundle import ensure_demo_bundle  # host side: may build with torch, first use only
+        from edge_bridge.commands._demo_bundle import ensure_demo_bundle  # may build with torch, first use
 
         root = ensure_demo_bundle(report=_say, progress=not args.quiet)
     else:
@@ -194,7 +194,7 @@ def run(args: argparse.Namespace) -> int:
         # 3. source (+ labels for the demo)
         labels_path = args.labels
         if args.source is None:
-            from deploy.demo_bundle import demo_recording
+            from edge_bridge.commands._demo_bundle import demo_recording
 
             csv, labels_path = demo_recording(bundle, minutes=args.demo_minutes)
             spec = f"playback:{csv}"

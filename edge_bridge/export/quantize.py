@@ -196,7 +196,10 @@ class WindowReader(CalibrationDataReader):
     def __init__(self, name: str, windows: np.ndarray, batch: int = 16) -> None:
         self.name = name
         self.windows = np.ascontiguousarray(windows, dtype=np.float32)
-        self.batch = batch
+        n = len(self.windows)
+        # every feed the same size: ONNX Runtime's histogram calibrators (Percentile, Entropy) stack the
+        # per-feed outputs and fail on a shorter last feed, so take the largest batch that divides n
+        self.batch = next((b for b in range(min(batch, max(n, 1)), 0, -1) if n % b == 0), 1)
         self._k = 0
 
     def __len__(self) -> int:
@@ -248,8 +251,20 @@ def preprocess(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> Path
 
 
 def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], reader: WindowReader,
-                  config: QuantConfig) -> Path:
+                  config: QuantConfig, *, nodes_to_exclude: tuple[str, ...] = (), preprocessed: bool = False,
+                  calibration_cache: str | os.PathLike[str] | None = None) -> Path:
     """Pre-process and statically quantize ``src`` (FP32 ONNX) into ``dst`` (QDQ INT8 ONNX).
+
+    Parameters
+    ----------
+    nodes_to_exclude : tuple of str
+        Node names (of the pre-processed graph) kept in FP32: ONNX Runtime's ``nodes_to_exclude``.
+    preprocessed : bool
+        ``src`` is already the output of :func:`preprocess` (node names stay those ``nodes_to_exclude``
+        was measured on).
+    calibration_cache : path or None
+        ONNX Runtime's ``calibration_cache_path``: the ranges are computed once per file and calibration
+        method and read back by every later call (a node search quantizes the same graph many times).
 
     Raises
     ------
@@ -259,17 +274,23 @@ def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], read
     from onnxruntime.quantization import quantize_static
 
     src, dst = Path(src), Path(dst)
+    reader.rewind()
     with tempfile.TemporaryDirectory(prefix=".quant-", dir=dst.parent) as work:
-        pre = Path(work) / "pre.onnx"
+        pre = src if preprocessed else Path(work) / "pre.onnx"
         out = Path(work) / "int8.onnx"
         try:
-            preprocess(src, pre)
+            if not preprocessed:
+                preprocess(src, pre)
             with _root_logger_quiet():  # ORT logs per-channel notes on LayerNorm weights to the root logger
-                quantize_static(str(pre), str(out), reader, **config.ort_kwargs())
+                quantize_static(str(pre), str(out), reader, nodes_to_exclude=list(nodes_to_exclude),
+                                calibration_cache_path=None if calibration_cache is None else str(
+                                    calibration_cache), **config.ort_kwargs())
         except Exception as exc:
             raise ExportError(f"{src}: static INT8 quantization ({config.target.value} flavour) failed: "
                               f"{exc}") from exc
         model = onnx.load(str(out))
+        if nodes_to_exclude:
+            release_nodes(model, nodes_to_exclude)
         if config.target is Target.JETSON:
             detach_float_consumers(model, COMPUTE_OPS)
         onnx.save(model, str(out))
@@ -329,12 +350,28 @@ def detach_float_consumers(model: onnx.ModelProto, allowed: tuple[str, ...] = CO
     without consumers is removed. The maths of the Add is unchanged from the FP32 graph. Returns the number
     of inputs rewired.
     """
+    return _rewire_to_float(model, lambda n: n.op_type not in allowed)
+
+
+def release_nodes(model: onnx.ModelProto, names: tuple[str, ...] | set[str]) -> int:
+    """Make the nodes ``names`` read FP32 activations (see :func:`quantize_part`'s ``nodes_to_exclude``).
+
+    ONNX Runtime's ``nodes_to_exclude`` stops a node from quantizing its own inputs and outputs, but a
+    tensor another node quantizes (a MatMul quantizes its output on CPU) still reaches the excluded node
+    through a DQ: the node would compute in FP32 on INT8-rounded values. This rewires those inputs to the
+    FP32 tensor, as :func:`detach_float_consumers` does for TensorRT. Returns the number of inputs rewired.
+    """
+    wanted = set(names)
+    return _rewire_to_float(model, lambda n: n.name in wanted)
+
+
+def _rewire_to_float(model: onnx.ModelProto, select: Any) -> int:
     nodes = list(model.graph.node)
     producer = {o: n for n in nodes for o in n.output}
     graph_outputs = {o.name for o in model.graph.output}
     rewired = 0
     for node in nodes:
-        if node.op_type in allowed:
+        if node.op_type in ("QuantizeLinear", "DequantizeLinear") or not select(node):
             continue
         for k, name in enumerate(node.input):
             dq = producer.get(name)

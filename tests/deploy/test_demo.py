@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
-from deploy.demo_bundle import DemoSettings, demo_bundle_dir, demo_recording, find_demo_bundle
+from deploy.demo_bundle import DemoSettings, demo_bundle_dir, find_demo_bundle
 from deploy.live import LabelTrack
 from edge_bridge.bundle import Bundle
+from edge_bridge.commands._demo_bundle import demo_recording
 
 
 def test_demo_recording_has_the_models_channels_and_labels(bundle_dir, tmp_path):

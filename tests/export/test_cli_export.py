@@ -45,14 +45,22 @@ def test_export_command_then_bundle_verbs(tiny, tmp_path, capsys):
     _windows(tiny, ["s1", "s2", "s3", "s4"], 10, 6).save(cal)
     out = tmp_path / "stress.bundle"
     code = main(["export", str(run), "-o", str(out), "--calibration-data", str(cal), "--target", "jetson",
-                 "-q"])
+                 "--report", "-q"])
     assert code == 0
     text = capsys.readouterr().out
     assert f"edge-bridge deploy --bundle {out}" in text and "agreement with FP32" in text
-    m = json.loads((out / "manifest.json").read_text())
+    assert "per part" in text and "nodes FP32" in text and "fp32 " in text and " ms" in text  # --report
+    raw = (out / "manifest.json").read_text()
+    m = json.loads(raw)
     assert m["quantization"]["calibration"]["windows_given"] == 30  # s4 (held out) left out
-    assert "s4" in m["quantization"]["accuracy"]["held_out"]
-    assert m["report"]["run"] == str(run)
+    assert m["quantization"]["accuracy"]["held_out"]["subjects"] == ["s4"]
+    # origins are names + sha256: the bundle travels, the builder's file system stays home
+    assert str(tmp_path) not in raw and str(tmp_path.resolve()) not in raw
+    assert m["report"]["run"]["name"] == "run" and len(m["report"]["run"]["run_json_sha256"]) == 64
+    import hashlib
+
+    digest = hashlib.sha256(cal.read_bytes()).hexdigest()
+    assert m["quantization"]["calibration"]["origin"] == {"name": "cal.npz", "sha256": digest}
 
     assert main(["bundle", "verify", str(out)]) == 0
     assert "OK" in capsys.readouterr().out

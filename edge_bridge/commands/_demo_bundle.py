@@ -1,0 +1,39 @@
+"""``ensure_demo_bundle``: the cached demo bundle (device side finds it) or a fresh build (host side).
+
+The two halves live apart on purpose: :mod:`deploy.demo_bundle` must stay torch-free and may not import the
+method packages, and :mod:`edge_bridge.demo` may not import the device package. This module sits on top of
+both, like the CLI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from deploy.demo_bundle import DemoSettings, demo_bundle_dir, find_demo_bundle
+from edge_bridge.bundle import Bundle
+
+
+def ensure_demo_bundle(settings: DemoSettings | None = None, *, report: Callable[[str], None] | None = None,
+                       progress: bool = True) -> Path:
+    """The demo bundle's directory, building it first if there is no valid cached one."""
+    settings = settings or DemoSettings()
+    found = find_demo_bundle(settings)
+    if found is not None:
+        if report:
+            from edge_bridge.demo import precision_line
+
+            report(f"demo bundle: {found} (cached)")
+            report(precision_line(Bundle.load(found)))
+        return found
+    from edge_bridge.demo import build_demo_bundle
+
+    return build_demo_bundle(settings, demo_bundle_dir(settings), report=report, progress=progress)
+
+
+def demo_recording(bundle: Bundle, **kwargs: object) -> tuple[Path, Path]:
+    """:func:`deploy.demo_bundle.demo_recording` with the host's simulator handed in."""
+    from deploy.demo_bundle import demo_recording as find_or_write
+    from edge_bridge.simulate import simulate_subject
+
+    return find_or_write(bundle, simulate=simulate_subject, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,183 @@
+"""Per-node INT8 sensitivity: the fewest nodes kept in FP32, found with ONNX Runtime's own quantizer.
+
+The graph here is built by hand so that exactly one node is known to be INT8-hostile: a ``Mul`` whose input
+has one channel a thousand times larger than the rest (it is then masked to zero). Quantizing that input
+per tensor spends all 256 levels on the outlier and rounds every useful channel to zero, so the decisions
+are lost; the ``MatMul`` nodes around it are harmless (per-channel weights, well-ranged inputs). The search
+must find the ``Mul`` and keep only it in FP32, and the file it ships must be a real ``quantize_static``
+with that node excluded.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from edge_bridge.export.audit import audit_tensorrt
+from edge_bridge.export.quantize import QuantConfig, WindowReader, preprocess, quantize_part
+from edge_bridge.export.sensitivity import (
+    emulate_fp32,
+    fewest_fp32_nodes,
+    node_errors,
+    quantized_nodes,
+    rank_by_effect,
+)
+
+D, CLASSES = 16, 4
+
+
+def _hostile_graph(path):
+    rng = np.random.default_rng(0)
+    w1 = rng.standard_normal((D, D)).astype(np.float32)
+    w1[:, 0] *= 1000.0  # channel 0 of h is huge ...
+    mask = np.ones(D, np.float32)
+    mask[0] = 0.0  # ... and masked away: only the small channels carry the decision
+    w2 = rng.standard_normal((D, CLASSES)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
+             helper.make_node("Mul", ["h", "mask"], ["hm"], name="mask_mul"),
+             helper.make_node("MatMul", ["hm", "w2"], ["logits"], name="mm2")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", D])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["n", CLASSES])
+    graph = helper.make_graph(nodes, "hostile", [x], [y],
+                              [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(mask, "mask"),
+                               numpy_helper.from_array(w2, "w2")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+    return path
+
+
+def _run(path, x):
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": x})[0]
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hostile")
+    pre = preprocess(_hostile_graph(root / "fp32.onnx"), root / "pre.onnx")
+    x = np.random.default_rng(1).standard_normal((128, D)).astype(np.float32)
+    ref = _run(pre, x)
+
+    def measure_file(path):
+        got = _run(path, x)
+        return {"agreement": float((got.argmax(1) == ref.argmax(1)).mean()),
+                "max_logit_drift": float(np.abs(got - ref).max()),
+                "mean_logit_drift": float(np.abs(got - ref).mean())}
+
+    return root, pre, x, measure_file
+
+
+def _build(root, pre, x, exclude, target="cpu"):
+    dst = root / f"{target}-{'-'.join(exclude) or 'all'}.onnx"
+    return quantize_part(pre, dst, WindowReader("x", x), QuantConfig.for_target(target),
+                         nodes_to_exclude=tuple(exclude), preprocessed=True)
+
+
+def _reads_dq(model, name):
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == name)
+    return any(producer.get(i) is not None and producer[i].op_type == "DequantizeLinear" for i in node.input)
+
+
+def test_full_int8_loses_the_decisions_and_the_search_keeps_only_the_hostile_node(hostile):
+    root, pre, x, measure_file = hostile
+    full = _build(root, pre, x, ())
+    assert {n.name for n in quantized_nodes(onnx.load(str(full)))} == {"mm1", "mask_mul", "mm2"}
+    assert measure_file(full)["agreement"] < 0.9  # INT8 everywhere breaks it (else the test proves nothing)
+
+    errors = node_errors(pre, full, WindowReader("x", x[:32]))
+    assert errors[0].node in ("mask_mul", "mm2")  # the outlier tensor h is read by mask_mul only
+    assert {e.node for e in errors} == {"mm1", "mask_mul", "mm2"}
+    assert all(np.isfinite(e.sqnr_db) for e in errors)
+
+    ranked = rank_by_effect(full, pre, errors, measure_file, root, threshold=0.98, max_steps=2)
+    assert ranked[0].node == "mask_mul" and ranked[0].effect["agreement"] >= 0.98
+
+    found = fewest_fp32_nodes(ranked, lambda ex: measure_file(_build(root, pre, x, ex)), 0.98, max_nodes=2)
+    assert found.passed and found.names == ("mask_mul",)
+    kept = found.kept[0]
+    assert kept["op_type"] == "Mul" and kept["agreement_if_int8"] < 0.98  # why it stays FP32, measured
+    shipped = onnx.load(str(_build(root, pre, x, found.names)))
+    assert not _reads_dq(shipped, "mask_mul") and _reads_dq(shipped, "mm1") and _reads_dq(shipped, "mm2")
+    assert found.result["agreement"] >= 0.98
+    assert json.dumps(found.kept)  # goes into the manifest as is
+
+
+def test_emulated_exclusion_matches_a_real_exclusion(hostile):
+    root, pre, x, measure_file = hostile
+    full = _build(root, pre, x, ())
+    emu = root / "emulated.onnx"
+    onnx.save(emulate_fp32(onnx.load(str(full)), onnx.load(str(pre)), {"mask_mul"}), str(emu))
+    real = _build(root, pre, x, ("mask_mul",))
+    assert measure_file(emu)["agreement"] >= 0.98
+    assert np.abs(_run(emu, x) - _run(real, x)).max() < 0.05 * np.abs(_run(pre, x)).max()
+
+
+def test_no_search_when_int8_already_passes():
+    calls = []
+
+    def measure(ex):
+        calls.append(ex)
+        return {"agreement": 1.0}
+
+    found = fewest_fp32_nodes([], measure, 0.98, max_nodes=3)
+    assert found.passed and found.kept == [] and calls == [()]
+
+
+def test_search_gives_up_beyond_the_node_budget(hostile):
+    root, pre, x, measure_file = hostile
+    full = _build(root, pre, x, ())
+    errors = [e for e in node_errors(pre, full, WindowReader("x", x[:32])) if e.node != "mask_mul"]
+    found = fewest_fp32_nodes(errors, lambda ex: measure_file(_build(root, pre, x, ex)), 0.98, max_nodes=2)
+    assert not found.passed  # without the hostile node no set can pass: the caller falls back whole
+
+
+def test_jetson_mixed_precision_still_passes_the_tensorrt_audit(hostile):
+    root, pre, x, _ = hostile
+    mixed = onnx.load(str(_build(root, pre, x, ("mm2",), target="jetson")))
+    rep = audit_tensorrt(mixed)
+    assert rep.ok, rep.violations
+    assert _reads_dq(mixed, "mm1") and not _reads_dq(mixed, "mm2")
+
+
+# --- the exporter's record of it, on the tiny bundles of tests/export/conftest.py ---------------------
+@pytest.mark.parametrize("target", ["cpu", "jetson"])
+def test_manifest_records_method_search_nodes_and_figures_per_part(bundles, target):
+    b = bundles[target]
+    q = b.manifest.quantization
+    assert q["config"]["calibration_method"].startswith("per part")
+    for part in ("target_front", "source_back", "source_front"):
+        r = q["parts"][part]
+        assert set(r["calibration_methods"]) == {"MinMax", "Percentile", "Entropy"}
+        assert r["calibration_method"] in r["calibration_methods"]
+        assert r["quantized_nodes"] > 0 and len(r["fp32_nodes"]) <= max(1, r["quantized_nodes"] // 4)
+        assert r["precision"] == b.manifest.parts[part].precision
+        assert 0.0 <= r["held_out_agreement"] <= 1.0
+        lat = r["latency_ms_batch1"]
+        assert lat["fp32"] > 0 and (r["precision"] == "fp32" or lat[r["precision"]] > 0)
+        model = onnx.load(str(b.part_path(part)))
+        names = {n.name for n in model.graph.node}
+        for kept in r["fp32_nodes"]:  # every node the manifest says is FP32 really reads no DQ
+            assert kept["node"] in names and not _reads_dq(model, kept["node"])
+            assert kept["agreement_if_int8"] < r["search_target"]
+
+
+def test_report_lines_and_demo_precision_line(bundles):
+    from edge_bridge.commands.bundle import quantization_lines
+    from edge_bridge.demo import precision_line
+
+    lines = quantization_lines(bundles["cpu"].manifest)
+    assert lines[0].startswith("  per part")
+    body = "\n".join(lines)
+    for part in ("target_front", "source_back", "source_front"):
+        assert part in body
+    assert "agreement" in body and "kB" in body and "fp32 " in body and " ms" in body
+    line = precision_line(bundles["cpu"])
+    assert line.startswith("precision: target_front ") and "accuracy guard" in line and "degraded:" in line
