@@ -96,6 +96,10 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
             f"({spec.window_s:g} s of {list(spec.channels)} at {spec.input_rate:g} Hz), got {x.shape}; "
             "check the sampling rate and channel order"
         )
+    if spec.filtering != "zerophase":
+        raise SignalError("this spec filters causally, so a window's model input depends on the signal "
+                          "before it: use process_recording() on the whole recording, or a "
+                          "StreamPreprocessor on a stream")
     if len(x) == 0:
         return np.empty((0, *spec.input_shape), dtype=np.float32)
     flags = assess_quality(x, spec.quality)
