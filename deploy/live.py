@@ -562,7 +562,13 @@ class LivePipeline:
         ids = [str(i.id) for i in inputs]
         if not inputs or len(set(ids)) != len(ids):
             raise LiveError(f"streams need distinct ids, got {ids}")
-        self.streams = [_Stream(i, self.config, m.target) for i in inputs]
+        self.streams = []
+        for i in inputs:
+            try:
+                self.streams.append(_Stream(i, self.config, m.target))
+            except LiveError as exc:
+                exc.stream = str(i.id)  # type: ignore[attr-defined]  # which stream, for the caller's message
+                raise
         self.summary = LiveSummary(bridge_versions=[runner.bridge_version],
                                    streams={st.id: st.summary for st in self.streams})
         self.stats = LatencyStats(0)  # all streams, each after its own warm-up
