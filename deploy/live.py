@@ -1,19 +1,30 @@
-"""The live loop: source -> windows every hop -> quality gate -> preprocessing -> composite -> sinks.
+"""The live loop: N sources -> windows every hop -> quality gate -> preprocessing -> composite -> sinks.
 
-Time is driven by the data, not the wall clock: a window is cut whenever the source has delivered a hop's
+One process serves one or many wearables with one set of engines. Each turn of the loop reads every
+stream's new samples, cuts the windows now complete, and sends all of them, from all streams, through the
+composite in one batched engine call (the graphs have a dynamic batch axis); results go back to their
+stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
+filter state, smoother, gap and reconnect handling, latency statistics and summary, so a stream that stalls,
+disconnects, fails for good or fails the quality gate changes only its own windows.
+
+Time is driven by the data, not the wall clock: a window is cut whenever a source has delivered a hop's
 worth of new samples (:class:`~edge_bridge.signals.StreamWindower`), so a source that stalls simply delays
-windows, and a playback file gives the same windows at any speed. A window is never allowed to straddle a
-gap or a reconnect: the windower is reset at the gap, and the lost samples are added to the signal clock so
-later windows keep their true position (which the label comparison of the demo relies on).
+its windows, and a playback file gives the same windows at any speed. A window is never allowed to
+straddle a gap or a reconnect: the windower (and the smoother and filter state) is reset at the gap, and
+the lost samples are added to the signal clock so later windows keep their true position (which the label
+comparison of the demo relies on).
 
 Windows that fail the quality gate (:func:`~edge_bridge.signals.assess_quality`: NaN, flat, clipped or
 implausible channels) are reported and counted, never fed to the model. Everything else runs through the
-one preprocessing (:func:`~edge_bridge.signals.process_window`) with the bundle's spec.
+one preprocessing the bundle's spec names: zero-phase per window (:func:`~edge_bridge.signals.
+process_windows`, batched over the streams) or causal with the filter state carried between hops
+(:class:`~edge_bridge.signals.StreamPreprocessor`, which filters only each hop's new samples). A window
+whose logits are not finite is an invalid row, never a class.
 
-The loop stops on SIGINT/SIGTERM, after ``duration`` seconds or at the end of a playback file, and always
-releases the source in ``finally``. A :class:`BridgeWatcher` thread notices a new bridge published into the
-bundle (by calibration), tests it and swaps it in between two windows; a bridge that fails its test is not
-used, and the loop says so.
+The loop stops on SIGINT/SIGTERM, after ``duration`` seconds, at the end of the playback files or when
+every stream has ended, and always releases every source in ``finally``. A :class:`BridgeWatcher` thread
+notices a new bridge published into the bundle (by calibration), tests it (finite logits on the golden
+inputs) and swaps it in between two hops; a bridge that fails its test is not used, and the loop says so.
 """
 
 from __future__ import annotations

@@ -5,7 +5,16 @@ single-window form), so a window cut from a file on the host and the same sample
 buffer on the device become identical tensors. Everything is numpy/scipy; no torch.
 
 Filtering is done per window (zero-phase, forward-backward) rather than once over a whole recording,
-precisely so that the host and the streaming device compute the same thing.
+precisely so that the host and the streaming device compute the same thing. Its cost is a whole window
+per hop; the device batches the windows of all its streams into one call of :func:`process_windows`.
+
+The causal alternative (``Preprocessing.filtering = "causal"``: :class:`~edge_bridge.signals.
+StreamPreprocessor` on a stream, :func:`~edge_bridge.signals.process_recording` on a file, one
+implementation) filters only each hop's new samples with the state carried. It is not the default because
+a bundle serves what it was trained on, and every bundle so far was trained zero-phase: serving the demo
+bundle with causal filtering changed 19 % of its decisions and cut its balanced accuracy on unseen
+simulated subjects from 0.89 to 0.68 (``bench/streams.py``, filtering_decision). A bundle trained on
+``process_recording`` windows would stream causally and match its training exactly.
 """
 
 from __future__ import annotations
