@@ -649,8 +649,18 @@ class LivePipeline:
         try:
             with self._signals():
                 for st in self.streams:
-                    st.source.start()
+                    try:
+                        st.source.start()
+                    except FirmwareError as exc:
+                        if single:
+                            raise
+                        st.ended = f"source failed to start: {exc}"
+                        logger.error("stream %s: %s; the other streams go on", st.id, exc)
+                        continue
                     st.bind()
+                if all(st.ended for st in self.streams):
+                    raise LiveError("no stream could start: " + "; ".join(f"{st.id}: {st.ended}"
+                                                                          for st in self.streams))
                 if watcher is not None:
                     watcher.start()
                 spec = self.spec

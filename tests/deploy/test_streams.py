@@ -30,6 +30,13 @@ class CountingRunner(CompositeRunner):
         return super().__call__(x)
 
 
+class DeadSource(FakeSource):
+    """A device that is not there: start() fails."""
+
+    def start(self):
+        raise SourceError("cannot connect to 10.0.0.9:5555 (connection refused)")
+
+
 class FailingSource(FakeSource):
     """Delivers ``fail_after`` reads, then fails for good (reconnects ran out)."""
 
@@ -95,7 +102,8 @@ def test_a_stream_that_fails_gaps_or_goes_bad_affects_only_itself(bundle_dir):
     noisy[64 * 2: 64 * 2 + 10] = np.nan
     streams = [StreamInput("clean", FakeSource(clean, chunk=32)),
                StreamInput("nan-and-gap", FakeSource(noisy, chunk=32, gaps={12: 100})),
-               StreamInput("dies", FailingSource(ppg_like(12, seed=5), chunk=32, fail_after=10))]
+               StreamInput("dies", FailingSource(ppg_like(12, seed=5), chunk=32, fail_after=10)),
+               StreamInput("absent", DeadSource(ppg_like(12)))]
     summary, records, _ = _run(bundle_dir, streams)
     per = _by_stream(records)
     s = summary.streams
@@ -107,6 +115,8 @@ def test_a_stream_that_fails_gaps_or_goes_bad_affects_only_itself(bundle_dir):
     assert bad.skipped > 0 and bad.gaps == 1 and bad.lost_samples == 100
     assert s["nan-and-gap"].windower_resets == 1
     assert s["dies"].stop_reason.startswith("source failed: device lost for good")
+    assert s["absent"].stop_reason.startswith("source failed to start: cannot connect")
+    assert s["absent"].windows == 0 and streams[3].source.stopped  # released like the others
     assert summary.stop_reason == "every stream ended"
     assert summary.lost_samples == 100 and summary.windows == sum(len(v) for v in per.values())
     assert summary.skipped == s["nan-and-gap"].skipped
