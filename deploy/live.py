@@ -671,7 +671,7 @@ class LivePipeline:
                     if cfg.duration is not None and time.monotonic() - t_start >= cfg.duration:
                         self.stop(f"--duration {cfg.duration:g} s reached")
                         break
-                    got = 0
+                    got, t_turn = 0, time.monotonic()
                     for st in self.streams:
                         if st.ended or self._stop.is_set():
                             continue
@@ -688,13 +688,16 @@ class LivePipeline:
                             self._ingest(st, chunk)
                         if chunk.finished:
                             st.ended = "end of the recording"
+                    cut = len(self._pending)
                     self._flush()
                     ended = {st.ended for st in self.streams}
                     if "" not in ended:
                         self.stop(ended.pop() if len(ended) == 1 else "every stream ended")
                         break
-                    if not got:
-                        self._stop.wait(cfg.poll_interval)
+                    # pace the reads unless windows are coming (a backlog): with many streams some
+                    # sample is nearly always there, and reading them one by one would spin a core
+                    if not got or not cut:
+                        self._stop.wait(max(0.0, cfg.poll_interval - (time.monotonic() - t_turn)))
                 self._flush()
         finally:
             if watcher is not None:
