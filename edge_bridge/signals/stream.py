@@ -139,8 +139,8 @@ class StreamPreprocessor:
     window from a file and the same samples arriving live in chunks of any size agree to float64 rounding
     (tested to 1e-9). Filtering is causal (forward only), unlike :func:`process_windows`' zero-phase
     per-window filter: a window's model input depends on the signal before it (since the last reset),
-    and phases lag. Use it for bundles whose spec says ``filtering="causal"``; see DESIGN.md for the
-    measured effect of serving a zero-phase-trained bundle with it.
+    and phases lag. Use it for bundles whose spec says ``filtering="causal"``; :mod:`edge_bridge.signals.
+    processing` gives the measured effect of serving a zero-phase-trained bundle with it.
 
     A non-finite sample would poison the IIR state for good, so the filters restart (steady state at the
     next finite sample, as at a fresh start) after any NaN/inf; the outputs over the bad stretch are NaN,
