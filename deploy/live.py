@@ -1,19 +1,30 @@
-"""The live loop: source -> windows every hop -> quality gate -> preprocessing -> composite -> sinks.
+"""The live loop: N sources -> windows every hop -> quality gate -> preprocessing -> composite -> sinks.
 
-Time is driven by the data, not the wall clock: a window is cut whenever the source has delivered a hop's
+One process serves one or many wearables with one set of engines. Each turn of the loop reads every
+stream's new samples, cuts the windows now complete, and sends all of them, from all streams, through the
+composite in one batched engine call (the graphs have a dynamic batch axis); results go back to their
+stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
+filter state, smoother, gap and reconnect handling, latency statistics and summary, so a stream that stalls,
+disconnects, fails for good or fails the quality gate changes only its own windows.
+
+Time is driven by the data, not the wall clock: a window is cut whenever a source has delivered a hop's
 worth of new samples (:class:`~edge_bridge.signals.StreamWindower`), so a source that stalls simply delays
-windows, and a playback file gives the same windows at any speed. A window is never allowed to straddle a
-gap or a reconnect: the windower is reset at the gap, and the lost samples are added to the signal clock so
-later windows keep their true position (which the label comparison of the demo relies on).
+its windows, and a playback file gives the same windows at any speed. A window is never allowed to
+straddle a gap or a reconnect: the windower (and the smoother and filter state) is reset at the gap, and
+the lost samples are added to the signal clock so later windows keep their true position (which the label
+comparison of the demo relies on).
 
 Windows that fail the quality gate (:func:`~edge_bridge.signals.assess_quality`: NaN, flat, clipped or
 implausible channels) are reported and counted, never fed to the model. Everything else runs through the
-one preprocessing (:func:`~edge_bridge.signals.process_window`) with the bundle's spec.
+one preprocessing the bundle's spec names: zero-phase per window (:func:`~edge_bridge.signals.
+process_windows`, batched over the streams) or causal with the filter state carried between hops
+(:class:`~edge_bridge.signals.StreamPreprocessor`, which filters only each hop's new samples). A window
+whose logits are not finite is an invalid row, never a class.
 
-The loop stops on SIGINT/SIGTERM, after ``duration`` seconds or at the end of a playback file, and always
-releases the source in ``finally``. A :class:`BridgeWatcher` thread notices a new bridge published into the
-bundle (by calibration), tests it and swaps it in between two windows; a bridge that fails its test is not
-used, and the loop says so.
+The loop stops on SIGINT/SIGTERM, after ``duration`` seconds, at the end of the playback files or when
+every stream has ended, and always releases every source in ``finally``. A :class:`BridgeWatcher` thread
+notices a new bridge published into the bundle (by calibration), tests it (finite logits on the golden
+inputs) and swaps it in between two hops; a bridge that fails its test is not used, and the loop says so.
 """
 
 from __future__ import annotations
@@ -41,7 +52,14 @@ from deploy.sinks import Sink
 from deploy.stats import LatencyStats, real_time_factor
 from edge_bridge.bundle import MANIFEST, Bundle
 from edge_bridge.errors import EdgeBridgeError
-from edge_bridge.signals import Preprocessing, StreamWindower, assess_quality, describe_flags, process_window
+from edge_bridge.signals import (
+    Preprocessing,
+    StreamPreprocessor,
+    StreamWindower,
+    assess_quality,
+    describe_flags,
+    process_windows,
+)
 from firmware_interface.errors import FirmwareError
 
 logger = logging.getLogger(__name__)
@@ -203,6 +221,10 @@ class LiveConfig:
     bundle_check : callable or None
         Called with the bundle root before a newly published bridge is tried (deploy passes the signature
         check); an exception keeps the current bridge.
+    filtering : {"zerophase", "causal"} or None
+        How to filter, overriding the bundle spec's ``filtering`` (None, the default: the spec's, i.e. what
+        the model was trained with). ``"causal"`` on a zero-phase bundle is for measuring, not serving:
+        the model then sees inputs unlike its training windows (the loop warns).
     """
 
     smoothing: str = "none"
@@ -215,6 +237,7 @@ class LiveConfig:
     watch_interval: float = 0.5
     adapt_rate: bool = False
     bundle_check: Callable[[Path], None] | None = None
+    filtering: str | None = None
 
 
 @dataclass
@@ -247,15 +270,34 @@ class LiveSummary:
     package_out_of_order: int = 0
     package_nonfinite: int = 0
     stop_reason: str = ""
+    #: per stream id, the same figures for that stream alone (the fields above are the totals)
+    streams: dict[str, LiveSummary] = field(default_factory=dict)
 
     @property
     def match_rate(self) -> float | None:
         return self.matched / self.labelled if self.labelled else None
 
     def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
+        streams, self.streams = self.streams, {}
+        try:
+            d = dataclasses.asdict(self)
+        finally:
+            self.streams = streams
         d["match_rate"] = self.match_rate
+        d["streams"] = {k: v.to_dict() for k, v in self.streams.items()}
         return d
+
+    def stream_lines(self) -> list[str]:
+        """One line per stream (only worth printing when there are several)."""
+        out = []
+        for key, st in self.streams.items():
+            lat = st.latency
+            p = f"p50 {lat['p50_ms']:.1f} / p99 {lat['p99_ms']:.1f} ms" if lat.get("n") else "no latency yet"
+            match = f", matched {st.matched}/{st.labelled}" if st.labelled else ""
+            out.append(f"stream {key}: {st.windows} windows ({st.predicted} predicted, {st.skipped} skipped"
+                       f"{f', {st.invalid} invalid' if st.invalid else ''}), lost samples {st.lost_samples}, "
+                       f"reconnects {st.reconnects}, {p}{match}; {st.stop_reason}")
+        return out
 
     def lines(self) -> list[str]:
         lat = self.latency
@@ -293,6 +335,10 @@ class LiveSummary:
                        f"({100 * self.matched / self.labelled:.0f}%)")
         if self.straddling:
             out.append(f"straddling a label change: {self.straddling} window(s), left out of the match rate")
+        if len(self.streams) > 1:
+            out.insert(0, f"streams: {len(self.streams)} in one process, windows batched per hop "
+                          "(figures below are totals; per stream after them)")
+            out += self.stream_lines()
         return out
 
 
@@ -417,20 +463,105 @@ class BridgeWatcher:
 
 
 # --- the loop ---------------------------------------------------------------------------------------------
+@dataclass
+class StreamInput:
+    """One wearable served by the loop: the id every record carries, its source (not started) and labels."""
+
+    id: str
+    source: Any
+    labels: LabelTrack | None = None
+
+
+class _Stream:
+    """Everything one stream keeps between hops: binding, windower, filter state, smoother, counters.
+
+    Nothing here is shared with another stream, so a stream that stalls, reconnects or fails the quality
+    gate changes only its own windows and figures.
+    """
+
+    def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing) -> None:
+        self.id, self.source, self.labels = str(inp.id), inp.source, inp.labels
+        self.config = config
+        self.base_spec = base_spec
+        self.spec: Preprocessing = base_spec
+        self.rows: list[int] = []
+        self.windower: StreamWindower | None = None
+        self.pre: StreamPreprocessor | None = None
+        self.pre_base = 0  # windower index of the preprocessor's first sample (since its last reset)
+        self.smoother = Smoother(config.smoothing, alpha=config.alpha, n=config.majority)
+        self.stats = LatencyStats(config.warmup_windows)
+        self.summary = LiveSummary()
+        self.offset = 0  # samples lost before the windower's current stream (keeps the signal clock true)
+        self.chunk_first = 0  # windower index of the current chunk's first sample
+        self.chunk_ts = np.empty(0)
+        self.skip_logged_at = -1e9
+        self.ended = ""  # why this stream stopped ("" while it runs)
+        self.t0 = 0.0  # when the chunk being windowed was read (a window's latency starts there)
+        try:  # BrainFlow boards know their rate and channels now; frame devices after their first frame
+            self.bind()
+        except FirmwareError as exc:
+            logger.debug("source not bound before start: %s", exc)
+
+    def bind(self) -> None:
+        """Check the source's rate and channels against the bundle's target spec (once)."""
+        if self.windower is not None:
+            return
+        spec = check_rate(float(self.source.sampling_rate), self.base_spec, self.config.adapt_rate)
+        if self.config.filtering is not None and self.config.filtering != spec.filtering:
+            logger.warning("stream %s: filtering %s although the bundle was trained with %s filtering; the "
+                           "model sees other inputs than in training", self.id, self.config.filtering,
+                           spec.filtering)
+            spec = dataclasses.replace(spec, filtering=self.config.filtering)
+        self.rows = match_channels(self.source.channels, spec)
+        self.spec = spec
+        self.windower = StreamWindower(spec)
+        self.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
+
+    def reset(self) -> None:
+        """After a gap or reconnect: no window straddles it, no smoothing or filter state crosses it."""
+        assert self.windower is not None
+        self.windower.reset()
+        self.smoother.reset()
+        if self.pre is not None:
+            self.pre.reset()
+            self.pre_base = self.windower.samples_seen
+
+
+@dataclass
+class _Cut:
+    """A window cut this hop, waiting for the hop's one batched engine call."""
+
+    stream: _Stream
+    start: int
+    raw: np.ndarray
+    x: np.ndarray | None  # model input already (causal streams), else computed in the batch
+    t0: float
+    record: dict[str, Any]
+    start_s: float
+    end_s: float
+
+
 class LivePipeline:
-    """Run a bundle's composite on a live source until stopped.
+    """Run a bundle's composite on one or many live sources until stopped.
+
+    Every hop the loop reads each stream's new samples, cuts the windows now complete, and runs all of
+    them, from every stream, through the three parts in one batched engine call (the graphs have a dynamic
+    batch axis); the results go back to their streams' smoothers and to the sinks, each record naming its
+    stream. One process, one set of engines, whatever the number of wearables.
 
     Parameters
     ----------
     runner : CompositeRunner
-        Loaded, warmed-up and self-tested parts.
-    source : firmware_interface.Source
-        Not started yet; the pipeline starts it and always stops it (releasing the board).
+        Loaded, warmed-up and self-tested parts, shared by all streams.
+    source : firmware_interface.Source or sequence of StreamInput
+        One source (stream id ``"0"``), or several streams. Not started yet; the pipeline starts each and
+        always stops each (releasing the boards).
     sinks : list of Sink
         Where prediction records go; closed when the loop ends.
     config : LiveConfig, optional
     labels : LabelTrack, optional
-        Ground truth, to report how often predictions matched (demo recordings).
+        Ground truth of a single source, to report how often predictions matched (demo recordings); with
+        several streams each StreamInput carries its own.
 
     Examples
     --------
@@ -441,39 +572,50 @@ class LivePipeline:
     def __init__(self, runner: CompositeRunner, source: Any, sinks: Sequence[Sink],
                  config: LiveConfig | None = None, labels: LabelTrack | None = None) -> None:
         self.runner = runner
-        self.source = source
         self.sinks = list(sinks)
         self.config = config or LiveConfig()
-        self.labels = labels
         m = runner.bundle.manifest
         self.classes = list(m.classes)
         self.label_map = dict(m.label_map)  # annotations -> classes, for tasks that merge conditions
-        self.spec: Preprocessing = m.target
-        self.rows: list[int] = []
-        self.windower: StreamWindower | None = None
-        try:  # BrainFlow boards know their rate and channels now; frame devices after their first frame
-            self._bind()
-        except FirmwareError as exc:
-            logger.debug("source not bound before start: %s", exc)
-        self.smoother = Smoother(self.config.smoothing, alpha=self.config.alpha, n=self.config.majority)
-        self.stats = LatencyStats(self.config.warmup_windows)
-        self.summary = LiveSummary(bridge_versions=[runner.bridge_version])
+        inputs = list(source) if _is_stream_list(source) else [StreamInput("0", source, labels)]
+        ids = [str(i.id) for i in inputs]
+        if not inputs or len(set(ids)) != len(ids):
+            raise LiveError(f"streams need distinct ids, got {ids}")
+        self.streams = []
+        for i in inputs:
+            try:
+                self.streams.append(_Stream(i, self.config, m.target))
+            except LiveError as exc:
+                exc.stream = str(i.id)  # type: ignore[attr-defined]  # which stream, for the caller's message
+                raise
+        self.summary = LiveSummary(bridge_versions=[runner.bridge_version],
+                                   streams={st.id: st.summary for st in self.streams})
+        self.stats = LatencyStats(0)  # all streams, each after its own warm-up
+        self._pending: list[_Cut] = []
+        self._cutting = self.streams[0]  # the stream whose chunk is being cut into windows
         self._stop = threading.Event()
         self._stop_reason = ""
-        self._offset = 0  # samples lost before the windower's current stream (keeps the signal clock true)
-        self._chunk_first = 0  # windower index of the current chunk's first sample
-        self._chunk_ts = np.empty(0)
-        self._skip_logged_at = -1e9
 
-    def _bind(self) -> None:
-        """Check the source's rate and channels against the bundle's target spec (once)."""
-        if self.windower is not None:
-            return
-        spec = check_rate(float(self.source.sampling_rate), self.runner.bundle.manifest.target,
-                          self.config.adapt_rate)
-        self.rows = match_channels(self.source.channels, spec)
-        self.spec = spec
-        self.windower = StreamWindower(spec)
+    # --- the first stream, for single-source callers --------------------------------------------------
+    @property
+    def source(self) -> Any:
+        return self.streams[0].source
+
+    @property
+    def spec(self) -> Preprocessing:
+        return self.streams[0].spec
+
+    @property
+    def rows(self) -> list[int]:
+        return self.streams[0].rows
+
+    @property
+    def windower(self) -> StreamWindower | None:
+        return self.streams[0].windower
+
+    @property
+    def labels(self) -> LabelTrack | None:
+        return self.streams[0].labels
 
     # --- control --------------------------------------------------------------------------------------
     def stop(self, reason: str = "stopped") -> None:
@@ -512,148 +654,244 @@ class LivePipeline:
         watcher = (BridgeWatcher(self.runner, cfg.watch_interval, cfg.bundle_check) if cfg.watch_bridge
                    else None)
         t_start = time.monotonic()
+        single = len(self.streams) == 1
         try:
             with self._signals():
-                self.source.start()
-                self._bind()
+                for st in self.streams:
+                    try:
+                        st.source.start()
+                    except FirmwareError as exc:
+                        if single:
+                            raise
+                        st.ended = f"source failed to start: {exc}"
+                        logger.error("stream %s: %s; the other streams go on", st.id, exc)
+                        continue
+                    st.bind()
+                if all(st.ended for st in self.streams):
+                    raise LiveError("no stream could start: " + "; ".join(f"{st.id}: {st.ended}"
+                                                                          for st in self.streams))
                 if watcher is not None:
                     watcher.start()
-                logger.info("live: %s at %g Hz, %g s windows every %g s, classes %s", self.spec.modality,
-                            self.spec.input_rate, self.spec.window_s, self.spec.hop_s, self.classes)
+                spec = self.spec
+                logger.info("live: %d stream(s) of %s at %g Hz, %g s windows every %g s (%s filtering), "
+                            "classes %s", len(self.streams), spec.modality, spec.input_rate, spec.window_s,
+                            spec.hop_s, spec.filtering, self.classes)
                 while not self._stop.is_set():
                     if cfg.duration is not None and time.monotonic() - t_start >= cfg.duration:
                         self.stop(f"--duration {cfg.duration:g} s reached")
                         break
-                    chunk = self.source.read()
-                    if chunk.n_samples:
-                        self._ingest(chunk)
-                    if chunk.finished:
-                        self.stop("end of the recording")
+                    got, t_turn = 0, time.monotonic()
+                    for st in self.streams:
+                        if st.ended or self._stop.is_set():
+                            continue
+                        try:
+                            chunk = st.source.read()
+                        except FirmwareError as exc:
+                            if single:  # the caller names the source it opened
+                                raise
+                            st.ended = f"source failed: {exc}"
+                            logger.error("stream %s: %s; the other streams go on", st.id, exc)
+                            continue
+                        if chunk.n_samples:
+                            got += chunk.n_samples
+                            self._ingest(st, chunk)
+                        if chunk.finished:
+                            st.ended = "end of the recording"
+                    cut = len(self._pending)
+                    self._flush()
+                    ended = {st.ended for st in self.streams}
+                    if "" not in ended:
+                        self.stop(ended.pop() if len(ended) == 1 else "every stream ended")
                         break
-                    if not chunk.n_samples:
-                        self._stop.wait(cfg.poll_interval)
+                    # pace the reads unless windows are coming (a backlog): with many streams some
+                    # sample is nearly always there, and reading them one by one would spin a core
+                    if not got or not cut:
+                        self._stop.wait(max(0.0, cfg.poll_interval - (time.monotonic() - t_turn)))
+                self._flush()
         finally:
             if watcher is not None:
                 watcher.stop()
             try:
-                self.source.stop()
+                for st in self.streams:
+                    try:
+                        st.source.stop()
+                    except Exception as exc:
+                        if single:
+                            raise
+                        logger.warning("stream %s: stopping the source failed: %s", st.id, exc)
             finally:
                 for sink in self.sinks:
                     with contextlib.suppress(Exception):
                         sink.close()
-            self._finish(time.monotonic() - t_start, watcher)
+                self._finish(time.monotonic() - t_start, watcher)
         return self.summary
 
     def _finish(self, wall: float, watcher: BridgeWatcher | None) -> None:
-        s = self.summary
-        try:  # the source's totals include what arrived after the loop's last read
-            stats = self.source.stats
-            s.gaps, s.lost_samples, s.reconnects = stats.gaps, stats.lost_samples, stats.reconnects
-            for name in ("out_of_order", "duplicate_timestamps", "nonfinite_timestamps",
-                         "package_out_of_order", "package_nonfinite"):
-                setattr(s, name, int(getattr(stats, name, 0)))
-        except Exception as exc:  # the summary must not fail because a dead source cannot report
-            logger.debug("source stats unavailable: %s", exc)
-        s.wall_seconds = wall
-        s.signal_seconds = (s.samples + s.lost_samples) / self.spec.input_rate
-        s.latency = self.stats.summary()
-        s.real_time_factor = real_time_factor(s.compute_seconds, s.signal_seconds)
-        s.stop_reason = self._stop_reason or "source failed"
+        total = self.summary
+        reason = self._stop_reason or "source failed"
+        for name in ("gaps", "lost_samples", "reconnects", *_TIMING):
+            setattr(total, name, 0)
+        total.signal_seconds = 0.0
+        for st in self.streams:
+            s = st.summary
+            try:  # the source's totals include what arrived after the loop's last read
+                stats = st.source.stats
+                s.gaps, s.lost_samples, s.reconnects = stats.gaps, stats.lost_samples, stats.reconnects
+                for name in _TIMING:
+                    setattr(s, name, int(getattr(stats, name, 0)))
+            except Exception as exc:  # the summary must not fail because a dead source cannot report
+                logger.debug("source stats unavailable: %s", exc)
+            s.wall_seconds = wall
+            s.signal_seconds = (s.samples + s.lost_samples) / st.spec.input_rate
+            s.latency = st.stats.summary()
+            s.real_time_factor = real_time_factor(s.compute_seconds, s.signal_seconds)
+            s.stop_reason = st.ended or reason
+            for name in ("gaps", "lost_samples", "reconnects", *_TIMING):
+                setattr(total, name, getattr(total, name) + getattr(s, name))
+            total.signal_seconds += s.signal_seconds
+        total.wall_seconds = wall
+        total.latency = self.stats.summary()
+        total.latency["warmup"] = sum(st.stats.summary()["warmup"] for st in self.streams)
+        total.real_time_factor = real_time_factor(total.compute_seconds, total.signal_seconds)
+        total.stop_reason = reason
         if watcher is not None:
-            s.bridge_versions = list(watcher.versions)
-            s.bridge_events = list(watcher.events)
+            total.bridge_versions = list(watcher.versions)
+            total.bridge_events = list(watcher.events)
+        for st in self.streams:
+            st.summary.bridge_versions = list(total.bridge_versions)
+
+    def _count(self, st: _Stream, name: str, k: int = 1) -> None:
+        setattr(st.summary, name, getattr(st.summary, name) + k)
+        setattr(self.summary, name, getattr(self.summary, name) + k)
 
     # --- per chunk ------------------------------------------------------------------------------------
-    def _ingest(self, chunk: Any) -> None:
-        data = chunk.data[self.rows]
+    def _ingest(self, st: _Stream, chunk: Any) -> None:
+        t0 = time.perf_counter()  # a window's latency runs from here: its samples are in hand
+        data = chunk.data[st.rows]
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
-        s = self.summary
-        s.samples += chunk.n_samples
-        s.gaps += chunk.gaps
-        s.lost_samples += chunk.lost_samples
-        s.reconnects += int(chunk.reconnected)
+        self._count(st, "samples", chunk.n_samples)
         if chunk.gaps or chunk.reconnected:
-            split = 0 if chunk.reconnected else _gap_index(ts, self._chunk_ts[-1:] if self._chunk_ts.size
-                                                           else None)
+            split = 0 if chunk.reconnected else _gap_index(ts, st.chunk_ts[-1:] if st.chunk_ts.size else None)
             if split > 0:
-                self._push(data[:, :split], ts[:split])
-            self._windower.reset()
-            self.smoother.reset()
-            s.windower_resets += 1
-            self._offset += chunk.lost_samples
-            logger.warning("gap in the stream (%d sample(s) lost%s): the next window starts after it",
+                self._push(st, data[:, :split], ts[:split], t0)
+            self._flush()  # the windows before the gap go through the smoother before it forgets them
+            st.reset()
+            self._count(st, "windower_resets")
+            st.offset += chunk.lost_samples
+            logger.warning("stream %s: gap (%d sample(s) lost%s): the next window starts after it", st.id,
                            chunk.lost_samples, ", device reconnected" if chunk.reconnected else "")
-            self._push(data[:, split:], ts[split:])
+            self._push(st, data[:, split:], ts[split:], t0)
         else:
-            self._push(data, ts)
+            self._push(st, data, ts, t0)
 
-    def _push(self, data: np.ndarray, ts: np.ndarray) -> None:
+    def _push(self, st: _Stream, data: np.ndarray, ts: np.ndarray, t0: float) -> None:
         if data.shape[1] == 0:
             return
-        windower = self._windower
-        self._chunk_first = windower.samples_seen
-        self._chunk_ts = ts
-        for start, window in windower.push(data):
+        assert st.windower is not None, "the live loop binds every stream when it starts"
+        if st.pre is not None:  # causal: filter just the new samples, state carried from the last hop
+            st.pre.push(data)
+        st.chunk_first = st.windower.samples_seen
+        st.chunk_ts = ts
+        st.t0 = t0
+        self._cutting = st
+        for start, window in st.windower.push(data):
             self._window(start, window)
             if self._stop.is_set():
                 break
 
     # --- per window -----------------------------------------------------------------------------------
-    @property
-    def _windower(self) -> StreamWindower:
-        if self.windower is None:
-            raise LiveError("the live loop is not bound to its source yet (start the source first)")
-        return self.windower
-
     def _window(self, start: int, window: np.ndarray) -> None:
-        t0 = time.perf_counter()
-        spec, s = self.spec, self.summary
-        s.windows += 1
+        """Cut one window of the stream being windowed: its record is made now, its class after the hop's
+        batched engine call."""
+        st = self._cutting
+        spec, s = st.spec, st.summary
+        index = s.windows
+        self._count(st, "windows")
         rate = spec.input_rate
-        start_s = (start + self._offset) / rate
+        start_s = (start + st.offset) / rate
         end_s = start_s + spec.window_s
-        end_idx = start + spec.window_samples - 1 - self._chunk_first
-        source_time = float(self._chunk_ts[end_idx]) if 0 <= end_idx < self._chunk_ts.size else None
-        record: dict[str, Any] = {"time": round(time.time(), 3), "window": s.windows - 1,
+        end_idx = start + spec.window_samples - 1 - st.chunk_first
+        source_time = float(st.chunk_ts[end_idx]) if 0 <= end_idx < st.chunk_ts.size else None
+        record: dict[str, Any] = {"stream": st.id, "time": round(time.time(), 3), "window": index,
                                   "start_s": round(start_s, 3), "end_s": round(end_s, 3),
                                   "source_time": source_time}
-        flags = assess_quality(window[None], spec.quality)[0]
-        if flags.any():
-            reason = describe_flags(flags, spec.channels)
-            s.skipped += 1
-            s.skipped_reasons[reason] = s.skipped_reasons.get(reason, 0) + 1
-            s.compute_seconds += time.perf_counter() - t0
-            record.update({"class": None, "probabilities": None, "quality": reason, "skipped": True,
-                           "valid": False})
-            now = time.monotonic()
-            if now - self._skip_logged_at >= 5.0:
-                logger.warning("window at %.1f s skipped by the quality gate: %s (%d skipped so far)",
-                               start_s, reason, s.skipped)
-                self._skip_logged_at = now
-            self._emit(record)
+        x = st.pre.window(start - st.pre_base) if st.pre is not None else None
+        self._pending.append(_Cut(st, start, window, x, st.t0, record,
+                                  start_s, end_s))
+
+    def _flush(self) -> None:
+        """The hop's windows from every stream: one quality gate, one preprocessing, one engine call each."""
+        cuts, self._pending = self._pending, []
+        if not cuts:
             return
-        x = process_window(window, spec, check_quality=False)
-        logits = self.runner(x[None])[0]
+        by_spec: dict[Preprocessing, list[int]] = {}
+        for k, c in enumerate(cuts):
+            by_spec.setdefault(c.stream.spec, []).append(k)
+        flags: list[np.ndarray] = [np.empty(0)] * len(cuts)
+        xs: dict[int, np.ndarray] = {}
+        for spec, ks in by_spec.items():
+            f = assess_quality(np.stack([cuts[k].raw for k in ks]), spec.quality)
+            good = []
+            for k, fk in zip(ks, f, strict=True):
+                flags[k] = fk
+                if not fk.any():
+                    good.append(k)
+            if not good:
+                continue
+            if spec.filtering == "causal":
+                for k in good:
+                    xs[k] = cuts[k].x  # type: ignore[assignment]
+            else:  # zero-phase per window: what training saw, batched over the streams
+                batch = process_windows(np.stack([cuts[k].raw for k in good]), spec, check_quality=False)
+                xs.update(zip(good, batch, strict=True))
+        order = sorted(xs)
+        logits = self.runner(np.stack([xs[k] for k in order])) if order else np.empty((0, len(self.classes)))
+        row = {k: i for i, k in enumerate(order)}
+        for k, c in enumerate(cuts):
+            if k in row:
+                self._result(c, logits[row[k]])
+            else:
+                self._skipped(c, flags[k])
+
+    def _skipped(self, c: _Cut, flags: np.ndarray) -> None:
+        st = c.stream
+        reason = describe_flags(flags, st.spec.channels)
+        self._count(st, "skipped")
+        for s in (st.summary, self.summary):
+            s.skipped_reasons[reason] = s.skipped_reasons.get(reason, 0) + 1
+        self._count(st, "compute_seconds", time.perf_counter() - c.t0)
+        c.record.update({"class": None, "probabilities": None, "quality": reason, "skipped": True,
+                         "valid": False})
+        now = time.monotonic()
+        if now - st.skip_logged_at >= 5.0:
+            logger.warning("stream %s: window at %.1f s skipped by the quality gate: %s (%d skipped so far)",
+                           st.id, c.start_s, reason, st.summary.skipped)
+            st.skip_logged_at = now
+        self._emit(c.record)
+
+    def _result(self, c: _Cut, logits: np.ndarray) -> None:
+        st, record = c.stream, c.record
         if not np.all(np.isfinite(logits)):  # no NaN decides anything: an invalid row, never a class
-            latency = time.perf_counter() - t0
-            s.compute_seconds += latency
-            s.invalid += 1
+            latency = time.perf_counter() - c.t0
+            self._count(st, "compute_seconds", latency)
+            self._count(st, "invalid")
             record.update({"class": None, "probabilities": None, "quality": "ok", "valid": False,
                            "invalid": "non-finite logits", "latency_ms": round(1e3 * latency, 3),
                            "bridge": self.runner.bridge_version})
             now = time.monotonic()
-            if now - self._skip_logged_at >= 5.0:
-                logger.warning("window at %.1f s: the model gave non-finite logits; marked invalid, no class "
-                               "(%d so far)", start_s, s.invalid)
-                self._skip_logged_at = now
+            if now - st.skip_logged_at >= 5.0:
+                logger.warning("stream %s: window at %.1f s: the model gave non-finite logits; marked "
+                               "invalid, no class (%d so far)", st.id, c.start_s, st.summary.invalid)
+                st.skip_logged_at = now
             self._emit(record)
             return
         probs = softmax(logits.astype(np.float64))
-        smooth, k = self.smoother.update(probs)
-        latency = time.perf_counter() - t0
-        s.compute_seconds += latency
-        s.predicted += 1
-        self.stats.add(latency)
+        smooth, k = st.smoother.update(probs)
+        latency = time.perf_counter() - c.t0
+        self._count(st, "compute_seconds", latency)
+        self._count(st, "predicted")
+        if st.stats.add(latency):
+            self.stats.add(latency)
         record.update({
             "valid": True,
             "class": self.classes[k],
@@ -664,27 +902,34 @@ class LivePipeline:
         })
         if self.config.smoothing != "none":
             record["raw_class"] = self.classes[int(np.argmax(probs))]
-        if self.labels is not None:
-            self._score(record, start_s, end_s, k)
+        if st.labels is not None:
+            self._score(st, record, c.start_s, c.end_s, k)
         self._emit(record)
 
-    def _score(self, record: dict[str, Any], start_s: float, end_s: float, k: int) -> None:
+    def _score(self, st: _Stream, record: dict[str, Any], start_s: float, end_s: float, k: int) -> None:
         """Compare the window's class with the labels; a window across a label change is not scored."""
-        assert self.labels is not None
-        s = self.summary
-        truth, straddles = self.labels.classify(start_s, end_s)
+        assert st.labels is not None
+        truth, straddles = st.labels.classify(start_s, end_s)
         truth = self.label_map.get(truth, truth) if truth is not None else None
         record["label"] = truth
         if straddles:
             record["straddling"] = True
-            s.straddling += 1
+            self._count(st, "straddling")
         elif truth is not None:
-            s.labelled += 1
-            s.matched += int(truth == self.classes[k])
+            self._count(st, "labelled")
+            self._count(st, "matched", int(truth == self.classes[k]))
 
     def _emit(self, record: dict[str, Any]) -> None:
         for sink in self.sinks:
             sink.write(record)
+
+
+_TIMING = ("out_of_order", "duplicate_timestamps", "nonfinite_timestamps", "package_out_of_order",
+           "package_nonfinite")
+
+
+def _is_stream_list(source: Any) -> bool:
+    return isinstance(source, list | tuple) and all(isinstance(s, StreamInput) for s in source)
 
 
 def _gap_index(ts: np.ndarray, previous: np.ndarray | None) -> int:

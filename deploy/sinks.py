@@ -84,7 +84,11 @@ def have_pylsl() -> bool:
 
 
 class LslSink(Sink):
-    """A Lab Streaming Layer outlet: one float32 channel per class probability, plus the class as a marker.
+    """Lab Streaming Layer outlets: one float32 channel per class probability, one outlet per stream.
+
+    LSL samples are numbers only, so the stream id travels in the outlet itself: each wearable's records go
+    to an outlet named ``NAME-ID`` (source id ``NAME-PID-ID``, and the id under ``desc/stream``), opened on
+    that stream's first record; a single stream keeps the plain ``NAME``.
 
     Parameters
     ----------
@@ -94,6 +98,8 @@ class LslSink(Sink):
         Nominal rate in Hz (one sample per hop).
     name : str
         Stream name that LSL clients resolve.
+    per_stream : bool
+        Name outlets after their stream (several streams); False keeps one outlet called ``name``.
 
     Raises
     ------
@@ -101,28 +107,40 @@ class LslSink(Sink):
         pylsl is not installed (names ``pip install pylsl``).
     """
 
-    def __init__(self, classes: list[str], rate: float, name: str = "edge-bridge") -> None:
+    def __init__(self, classes: list[str], rate: float, name: str = "edge-bridge", *,
+                 per_stream: bool = False) -> None:
         if not have_pylsl():
             raise SinkError("--lsl needs the pylsl package, which is not installed; run `pip install pylsl` "
                             "(or `pip install edge-bridge[lsl]`), or leave out --lsl")
         import pylsl  # type: ignore[import-not-found]
 
+        self._pylsl = pylsl
         self.classes = list(classes)
-        info = pylsl.StreamInfo(name, "Classification", len(self.classes), float(rate), "float32",
-                                f"{name}-{os.getpid()}")
-        chans = info.desc().append_child("channels")
-        for c in self.classes:
-            chans.append_child("channel").append_child_value("label", c)
-        self._outlet = pylsl.StreamOutlet(info)
-        logger.info("LSL outlet %r: %d channels at %g Hz", name, len(self.classes), rate)
+        self.rate, self.name, self.per_stream = float(rate), name, per_stream
+        self._outlets: dict[str, Any] = {}
+
+    def _outlet(self, stream: str) -> Any:
+        outlet = self._outlets.get(stream)
+        if outlet is None:
+            pylsl = self._pylsl
+            name = f"{self.name}-{stream}" if self.per_stream else self.name
+            info = pylsl.StreamInfo(name, "Classification", len(self.classes), self.rate, "float32",
+                                    f"{self.name}-{os.getpid()}-{stream}")
+            info.desc().append_child_value("stream", stream)
+            chans = info.desc().append_child("channels")
+            for c in self.classes:
+                chans.append_child("channel").append_child_value("label", c)
+            outlet = self._outlets[stream] = pylsl.StreamOutlet(info)
+            logger.info("LSL outlet %r: %d channels at %g Hz", name, len(self.classes), self.rate)
+        return outlet
 
     def write(self, record: dict[str, Any]) -> None:
         probs = record.get("probabilities")
         if probs:
-            self._outlet.push_sample([float(probs[c]) for c in self.classes])
+            self._outlet(str(record.get("stream", "0"))).push_sample([float(probs[c]) for c in self.classes])
 
     def close(self) -> None:
-        self._outlet = None
+        self._outlets = {}
 
 
 def _jsonable(value: Any) -> Any:
@@ -137,10 +155,11 @@ def _jsonable(value: Any) -> Any:
 
 
 def make_sinks(out: str | os.PathLike[str] | None, *, lsl: bool, classes: list[str],
-               rate: float) -> list[Sink]:
-    """The sinks the CLI asks for: JSON lines to ``out`` (stdout when None), and LSL with ``lsl``."""
+               rate: float, streams: int = 1) -> list[Sink]:
+    """The sinks the CLI asks for: JSON lines to ``out`` (stdout when None; every line names its stream),
+    and LSL with ``lsl`` (one outlet per stream when there are several)."""
     sinks: list[Sink] = []
     if lsl:
-        sinks.append(LslSink(classes, rate))  # first: fail before a file is created
+        sinks.append(LslSink(classes, rate, per_stream=streams > 1))  # first: fail before a file is created
     sinks.insert(0, JsonlSink(out))
     return sinks

@@ -40,11 +40,17 @@ class LatencyStats:
         if self.warmup < 0:
             raise ValueError(f"warmup must be >= 0 windows, got {self.warmup}")
 
-    def add(self, seconds: float) -> None:
-        """Record one window's latency; the first ``warmup`` calls are counted, not measured."""
+    def add(self, seconds: float) -> bool:
+        """Record one window's latency; the first ``warmup`` calls are counted, not measured.
+
+        Returns whether it was measured (past warm-up), so a total over several streams can take each
+        stream's measured windows only.
+        """
         self._seen += 1
         if self._seen > self.warmup:
             self._samples.append(float(seconds))
+            return True
+        return False
 
     @property
     def count(self) -> int:

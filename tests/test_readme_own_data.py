@@ -54,6 +54,26 @@ def own_data_block() -> list[tuple[list[str], bool]]:
     return out
 
 
+def _wait_until_listening(proc: subprocess.Popen[str], timeout: float = 60.0) -> None:
+    """Block until ``emulate`` says it listens on its port, as a person would wait before starting deploy."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    assert proc.stderr is not None
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    end = time.monotonic() + timeout
+    seen = []
+    while time.monotonic() < end:
+        if sel.select(timeout=max(0.0, end - time.monotonic())):
+            line = proc.stderr.readline()
+            seen.append(line)
+            if "on 127.0.0.1:" in line:  # listening (the "connect with" line comes once a client is in)
+                return
+            if not line and proc.poll() is not None:
+                break
+    raise AssertionError(f"emulate did not start listening: {''.join(seen)[-1500:]}")
+
+
 def _current(bundle: Path) -> int:
     return int(json.loads((bundle / "manifest.json").read_text())["bridges"]["current"])
 
@@ -97,8 +117,7 @@ def test_the_own_data_block_runs_as_written(tmp_path, monkeypatch, capsys):
             if background:
                 emulator = subprocess.Popen([sys.executable, "-m", "edge_bridge.cli", *argv], text=True,
                                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                time.sleep(1.5)  # the port is open before the deploy connects
-                assert emulator.poll() is None, emulator.communicate()
+                _wait_until_listening(emulator)
                 continue
             extra = [*TINY[argv[0]], "--no-progress"] if argv[0] in TINY else []
             extra += ["--no-progress"] if argv[0] == "select" else []

@@ -17,6 +17,8 @@ from edge_bridge.bundle import Bundle
 def ensure_demo_bundle(settings: DemoSettings | None = None, *, report: Callable[[str], None] | None = None,
                        progress: bool = True) -> Path:
     """The demo bundle's directory, building it first if there is no valid cached one."""
+    from edge_bridge.signing import sign_demo_bundle
+
     settings = settings or DemoSettings()
     found = find_demo_bundle(settings)
     if found is not None:
@@ -25,10 +27,16 @@ def ensure_demo_bundle(settings: DemoSettings | None = None, *, report: Callable
 
             report(f"demo bundle: {found} (cached)")
             report(precision_line(Bundle.load(found)))
-        return found
-    from edge_bridge.demo import build_demo_bundle
+    else:
+        from edge_bridge.demo import build_demo_bundle
 
-    return build_demo_bundle(settings, demo_bundle_dir(settings), report=report, progress=progress)
+        found = build_demo_bundle(settings, demo_bundle_dir(settings), report=report, progress=progress)
+    # signed with a key made in the user cache and trusted there, so deploy checks it with no set-up (an
+    # older cached demo bundle is unsigned: signing is a no-op once it verifies)
+    signer = sign_demo_bundle(found)
+    if report:
+        report(f"demo bundle signed by {signer}")
+    return found
 
 
 def demo_recording(bundle: Bundle, **kwargs: object) -> tuple[Path, Path]:

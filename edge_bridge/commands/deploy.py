@@ -23,11 +23,18 @@ Examples:
   edge-bridge deploy --bundle stress.bundle --source playback:S01.csv -o predictions.jsonl
   edge-bridge deploy --device jetson --bundle b/ --source board:CYTON_BOARD,serial_port=/dev/ttyUSB0
   edge-bridge deploy --bundle stress.bundle --source tcp:127.0.0.1:5555 --duration 60 --smoothing ema
+  edge-bridge deploy --bundle stress.bundle --source playback:bed1.csv --source tcp:10.0.0.7:5555
+  edge-bridge deploy --bundle stress.bundle --sources ward.json      # {"streams": [{"id", "source"}, ...]}
+
+Several sources run in one process on one set of engines: each hop, the windows of every stream go through
+the model in one batched call, and every JSON line (and LSL outlet) names its stream; a stream that stalls,
+reconnects, fails or fails the quality gate changes only its own windows.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -53,9 +60,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="where the model runs (default cpu)")
     p.add_argument("--bundle", type=Path,
                    help="bundle directory (default: the demo bundle, built on first use)")
-    p.add_argument("--source", metavar="SPEC",
+    p.add_argument("--source", metavar="SPEC", action="append",
                    help="playback:FILE | synthetic | board:NAME[,k=v...] | tcp:HOST:PORT | serial:PORT "
-                        "(default: a simulated recording through BrainFlow's playback board)")
+                        "(default: a simulated recording through BrainFlow's playback board); repeat it to "
+                        "serve several wearables in one process (stream ids 0, 1, ...)")
+    p.add_argument("--sources", type=Path, metavar="FILE",
+                   help='JSON file naming each stream: {"streams": [{"id": "bed1", "source": SPEC, '
+                        '"labels": FILE (optional)}, ...]}; relative paths are from the file\'s folder')
     p.add_argument("--duration", type=positive, metavar="S", help="stop after S seconds (> 0)")
     p.add_argument("-o", "--out", type=Path, metavar="FILE", help="JSON lines to FILE instead of stdout")
     p.add_argument("--lsl", action="store_true", help="also publish probabilities as an LSL stream (pylsl)")
@@ -107,15 +118,86 @@ def preflight(args: argparse.Namespace) -> None:
     output_file(args.out, "--out")
     output_file(args.summary_json, "--summary-json")
     input_file(args.labels, "--labels")
-    if args.source is not None:
-        kind, target, _ = parse_spec(args.source)
+    for stream in stream_specs(args):
+        kind, target, _ = parse_spec(stream.spec)
         if kind == "playback":
-            input_file(target, "--source playback:")
+            input_file(target, f"{stream.where} playback:")
+        input_file(stream.labels, f"{stream.where} labels")
     if args.out is not None and args.summary_json is not None and \
             Path(args.out).absolute() == Path(args.summary_json).absolute():
         from edge_bridge.commands._options import OptionError
 
         raise OptionError("--out and --summary-json name the same file; give two different files")
+
+
+class StreamSpec:
+    """One stream the user asked for: its id, source spec, labels and where it was given (for errors)."""
+
+    def __init__(self, id: str, spec: str, labels: Path | None, where: str) -> None:
+        self.id, self.spec, self.labels, self.where = id, spec, labels, where
+
+
+def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
+    """The streams of ``--source`` (repeatable) and ``--sources FILE``; empty for the demo.
+
+    Raises
+    ------
+    OptionError
+        A sources file that cannot be read or has the wrong shape, repeated ids, or ``--labels`` with
+        several streams (each stream names its own labels in the sources file).
+    """
+    from edge_bridge.commands._options import OptionError
+
+    given = list(getattr(args, "source", None) or [])
+    out = [StreamSpec(str(k), spec, None, f"--source {spec}") for k, spec in enumerate(given)]
+    path = getattr(args, "sources", None)
+    if path is not None:
+        input_file(path, "--sources")
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise OptionError(f"--sources {path}: not readable JSON ({exc}); expected "
+                              '{"streams": [{"id": "bed1", "source": "playback:FILE"}, ...]}') from None
+        items = data.get("streams") if isinstance(data, dict) else data
+        if not isinstance(items, list) or not items:
+            raise OptionError(f"--sources {path}: expected a non-empty list under \"streams\", each "
+                              '{"id": NAME, "source": SPEC, "labels": FILE (optional)}')
+        base = Path(path).parent
+        for k, item in enumerate(items):
+            if not (isinstance(item, dict) and isinstance(item.get("source"), str) and item["source"].strip()
+                    and isinstance(item.get("id", ""), str | int)
+                    and isinstance(item.get("labels", ""), str)):
+                shown = repr(item)[:200]
+                raise OptionError(f"--sources {path}: stream {k + 1} must be an object with a \"source\" "
+                                  f'spec string and optional "id" and "labels" strings, got {shown}')
+            sid = str(item.get("id", len(out)))
+            spec = _relative_spec(item["source"].strip(), base)
+            labels = Path(item["labels"]) if item.get("labels") else None
+            if labels is not None and not labels.is_absolute():
+                labels = base / labels
+            out.append(StreamSpec(sid, spec, labels, f"--sources {path}: stream {sid!r}"))
+    ids = [st.id for st in out]
+    dup = sorted({i for i in ids if ids.count(i) > 1})
+    if dup:
+        raise OptionError(f"stream id(s) {dup} given twice ({path or '--source'}); give every stream its "
+                          "own id")
+    if len(out) > 1 and getattr(args, "labels", None) is not None:
+        raise OptionError("--labels scores a single source; with several streams give each its labels in "
+                          "--sources FILE (\"labels\": FILE per stream)")
+    if len(out) == 1 and getattr(args, "labels", None) is not None:
+        out[0].labels = args.labels
+    return out
+
+
+def _relative_spec(spec: str, base: Path) -> str:
+    """A playback file in a sources file is relative to that file's folder, as a reader expects."""
+    kind, _, rest = spec.partition(":")
+    if kind.strip().lower() != "playback" or not rest:
+        return spec
+    target, sep, opts = rest.partition(",")
+    if Path(target).is_absolute():
+        return spec
+    return f"{kind}:{base / target}{sep}{opts}"
 
 
 class _BufferReport:
@@ -143,13 +225,13 @@ class _BufferReport:
             s = self.pipe.summary
             if s.windows > 0:
                 return
-            rate = float(self.pipe.spec.input_rate)
+            rate = float(self.pipe.spec.input_rate) * len(getattr(self.pipe, "streams", [None]))
             have = min(s.samples / rate, self.window_s) if rate > 0 else 0.0
             _say(f"  buffering: {have:4.1f} / {self.window_s:g} s of signal for the first window")
 
 
 def run(args: argparse.Namespace) -> int:
-    from deploy.live import LabelTrack, LiveConfig, LiveError, LivePipeline
+    from deploy.live import LabelTrack, LiveConfig, LiveError, LivePipeline, StreamInput
     from deploy.runtime import CompositeRunner
     from deploy.sinks import make_sinks
     from edge_bridge.bundle import Bundle
@@ -191,43 +273,59 @@ def run(args: argparse.Namespace) -> int:
         if args.self_test_only:
             return 0
 
-        # 3. source (+ labels for the demo)
-        labels_path = args.labels
-        if args.source is None:
+        # 3. sources (+ labels for the demo)
+        streams = stream_specs(args)
+        if not streams:
             from edge_bridge.commands._demo_bundle import demo_recording
 
-            csv, labels_path = demo_recording(bundle, minutes=args.demo_minutes)
-            spec = f"playback:{csv}"
+            csv, demo_labels = demo_recording(bundle, minutes=args.demo_minutes)
+            streams = [StreamSpec("0", f"playback:{csv}", args.labels or demo_labels, "--source")]
             _say(f"source: simulated recording of an unseen subject, {args.demo_minutes:g} min, through "
                  f"BrainFlow's playback board ({csv})")
-        else:
-            spec = args.source
-        given = spec
-        spec, labels_path, open_options, file_counts = _recorded_input(spec, labels_path, m.target, scratch)
-        labels = LabelTrack.load(labels_path) if labels_path is not None else None
 
         from firmware_interface import open_source
         from firmware_interface.errors import FirmwareError
 
-        try:
-            source = open_source(spec, verbose=True if args.verbose else None, **open_options)
-        except FirmwareError as exc:
-            raise EdgeBridgeError(f"--source {given}: {exc}") from None
         config = LiveConfig(smoothing=args.smoothing, alpha=args.alpha, majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
                             adapt_rate=args.adapt_rate,
                             bundle_check=trust.recheck if trust.verified is not None else None)
-        sinks = make_sinks(args.out, lsl=args.lsl, classes=list(m.classes), rate=1.0 / m.target.hop_s)
+        inputs: list[StreamInput] = []
+        file_counts: dict[str, dict[str, int]] = {}
         try:
-            pipe = LivePipeline(runner, source, sinks, config, labels)
+            for st in streams:
+                spec, labels_path, open_options, counts = _recorded_input(st.spec, st.labels, m.target,
+                                                                          scratch)
+                file_counts[st.id] = counts
+                labels = LabelTrack.load(labels_path) if labels_path is not None else None
+                try:
+                    source = open_source(spec, verbose=True if args.verbose else None, **open_options)
+                except FirmwareError as exc:
+                    raise EdgeBridgeError(f"{st.where}: {exc}") from None
+                inputs.append(StreamInput(st.id, source, labels))
+            sinks = make_sinks(args.out, lsl=args.lsl, classes=list(m.classes), rate=1.0 / m.target.hop_s,
+                               streams=len(inputs))
+        except BaseException:
+            for inp in inputs:
+                with contextlib.suppress(Exception):
+                    inp.source.stop()
+            raise
+        try:
+            pipe = LivePipeline(runner, inputs if len(inputs) > 1 else inputs[0].source, sinks, config,
+                                None if len(inputs) > 1 else inputs[0].labels)
         except LiveError as exc:  # the source does not deliver what the model needs: name the source
             for sink in sinks:
                 sink.close()
-            raise LiveError(f"--source {given}: {exc}") from None
+            which = getattr(exc, "stream", None)
+            bad = next((st.where for st in streams if st.id == which), streams[0].where)
+            raise LiveError(f"{bad}: {exc}") from None
         except BaseException:
             for sink in sinks:
                 sink.close()
             raise
+        if len(inputs) > 1:
+            _say(f"streams: {len(inputs)} ({', '.join(i.id for i in inputs)}) in one process on one set of "
+                 "engines, windows batched per hop")
         where = args.out if args.out else "stdout"
         _say(f"streaming: {m.target.window_s:g} s windows every {m.target.hop_s:g} s; predictions to {where}"
              f"{' and LSL' if args.lsl else ''}; Ctrl-C to stop")
@@ -240,9 +338,14 @@ def run(args: argparse.Namespace) -> int:
                 with _BufferReport(pipe, float(m.target.window_s)):
                     summary = pipe.run()
         except FirmwareError as exc:  # the source failed for good (reconnects ran out, or a file ended bad)
-            raise EdgeBridgeError(f"--source {given}: {exc}") from None
-        for key, count in file_counts.items():  # the playback board stamps samples anew: count the file's
-            setattr(summary, key, getattr(summary, key) + count)
+            raise EdgeBridgeError(f"{streams[0].where}: {exc}") from None
+        for sid, counts in file_counts.items():  # the playback board stamps samples anew: count the file's
+            per = summary.streams.get(sid) if len(inputs) > 1 else None
+            for key, count in counts.items():
+                setattr(summary, key, getattr(summary, key) + count)
+                if per is not None:
+                    setattr(per, key, getattr(per, key) + count)
+
     finally:
         runner.close()
         scratch.cleanup()

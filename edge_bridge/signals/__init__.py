@@ -3,18 +3,26 @@
 from edge_bridge.signals.processing import cut_windows, process_window, process_windows
 from edge_bridge.signals.quality import Quality, assess_quality, describe_flags
 from edge_bridge.signals.spec import DEFAULT_QUALITY, MODALITIES, Preprocessing, QualityLimits
-from edge_bridge.signals.stream import StreamWindower
+from edge_bridge.signals.stream import (
+    PolyphaseResampler,
+    StreamPreprocessor,
+    StreamWindower,
+    process_recording,
+)
 
 __all__ = [
     "DEFAULT_QUALITY",
     "MODALITIES",
+    "PolyphaseResampler",
     "Preprocessing",
     "Quality",
     "QualityLimits",
+    "StreamPreprocessor",
     "StreamWindower",
     "assess_quality",
     "cut_windows",
     "describe_flags",
+    "process_recording",
     "process_window",
     "process_windows",
 ]

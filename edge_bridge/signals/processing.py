@@ -5,7 +5,18 @@ single-window form), so a window cut from a file on the host and the same sample
 buffer on the device become identical tensors. Everything is numpy/scipy; no torch.
 
 Filtering is done per window (zero-phase, forward-backward) rather than once over a whole recording,
-precisely so that the host and the streaming device compute the same thing.
+precisely so that the host and the streaming device compute the same thing. Its cost is a whole window
+per hop; the device batches the windows of all its streams into one call of :func:`process_windows`.
+
+The causal alternative (``Preprocessing.filtering = "causal"``: :class:`~edge_bridge.signals.
+StreamPreprocessor` on a stream, :func:`~edge_bridge.signals.process_recording` on a file, one
+implementation) filters only each hop's new samples with the state carried. It is not the default because
+a bundle serves what it was trained on, and every bundle so far was trained zero-phase. Measured on the
+demo bundle (``bench/streams.py``, ``filtering_decision``: 813 windows of three unseen simulated subjects,
+5 min each), serving it with causal filtering changed 24.5 % of its decisions (7 % to 42 % per subject);
+balanced accuracy against the simulated labels was 0.38 zero-phase vs 0.36 causal, both near chance for
+this small demo bundle on these subjects, so the disagreement is the firm figure. A bundle trained on
+``process_recording`` windows (spec ``filtering="causal"``) streams causally and matches its training.
 """
 
 from __future__ import annotations
@@ -96,6 +107,10 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
             f"({spec.window_s:g} s of {list(spec.channels)} at {spec.input_rate:g} Hz), got {x.shape}; "
             "check the sampling rate and channel order"
         )
+    if spec.filtering != "zerophase":
+        raise SignalError("this spec filters causally, so a window's model input depends on the signal "
+                          "before it: use process_recording() on the whole recording, or a "
+                          "StreamPreprocessor on a stream")
     if len(x) == 0:
         return np.empty((0, *spec.input_shape), dtype=np.float32)
     flags = assess_quality(x, spec.quality)

@@ -18,6 +18,9 @@ from edge_bridge.errors import SpecError
 SCHEMA_VERSION = 1
 MODALITIES = ("ecg", "ppg", "eeg", "emg", "resp", "eda", "acc")
 NORMALISATIONS = ("zscore", "none")
+#: "zerophase": forward-backward per window (what training has always used); "causal": forward only, state
+#: carried through the stream (:class:`edge_bridge.signals.StreamPreprocessor`, cheap per hop)
+FILTERINGS = ("zerophase", "causal")
 REQUIRED_KEYS = ("modality", "channels", "input_rate", "output_rate", "window_s", "hop_s")
 
 
@@ -88,6 +91,12 @@ class Preprocessing:
         Butterworth order of the band-pass (applied forwards and backwards, so the effective order doubles).
     quality : QualityLimits
         Thresholds of the quality gate; defaults per modality.
+    filtering : {"zerophase", "causal"}
+        ``"zerophase"`` (default): each window is filtered forwards and backwards on its own
+        (:func:`~edge_bridge.signals.process_windows`). ``"causal"``: the stream is filtered forwards with
+        the filter state carried between hops (:class:`~edge_bridge.signals.StreamPreprocessor`; the file
+        form is :func:`~edge_bridge.signals.process_recording`). The device serves a bundle the way its
+        spec says, so what the model saw in training is what it sees live.
     """
 
     modality: str
@@ -101,6 +110,7 @@ class Preprocessing:
     normalise: str = "zscore"
     filter_order: int = 4
     quality: QualityLimits = field(default=None)  # type: ignore[assignment]
+    filtering: str = "zerophase"
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -114,6 +124,8 @@ class Preprocessing:
                 raise SpecError(f"{name} must be a positive number, got {value!r}")
         if self.normalise not in NORMALISATIONS:
             raise SpecError(f"normalise must be one of {NORMALISATIONS}, got {self.normalise!r}")
+        if self.filtering not in FILTERINGS:
+            raise SpecError(f"filtering must be one of {FILTERINGS}, got {self.filtering!r}")
         if self.bandpass is not None:
             lo, hi = (float(v) for v in self.bandpass)
             object.__setattr__(self, "bandpass", (lo, hi))
@@ -191,6 +203,8 @@ class Preprocessing:
         d["channels"] = list(self.channels)
         d["bandpass"] = list(self.bandpass) if self.bandpass is not None else None
         d["schema_version"] = SCHEMA_VERSION
+        if self.filtering == "zerophase":  # the default: manifests written before the field stay byte-equal
+            del d["filtering"]
         return d
 
     @classmethod
