@@ -488,6 +488,7 @@ class _Stream:
         self.windower: StreamWindower | None = None
         self.pre: StreamPreprocessor | None = None
         self.pre_base = 0  # windower index of the preprocessor's first sample (since its last reset)
+        self.pre_buf: list[np.ndarray] = []  # samples read since the last window, filtered at the next
         self.smoother = Smoother(config.smoothing, alpha=config.alpha, n=config.majority)
         self.stats = LatencyStats(config.warmup_windows)
         self.summary = LiveSummary()
@@ -524,6 +525,7 @@ class _Stream:
         self.smoother.reset()
         if self.pre is not None:
             self.pre.reset()
+            self.pre_buf.clear()
             self.pre_base = self.windower.samples_seen
 
 
@@ -788,13 +790,17 @@ class LivePipeline:
         if data.shape[1] == 0:
             return
         assert st.windower is not None, "the live loop binds every stream when it starts"
-        if st.pre is not None:  # causal: filter just the new samples, state carried from the last hop
-            st.pre.push(data)
         st.chunk_first = st.windower.samples_seen
         st.chunk_ts = ts
         st.t0 = t0
         self._cutting = st
-        for start, window in st.windower.push(data):
+        windows = st.windower.push(data)
+        if st.pre is not None:  # causal: filter only the samples new since the last hop, state carried;
+            st.pre_buf.append(data)  # once per hop, not per read (a read may hold a single sample)
+            if windows:
+                st.pre.push(np.concatenate(st.pre_buf, axis=1) if len(st.pre_buf) > 1 else st.pre_buf[0])
+                st.pre_buf.clear()
+        for start, window in windows:
             self._window(start, window)
             if self._stop.is_set():
                 break
