@@ -65,8 +65,8 @@ class DemoSettings:
     source_config: dict[str, Any] = field(default_factory=lambda: {"d_model": 32, "n_blocks": 3,
                                                                    "n_heads": 2, "dropout": 0.1})
     precision: str = "int8"
-    # how export quantizes: part of the key so a bundle cached before the per-node search is rebuilt
-    quantization: str = "mixed-int8 (per-node sensitivity search)"
+    # how export quantizes: part of the key, so a bundle cached under another recipe is rebuilt
+    quantization: str = "int8, whole-part fallback (per-node search off: it did not rescue the demo model)"
     threads: int = 2
 
     def key(self) -> str:

@@ -12,8 +12,9 @@ the demo recording. The one documented command that builds it by hand::
 
     python -c "from edge_bridge.commands._demo_bundle import ensure_demo_bundle; print(ensure_demo_bundle())"
 
-The export is INT8 (mixed precision: the accuracy guard's fewest FP32 nodes); :func:`precision_line` is
-the line ``make demo`` prints about it.
+The export is INT8 with the accuracy guard's whole-part fallback (the per-node search, ``export
+--int8-search``, did not rescue this model on held-out subjects and costs minutes); :func:`precision_line`
+is the line ``make demo`` prints about it, so a degraded bundle says so.
 """
 
 from __future__ import annotations

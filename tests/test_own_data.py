@@ -103,7 +103,7 @@ def test_own_recordings_end_to_end(tmp_path, capsys):
         ["select", *common],
         ["train", *common, "--epochs", "2"],
         ["evaluate", *common],
-        ["export", str(run), "-o", str(bundle), "--calibration-data", str(data)],
+        ["export", "--run", str(run), "-o", str(bundle), "--calibration-data", str(data)],
     ]
     outputs = []
     for argv in steps:

@@ -65,7 +65,7 @@ def export_tiny(out: Path, **kw):
     task = tiny_task()
     args = {"task": "stress", "classes": task.classes, "source_spec": task.source, "target_spec": task.target,
             "holdout": tiny_windows(48, 1), "calibration": tiny_windows(64, 2), "precision": "int8",
-            "target": "cpu", **kw}
+            "target": "cpu", "sensitivity": True, **kw}
     return export_composite(tiny_composite(), out, **args)
 
 
