@@ -100,11 +100,38 @@ def structure_key(module: Any, in_shape: tuple[int, ...]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def quantize_graph(src: Path, dst: Path, input_name: str, windows: np.ndarray, device: str) -> Path:
-    """Static INT8 QDQ of ``src`` in ``device``'s flavour, calibrated on ``windows`` (n, ...)."""
+def quantize_graph(src: str | os.PathLike[str], dst: str | os.PathLike[str], input_name: str,
+                   windows: np.ndarray, device: str = "cpu", batch: int = 8) -> Path:
+    """Static INT8 QDQ of ``src`` in ``device``'s flavour (``export``'s :func:`~edge_bridge.export.quantize
+    .quantize_part`), calibrated on ``windows`` (rows stacked on the batch axis, ``batch`` rows per feed: a
+    graph exported at a fixed batch needs exactly that many)."""
     from edge_bridge.export.quantize import QuantConfig, WindowReader, quantize_part
 
-    return quantize_part(src, dst, WindowReader(input_name, windows, batch=8), QuantConfig.for_target(device))
+    return quantize_part(src, dst, WindowReader(input_name, windows, batch=batch),
+                         QuantConfig.for_target(device))
+
+
+def _front(target: Any, i: int) -> Any:
+    """``TargetFront(target, i)`` whose repr names *i*: ``export_part`` caches graphs by the module's repr,
+    weights and shapes, and two fronts of one backbone with equal output widths would otherwise share one."""
+    from edge_bridge.composite import TargetFront
+
+    class PositionedFront(TargetFront):
+        def extra_repr(self) -> str:
+            return f"i={self.i}"
+
+    return PositionedFront(target, i)
+
+
+def _back(source: Any, j: int) -> Any:
+    """``SourceBack(source, j)`` whose repr names *j* (see :func:`_front`)."""
+    from edge_bridge.composite import SourceBack
+
+    class PositionedBack(SourceBack):
+        def extra_repr(self) -> str:
+            return f"j={self.j}"
+
+    return PositionedBack(source, j)
 
 
 @dataclass
@@ -214,9 +241,7 @@ class LatencyMeter:
 
     def front_ms(self, i: int) -> float:
         """``target_front[:i]`` (INT8)."""
-        from edge_bridge.composite import TargetFront
-
-        module = TargetFront(self.target, i).eval()
+        module = _front(self.target, i).eval()
         return self._measure("target_front", module, tuple(self.target.input_shape),
                              (self.target.block_output(i).features,), self.x_target,
                              f"{self.target.kind} front[:{i}]")
@@ -243,11 +268,10 @@ class LatencyMeter:
         """``source_back[j:]`` including the head (INT8), calibrated on real block-*j* tokens."""
         import torch
 
-        from edge_bridge.composite import SourceBack
         from edge_bridge.features import source_tokens
 
         s_in = self.source.block_input(j)
-        module = SourceBack(self.source, j).eval()
+        module = _back(self.source, j).eval()
         with torch.no_grad():
             tokens = source_tokens(self.source, self.x_source, j).numpy()
         return self._measure("source_back", module, (s_in.tokens, s_in.features), (self.source.n_classes,),
