@@ -50,7 +50,7 @@ def plot_trials(sel: Any, path: str | os.PathLike[str]) -> Path:
         ax.scatter([x], [s], color=colour, s=70 if c["status"] == "chosen" else 25,
                    marker="*" if c["status"] == "chosen" else "o", zorder=3)
         ax.annotate(f"({c['i']},{c['j']})", (x, s), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    if pts:
+    if pts and has_latency:  # the front is about cost; the cheap rank is no cost
         front = pareto_front(pts)
         ax.plot([pts[k][0] for k in front], [pts[k][1] for k in front], "k--", lw=0.8, label="Pareto front")
     if has_latency:

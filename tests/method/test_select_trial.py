@@ -197,3 +197,11 @@ def test_cli_select_trial_table_and_paper_rule(run_dir, capsys):
     assert "--latency-budget-ms needs --rule trial" in err and "Traceback" not in err
     assert main(["select", *common, "--trial-epochs", "4,2"]) == 2
     assert "increasing positive integers" in capsys.readouterr().err
+
+
+def test_pareto_front_keeps_only_the_unbeaten():
+    from edge_bridge.selection.plot import pareto_front
+
+    # (latency, score): (2, 0.5) is beaten by (1, 0.6); (3, 0.9) is the slowest but the best
+    pts = [(1.0, 0.6), (2.0, 0.5), (3.0, 0.9), (1.5, 0.7)]
+    assert pareto_front(pts) == [0, 3, 2]
