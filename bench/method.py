@@ -6,8 +6,10 @@
    train's default recompute, bridge with --no-recompute and KD interleaved in rounds in this process,
    medians) and measured peak training memory of the bridge (both ways) vs KD.
 3. Selection quality: a bridge for EVERY (i, j) pair (``--grid-seeds`` training seeds each, ranked by
-   the mean); where the two-stage choice ranks (by test balanced accuracy and by the label-free
-   validation alignment loss); selection cost vs the cost of one grid; heat map PNG.
+   the mean); where the default trial rule's choice and the paper's two-stage choice rank (by test
+   balanced accuracy; ``selection_rules``), whether each is within one seed standard deviation of the best
+   pair, selection cost vs the cost of one single-seed grid, and the trial rule's cost-vs-rank curve over
+   shortlist sizes and rungs (replayed on the grid's first-seed trainings); heat map PNG with both choices.
 Also: prototype initialisation from k-means of real source tokens vs random (same scale).
 
 Memory: each training (bridge, KD) runs again in its own fresh subprocess: one warm-up epoch, then one
@@ -168,6 +170,55 @@ def rank_bootstrap(labels: np.ndarray, subjects: np.ndarray, preds: np.ndarray, 
             "p_top3": float(np.mean(ranks <= 3)), "p_top1": float(np.mean(ranks == 1)), "resamples": n_boot}
 
 
+def simulate_trials(order: list[tuple[int, int]], histories: dict[tuple[int, int], list[dict[str, Any]]],
+                    shortlist: int, rungs: tuple[int, ...], eta: int = 2) -> tuple[tuple[int, int], int,
+                                                                                    list[tuple[int, int]]]:
+    """The trial rule replayed on recorded training histories: ``(chosen, trial epochs, epochs per pair)``.
+
+    A trial of E epochs with the grid's first seed is the first E epochs of that grid training (same seed,
+    data, bridge and settings; the checkpoint so far is the best of those epochs by the label-free rule),
+    so shortlist sizes and rungs can be compared without training again.
+    """
+    from edge_bridge.selection.score import rank_key
+
+    def best(p: tuple[int, int], epochs: int) -> tuple[int, float]:
+        return max(rank_key(h) for h in histories[p][:epochs])
+
+    alive = list(order[:shortlist])
+    spent: dict[tuple[int, int], int] = {}
+    for r, epochs in enumerate(rungs):
+        if len(alive) <= 1:
+            break
+        for p in alive:
+            spent[p] = epochs
+        ranked = sorted(alive, key=lambda p: (best(p, epochs), -order.index(p)), reverse=True)
+        alive = ranked if r == len(rungs) - 1 else ranked[:max(1, -(-len(ranked) // eta))]
+    finalists = [p for p in alive if best(p, spent.get(p, 1))[0] == 1] or alive
+    return finalists[0], sum(spent.values()), list(spent.items())
+
+
+def selection_curve(sel: Any, first_seed: dict[tuple[int, int], dict[str, Any]], grid_ba: np.ndarray,
+                    n_t: int, n_s: int, grid_epochs: int, *, forward_seconds: float,
+                    one_grid: float) -> dict[str, Any]:
+    """Cost vs rank of the trial rule over shortlist sizes and rungs, replayed on the grid's first seed."""
+    order = [(c["i"], c["j"]) for c in sel.candidates]
+    histories = {p: v["history"] for p, v in first_seed.items()}
+    rows = []
+    for shortlist in (1, 2, 4, 8, 12, n_t * n_s):
+        for rungs in ((1, 2, 4), (2, 4, 8), (4, 8, 16), (2, 4, 8, 16), (grid_epochs,)):
+            if max(rungs) > grid_epochs:
+                continue
+            (i, j), epochs, spent = simulate_trials(order, histories, shortlist, rungs)
+            seconds = forward_seconds + sum(first_seed[p]["seconds_per_epoch"] * e for p, e in spent)
+            rows.append({"shortlist": shortlist, "rungs": list(rungs), "chosen": [i, j],
+                         "rank": 1 + int((grid_ba > grid_ba[i, j] + 1e-12).sum()), "trial_epochs": epochs,
+                         "seconds_estimate": round(seconds, 1),
+                         "cost_fraction": round(seconds / one_grid, 4)})
+    return {"note": "replayed on the grid's first-seed trainings (the trials' seed and settings); cost = the "
+                    "selection's forward and cheap-score seconds + the grid's measured seconds per epoch of "
+                    "each pair times the epochs its trials would take", "rows": rows}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="bench-out/method")
@@ -195,6 +246,9 @@ def main() -> None:
                     help="train every grid pair with this many seeds and rank pairs by the mean; a pair's "
                          "test accuracy moves with the bridge's initialisation and batch order, and one seed "
                          "ranks that noise too (each seed adds the grid's time, ~7 min on one thread)")
+    ap.add_argument("--shortlist", type=int, default=8, help="trial rule: candidates of the first rung")
+    ap.add_argument("--trial-epochs", type=lambda t: [int(v) for v in t.split(",")], default=[2, 4, 8],
+                    help="trial rule: total epochs after each halving rung (default 2,4,8)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--batch", type=int, default=64, help="bridge and KD batch size (the same for both)")
     ap.add_argument("--measure-memory", choices=("bridge", "bridge-recompute", "kd"), help=argparse.SUPPRESS)
@@ -263,8 +317,16 @@ def main() -> None:
               FitConfig(epochs=args.pretrain_epochs, batch_size=64, seed=args.seed))
     if not run.source_model.exists():
         report["source_fit"] = timed("fit_source", P.fit_source, run, source_cfg, config={"dropout": 0.1})
-    sel = timed("select", P.select, run)
+    # both rules on the same run: the paper's two stages, then the default trial rule (whose selection.json
+    # the bridge below trains from)
+    from edge_bridge.selection.run import select_run
+    from edge_bridge.selection.trial import TrialSettings
+
+    sel_paper = timed("select_paper", select_run, run, rule="paper")
+    trial_settings = TrialSettings(shortlist=args.shortlist, rungs=tuple(args.trial_epochs), seed=args.seed)
+    sel = timed("select", select_run, run, rule="trial", settings=trial_settings)
     report["selection"] = sel.to_dict()
+    report["selection_paper"] = sel_paper.to_dict()
     cfg = TrainConfig(epochs=args.epochs, seed=args.seed, batch_size=args.batch)
     report["bridge_train"] = timed("bridge_train", P.train, run, cfg, P.BridgeSettings())
     kd_cfg = FitConfig(epochs=args.epochs, seed=args.seed, batch_size=args.batch, weight_decay=0.0)
@@ -392,6 +454,7 @@ def main() -> None:
     grid_loss_seeds = np.zeros((n_seeds, n_t, n_s))
     grid_one_class = np.zeros((n_seeds, n_t, n_s), dtype=bool)
     grid_pred = np.zeros((n_seeds, n_t * n_s, len(test)), dtype=np.int64)
+    first_seed: dict[tuple[int, int], dict[str, Any]] = {}  # seed args.seed: the trials' seed and settings
     for gi in range(n_t):
         tc = bridge_cache(target, source, paired.x["target"], paired.x["source"], gi)
         vc = bridge_cache(target, source, val.x["target"], val.x["source"], gi)
@@ -402,8 +465,12 @@ def main() -> None:
             for k in range(n_seeds):
                 gseed = args.seed + k
                 gcfg = TrainConfig(epochs=args.grid_epochs, seed=gseed, batch_size=args.batch)
+                t_pair = time.perf_counter()
                 b = P.make_bridge(target, source, gi, gj, P.BridgeSettings(), paired.x["source"], gseed)
                 res = train_bridge(b, source, gj, tc, vc, gcfg)
+                if k == 0:
+                    first_seed[(gi, gj)] = {"history": res.history,
+                                            "seconds_per_epoch": (time.perf_counter() - t_pair) / gcfg.epochs}
                 grid_loss_seeds[k, gi, gj] = res.best_val
                 grid_one_class[k, gi, gj] = res.one_class
                 grid_pred[k, gi * n_s + gj] = test_pred(b, gj, ht)
@@ -416,6 +483,36 @@ def main() -> None:
     order_ba = np.argsort(-grid_ba, axis=None, kind="stable")
     order_loss = np.argsort(grid_loss, axis=None, kind="stable")
     flat = sel.i * n_s + sel.j
+    one_grid = grid_seconds / n_seeds
+
+    def rank_of(i: int, j: int) -> int:
+        return 1 + int((grid_ba > grid_ba[i, j] + 1e-12).sum())
+
+    best_flat = int(order_ba[0])
+    best_sd = float(grid_ba_seeds[:, best_flat // n_s, best_flat % n_s].std(ddof=1)) if n_seeds > 1 else 0.0
+    curve = selection_curve(sel, first_seed, grid_ba, n_t, n_s, args.grid_epochs,
+                            forward_seconds=sel.seconds["forward"] + sel.seconds["cheap"], one_grid=one_grid)
+    paper_ba = float(grid_ba[sel_paper.i, sel_paper.j])
+    report["selection_rules"] = {
+        "trial": {"chosen": [sel.i, sel.j], "rank_by_test_balanced_accuracy": rank_of(sel.i, sel.j),
+                  "test_balanced_accuracy": float(grid_ba[sel.i, sel.j]),
+                  "minus_best_points": round(100 * float(grid_ba[sel.i, sel.j] - grid_ba.max()), 2),
+                  "within_one_seed_sd_of_best": bool(grid_ba[sel.i, sel.j] >= grid_ba.max() - best_sd),
+                  "seconds": report["seconds"]["select"],
+                  "cost_fraction_of_one_single_seed_grid": report["seconds"]["select"] / one_grid,
+                  "trial_epochs": sel.trials.get("trial_epochs"), "settings": sel.trials},
+        "paper": {"chosen": [sel_paper.i, sel_paper.j],
+                  "rank_by_test_balanced_accuracy": rank_of(sel_paper.i, sel_paper.j),
+                  "test_balanced_accuracy": paper_ba,
+                  "minus_best_points": round(100 * float(paper_ba - grid_ba.max()), 2),
+                  "within_one_seed_sd_of_best": bool(paper_ba >= grid_ba.max() - best_sd),
+                  "seconds": report["seconds"]["select_paper"],
+                  "cost_fraction_of_one_single_seed_grid": report["seconds"]["select_paper"] / one_grid},
+        "best_pair_seed_sd_points": round(100 * best_sd, 2),
+        "one_single_seed_grid_seconds": one_grid,
+        "grid_checkpoint_rule": "label-free (train's default)",
+        "curve": curve,
+    }
     report["grid"] = {
         "test_balanced_accuracy": grid_ba.tolist(), "val_alignment_loss": grid_loss.tolist(),
         "epochs": args.grid_epochs, "seconds": grid_seconds, "training_seeds": n_seeds,
@@ -463,8 +560,11 @@ def main() -> None:
             for c in range(n_s):
                 ax.text(c, a, f"{grid[a, c]:.2f}", ha="center", va="center", fontsize=7, color="w")
         ax.add_patch(plt.Rectangle((sel.j - 0.5, sel.i - 0.5), 1, 1, fill=False, ec="red", lw=2))
+        ax.add_patch(plt.Rectangle((sel_paper.j - 0.4, sel_paper.i - 0.4), 0.8, 0.8, fill=False, ec="white",
+                                   lw=1.5, ls="--"))
         fig.colorbar(im, ax=ax, shrink=0.8)
-    fig.suptitle(f"Bridge for every (i, j), mean of {n_seeds} training seed(s); red: two-stage selection",
+    fig.suptitle(f"Bridge for every (i, j), mean of {n_seeds} training seed(s); red: trial rule, white "
+                 "dashed: paper rule",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(out / "grid.png", dpi=100)
@@ -480,6 +580,11 @@ def main() -> None:
         "memory <= 1/3 of kd (train default: recompute)": c["recompute"]["memory_ratio"] <= 1 / 3,
         "time per epoch <= 1/3 of kd (--no-recompute)": c["time_ratio"] <= 1 / 3,
         "memory <= 1/3 of kd (--no-recompute)": c["memory_ratio"] <= 1 / 3,
+        "trial selection in top 3 or within one seed sd of the best (test bal.acc)":
+            report["selection_rules"]["trial"]["rank_by_test_balanced_accuracy"] <= 3
+            or report["selection_rules"]["trial"]["within_one_seed_sd_of_best"],
+        "trial selection <= 10% of one single-seed grid":
+            report["selection_rules"]["trial"]["cost_fraction_of_one_single_seed_grid"] <= 0.10,
         "selection in top 3 (test bal.acc)": report["grid"]["rank_by_test_balanced_accuracy"] <= 3,
         "selection in top 3 in most subject resamples (test bal.acc)":
             report["grid"]["chosen_rank_under_subject_resampling"]["p_top3"] > 0.5,
@@ -494,6 +599,7 @@ def main() -> None:
     print(json.dumps({"balanced_accuracy": ba, "subject_bootstrap": report["subject_bootstrap"],
                       "cost": summary_cost,
                       "grid_rank": report["grid"]["rank_by_test_balanced_accuracy"],
+                      "selection_rules": {k: v for k, v in report["selection_rules"].items() if k != "curve"},
                       "prototype_init": ablation, "targets": report["targets"]}, indent=1))
 
 

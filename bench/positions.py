@@ -29,19 +29,27 @@ Two modes, per model (``--mode auto``, the default, picks "full" below ``--full-
     (``timed_as``). The composition is checked on the true part graphs at a short front and a short back
     (``validation``: measured vs composed latency).
 
+The timing (:func:`edge_bridge.selection.latency.time_session`) and the INT8 quantization are the
+package's, shared with ``select --latency-budget-ms``.
+
+``--budget-ms MS --pair TARGET,SOURCE`` measures instead what ``select`` measures: every (i, j) candidate
+of a published pair at full size (random weights), as deployed -- ``target_front[:i]`` INT8 + bridge FP32
++ ``source_back[j:]`` INT8, graphs exported as ``edge-bridge export`` exports them -- and runs the trial
+selection under that budget on a few random paired windows (the choice is meaningless with random
+weights; what is checked is that it meets the budget), writing ``budget.json``.
+
 Run (about 8-10 minutes on 2 busy CPU cores):
   .venv/bin/python bench/positions.py --out bench-out/positions
+  .venv/bin/python bench/positions.py --out bench-out/positions --budget-ms 50 --pair papagei,hubert_ecg
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import logging
 import os
 import platform
-import statistics
 import tempfile
 import time
 import warnings
@@ -53,6 +61,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from edge_bridge.selection.latency import structure_key, time_session
 
 logger = logging.getLogger("bench.positions")
 
@@ -96,81 +106,16 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: Path) -> Path:
 
 
 def quantize_int8(src: Path, dst: Path, windows: np.ndarray, rows: int = 1) -> Path:
-    """Static INT8 QDQ in the repository's ``cpu`` flavour (falls back to the same ORT settings directly).
+    """Static INT8 QDQ in the repository's ``cpu`` flavour (:func:`edge_bridge.selection.latency
+    .quantize_graph`, which ``select --latency-budget-ms`` uses too).
 
     ``windows`` holds the calibration inputs stacked on the native batch axis, ``rows`` rows per window
-    (NormWear folds its channels into the batch: 3 rows per window).
+    (NormWear folds its channels into the batch: 3 rows per window; the graphs have a fixed batch).
     """
+    from edge_bridge.selection.latency import quantize_graph
+
     with _quiet():
-        try:
-            from edge_bridge.export.quantize import QuantConfig, WindowReader, quantize_part
-
-            return quantize_part(src, dst, WindowReader("x", windows, batch=rows),
-                                 QuantConfig.for_target("cpu"))
-        except ImportError:  # the export package is not available: same settings, called directly
-            from onnxruntime.quantization import (
-                CalibrationDataReader,
-                CalibrationMethod,
-                QuantFormat,
-                QuantType,
-                quantize_static,
-            )
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
-            class Reader(CalibrationDataReader):
-                def __init__(self) -> None:
-                    self.it = iter(windows[k:k + rows] for k in range(0, len(windows), rows))
-
-                def get_next(self) -> dict[str, np.ndarray] | None:
-                    nxt = next(self.it, None)
-                    return None if nxt is None else {"x": np.ascontiguousarray(nxt, dtype=np.float32)}
-
-            pre = dst.with_suffix(".pre.onnx")
-            quant_pre_process(str(src), str(pre))
-            quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
-                            calibrate_method=CalibrationMethod.MinMax,
-                            extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
-            pre.unlink(missing_ok=True)
-            return dst
-
-
-def time_session(path: Path, x: np.ndarray, *, threads: int, min_repeats: int, budget_s: float
-                 ) -> tuple[float, float, int]:
-    """Batch-1 latency of an ORT CPU session: ``(median ms, min ms, runs)`` after 2 warm-up runs.
-
-    At least ``min_repeats`` runs, more while within ``budget_s``. The minimum is reported next to the
-    median because on a shared machine other processes only ever add time.
-    """
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
-    feed = {"x": np.ascontiguousarray(x, dtype=np.float32)}
-    for _ in range(2):
-        sess.run(None, feed)
-    times: list[float] = []
-    start = time.perf_counter()
-    while len(times) < min_repeats or (time.perf_counter() - start < budget_s and len(times) < 500):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times), 1000 * min(times), len(times)
-
-
-def structure_key(module: nn.Module, in_shape: tuple[int, ...]) -> str:
-    """Identical architecture + input shape => identical latency: a hash of both (values excluded)."""
-    attrs = []
-    for name, m in module.named_modules():
-        prim = {k: v for k, v in vars(m).items()
-                if not k.startswith("_") and isinstance(v, int | float | bool | str | tuple)}
-        attrs.append((name, type(m).__name__, sorted(prim.items(), key=lambda kv: kv[0])))
-    shapes = [(k, tuple(v.shape)) for k, v in module.state_dict().items()]
-    text = repr(module) + repr(attrs) + repr(shapes) + repr(in_shape)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return quantize_graph(src, dst, "x", windows, "cpu", batch=rows)
 
 
 class Timer:
@@ -198,7 +143,7 @@ class Timer:
         x = calib[:rows].numpy()
         res: dict[str, Any] = {"name": name}
         for prec, path in (("fp32", fp32), ("int8", int8)):
-            med, best, runs = time_session(path, x, threads=self.threads, min_repeats=self.repeats,
+            med, best, runs = time_session(path, {"x": x}, threads=self.threads, min_repeats=self.repeats,
                                            budget_s=self.budget_s)
             res.update({f"{prec}_ms": round(med, 3), f"{prec}_min_ms": round(best, 3), f"{prec}_runs": runs})
         res.update({"fp32_bytes": fp32.stat().st_size, "int8_bytes": int8.stat().st_size,
@@ -333,6 +278,66 @@ def plot(results: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def bench_budget(target_name: str, source_name: str, budget_ms: float, golden: Path, out_dir: Path,
+                 *, device: str = "cpu", windows: int = 48) -> dict[str, Any]:
+    """Every candidate's deployed latency for one published pair, and the trial selection under a budget."""
+    from edge_bridge.models import build_backbone
+    from edge_bridge.models.presets import PRESETS
+    from edge_bridge.pipeline import BridgeSettings
+    from edge_bridge.selection.latency import LatencyMeter
+    from edge_bridge.selection.trial import TrialSettings, select_trial
+
+    preset = next((p for p in PRESETS.values() if (p.target_model, p.source_model) == (target_name,
+                                                                                         source_name)), None)
+    settings = BridgeSettings("prototype", preset.rank if preset else 8, preset.prototypes if preset else 16)
+    torch.manual_seed(0)
+    target = build_backbone(target_name, config=published_config(target_name, golden)).eval()
+    source = build_backbone(source_name, config={**published_config(source_name, golden),
+                                                 "n_classes": 2}).eval()
+    if source.head is None:
+        source.set_head(2)
+    t0 = time.perf_counter()
+    meter = LatencyMeter(target, source, settings, device=device)
+    rows = []
+    for i in range(target.n_blocks):
+        for j in range(source.n_blocks):
+            rows.append(meter.candidate(i, j).to_dict())
+    t_measure = time.perf_counter() - t0
+    within = [r for r in rows if r["total_ms"] <= budget_ms]
+    logger.info("%d of %d candidates within %g ms (parts measured in %.0f s)", len(within), len(rows),
+                budget_ms, t_measure)
+    # the selection itself, on random paired windows: a random-weight source head decides by its bias, so
+    # it is scaled up to spread its decisions (the trial rule needs several source classes)
+    with torch.no_grad():
+        for p in source.head.parameters():
+            p.mul_(50)
+    rng = np.random.default_rng(0)
+    n_val = windows // 2
+    z = rng.standard_normal((windows + n_val, 1, 1))
+    xt = (rng.standard_normal((windows + n_val, *target.input_shape)) + z).astype(np.float32)
+    xs = (rng.standard_normal((windows + n_val, *source.input_shape)) + z).astype(np.float32)
+    subjects = np.repeat(np.arange(4), -(-windows // 4))[:windows]
+    t1 = time.perf_counter()
+    sel = select_trial(target, source, xt[:windows], xs[:windows], xt[windows:], xs[windows:],
+                       subjects=subjects, settings=TrialSettings(shortlist=4, rungs=(1, 2), batch_size=16),
+                       bridge_settings=settings, latency_budget_ms=budget_ms, device=device, meter=meter)
+    chosen = next(c for c in sel.candidates if c["status"] == "chosen")
+    sel.save(out_dir / "budget_selection.json")
+    sel.plot(out_dir / "budget_selection.png")
+    fastest = min(rows, key=lambda r: r["total_ms"])
+    return {"pair": {"target": target_name, "source": source_name, "preset": preset.name if preset else None},
+            "budget_ms": budget_ms, "latency": meter.describe(), "bridge": vars(settings),
+            "candidates": rows, "within_budget": len(within), "n_candidates": len(rows),
+            "fastest": fastest, "slowest": max(rows, key=lambda r: r["total_ms"]),
+            "chosen": [sel.i, sel.j], "chosen_latency_ms": chosen["latency"]["total_ms"],
+            "chosen_meets_budget": chosen["latency"]["total_ms"] <= budget_ms,
+            "selection_statuses": {f"{c['i']},{c['j']}": c["status"] for c in sel.candidates
+                                   if c["status"] != "not shortlisted"},
+            "seconds": {"measure_all_parts": round(t_measure, 1),
+                        "selection_with_cached_latency": round(time.perf_counter() - t1, 1)},
+            "parts_measured": meter.measured}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default="bench-out/positions", help="output folder (JSON + PNG)")
@@ -346,6 +351,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeats", type=int, default=5, help="minimum timed runs per graph")
     ap.add_argument("--budget", type=float, default=1.0, help="seconds of extra repeats per graph")
     ap.add_argument("--calib", type=int, default=2, help="random calibration windows per graph")
+    ap.add_argument("--budget-ms", type=float, default=None,
+                    help="measure every (i, j) candidate of --pair as select does and select under this "
+                         "budget")
+    ap.add_argument("--pair", default="papagei,hubert_ecg", help="TARGET,SOURCE for --budget-ms")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "jetson"), help="INT8 flavour for --budget-ms")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
@@ -354,6 +364,17 @@ def main(argv: list[str] | None = None) -> int:
     ort.set_default_logger_severity(3)  # no notes about unused initializers of the tiny pool/head graphs
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.budget_ms is not None:
+        t_name, s_name = (m.strip() for m in args.pair.split(","))
+        torch.set_num_threads(1)
+        res = bench_budget(t_name, s_name, args.budget_ms, Path(args.golden), out_dir, device=args.device)
+        res["machine"] = {"platform": platform.platform(), "processor": platform.processor(),
+                          "cpus": os.cpu_count(), "torch": torch.__version__, "onnxruntime": ort.__version__,
+                          "loadavg": os.getloadavg()}
+        (out_dir / "budget.json").write_text(json.dumps(res, indent=2) + "\n")
+        logger.info("chose %s at %.1f ms (budget %g ms); wrote %s", res["chosen"], res["chosen_latency_ms"],
+                    args.budget_ms, out_dir / "budget.json")
+        return 0
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="positions-") as work:

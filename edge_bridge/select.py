@@ -1,5 +1,7 @@
-"""Position selection, as the BioX-Bridge code does it: where to cut the target model and where to enter
-the source model, from paired data and no labels.
+"""Position selection, as the BioX-Bridge code does it (``select --rule paper``): where to cut the target
+model and where to enter the source model, from paired data and no labels. The default rule
+(``--rule trial``, :mod:`edge_bridge.selection.trial`) uses these cheap scores as a shortlist and lets
+short label-free trial trainings choose; both write the same :class:`Selection`.
 
 Cost: one forward pass of each model over the paired set (:func:`edge_bridge.features.pooled_boundaries`).
 
@@ -135,6 +137,13 @@ class Selection:
     seconds: dict[str, float] = field(default_factory=dict)
     target_paths: list[str] = field(default_factory=list)
     source_paths: list[str] = field(default_factory=list)
+    # the trial rule (edge_bridge.selection.trial) fills these; the paper rule leaves them empty
+    rule: str = "paper"
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # every (i, j): scores, latency, status
+    cka_pairs: list[list[float]] = field(default_factory=list)  # CKA of every (target i, source j)
+    trials: dict[str, Any] = field(default_factory=dict)  # settings and cost of the trial trainings
+    latency: dict[str, Any] = field(default_factory=dict)  # budget and how latency was measured
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema_version": SCHEMA_VERSION, "tool_version": __version__, **asdict(self)}
@@ -152,11 +161,17 @@ class Selection:
 
         d = read_versioned_json(path, required=("i", "j", "f1", "cka", "n_windows"),
                                 known=("folds", "pseudo_label_counts", "seconds", "target_paths",
-                                       "source_paths"))
+                                       "source_paths", "rule", "candidates", "cka_pairs", "trials", "latency",
+                                       "notes"))
         return Selection(**d)
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
-        """A PNG a user can read: probe F1 per target block and CKA per source block, choices marked."""
+        """A PNG a user can read: probe F1 per target block and CKA per source block, choices marked (the
+        trial rule: :func:`edge_bridge.selection.plot.plot_trials`)."""
+        if self.rule == "trial":
+            from edge_bridge.selection.plot import plot_trials
+
+            return plot_trials(self, path)
         import matplotlib
 
         matplotlib.use("Agg")

@@ -7,7 +7,7 @@ bridge output. Both backbones are frozen and in eval mode; ``Y`` and the bridge 
 
 Files written into ``out_dir`` (the run's ``bridge/`` folder)::
 
-    bridge_config.json, bridge.safetensors   best bridge by validation alignment loss (no labels needed)
+    bridge_config.json, bridge.safetensors   best bridge by the checkpoint rule (no labels needed)
     history.json                              per-epoch train/val loss, val agreement and seconds
     last/                                     resume point: bridge + optimizer.safetensors + state.json
 
@@ -17,9 +17,13 @@ with the source model's decision on the paired source window (``val_agreement``,
 alignment loss can be lowest for a bridge that gives every window the same class. On the benchmark's second
 draw at source block j=3, the bridge of seed 2 decided one class for its first 15 epochs and had its lowest
 validation loss there (0.4354; test balanced accuracy 0.50), while its later epochs, at loss 0.44-0.46,
-tested at 0.65-0.69 (seed 3: the same lowest loss in the same state). The best checkpoint stays the
-paper's (lowest validation loss); when it decides one class on every validation window while the source
-model decides several, :attr:`TrainResult.one_class` says so and a warning names the fix
+tested at 0.65-0.69 (seed 3: the same lowest loss in the same state). So the best checkpoint is chosen by
+the label-free score of :mod:`edge_bridge.selection.score` (``TrainConfig.checkpoint_rule="label-free"``,
+the default): val balanced agreement minus val alignment loss, with a one-class epoch never chosen over one
+that is not; ``select``'s trial trainings rank candidates by the same score, so selection and training
+agree. ``checkpoint_rule="paper"`` (``train --checkpoint-rule paper``) keeps the paper's lowest validation
+loss. When the best checkpoint still decides one class on every validation window while the source model
+decides several, :attr:`TrainResult.one_class` says so and a warning names the fix
 (:func:`edge_bridge.evaluate.check_decisions`); ``training_curve.png`` shows loss and agreement per epoch.
 
 Scaling out uses ``torch.distributed`` as launched by ``torchrun`` (``init_distributed``): gloo on CPUs,
@@ -54,6 +58,7 @@ from edge_bridge.errors import EdgeBridgeError
 from edge_bridge.features import BridgeCache
 from edge_bridge.models.backbone import Backbone
 from edge_bridge.models.io import load_state_checked, read_tensors, save_tensors
+from edge_bridge.selection.score import label_free_score, rank_key
 
 logger = logging.getLogger(__name__)
 
@@ -128,21 +133,35 @@ class TrainConfig:
     # out of first on a small host (the bridge is tiny; the activations of source[j:] are not), and with
     # it the bridge costs <= 1/3 of the KD student in both time and memory (README "Measured").
     recompute: bool = True
+    # which epoch is kept: "label-free" (val balanced agreement - val loss, one-class epochs last) or
+    # "paper" (lowest val alignment loss); see the module docstring
+    checkpoint_rule: str = "label-free"
 
     def __post_init__(self) -> None:
+        from edge_bridge.selection.score import CHECKPOINT_RULES
+
         if self.epochs < 1 or self.batch_size < 1 or not self.lr > 0 or self.weight_decay < 0:
             raise TrainingError(
                 f"need epochs >= 1, batch_size >= 1, lr > 0 and weight_decay >= 0, got {self}")
+        if self.checkpoint_rule not in CHECKPOINT_RULES:
+            raise TrainingError(f"checkpoint_rule must be one of {', '.join(CHECKPOINT_RULES)}, got "
+                                f"{self.checkpoint_rule!r}")
 
 
 @dataclass
 class TrainResult:
-    """What training produced: per-epoch history and the best epoch by validation loss."""
+    """What training produced: per-epoch history and the best epoch by the checkpoint rule.
+
+    ``best_val`` is the best epoch's validation alignment loss (whatever the rule), ``best_score`` its
+    label-free score (:func:`edge_bridge.selection.score.label_free_score`).
+    """
 
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
     best_val: float = float("inf")
     seconds_per_epoch: float = 0.0
+    checkpoint_rule: str = "label-free"
+    best_score: float = float("-inf")
 
     @property
     def best(self) -> dict[str, float]:
@@ -262,14 +281,14 @@ def _load_optimizer(opt: torch.optim.Optimizer, path: Path, groups: list[dict[st
 
 def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, val: BridgeCache | None = None,
                  config: TrainConfig | None = None, *, out_dir: str | os.PathLike[str] | None = None,
-                 resume: bool = False, progress: bool = False) -> TrainResult:
+                 resume: bool = False, progress: bool = False, report: bool = True) -> TrainResult:
     """Train ``bridge`` so that ``source[j:]`` fed by it reproduces the source model's last-block output.
 
     Parameters
     ----------
     bridge : Bridge
-        Trained in place; at the end it holds the best weights (lowest validation loss; training loss when
-        ``val`` is None).
+        Trained in place; at the end it holds the best weights by ``config.checkpoint_rule`` (training
+        loss when ``val`` is None).
     source : Backbone
         Frozen source model.
     j : int
@@ -281,6 +300,9 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
         Where the best bridge, the history and the resume point go (rank 0 writes).
     resume : bool
         Continue from ``out_dir/last`` when it exists.
+    report : bool
+        Write ``training_curve.png`` and warn when the best checkpoint decides one class; ``select``'s
+        trial trainings turn both off (the selection reports its candidates itself).
 
     Returns
     -------
@@ -300,7 +322,7 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
 
         model = DistributedDataParallel(bridge)  # broadcasts rank 0's initial weights
     opt = torch.optim.Adam(bridge.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    result = TrainResult()
+    result = TrainResult(checkpoint_rule=cfg.checkpoint_rule)
     start = 0
     out = Path(out_dir) if out_dir is not None else None
     last = out / "last" if out is not None else None
@@ -310,11 +332,18 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
         if saved_cfg.get("batch_size") != cfg.batch_size or saved_cfg.get("seed") != cfg.seed:
             raise TrainingError(f"{last}: saved with batch_size/seed {state['config']}, now {asdict(cfg)}; "
                                 "resume with the same settings or start a fresh run directory")
+        saved_rule = saved_cfg.get("checkpoint_rule", "paper")  # state from before the rule was a setting
+        if saved_rule != cfg.checkpoint_rule:
+            raise TrainingError(f"{last}: saved with checkpoint rule {saved_rule!r}, now "
+                                f"{cfg.checkpoint_rule!r}; resume with --checkpoint-rule {saved_rule} or "
+                                "start a fresh run directory")
         saved = load_bridge(last)
         load_state_checked(bridge, saved.state_dict(), str(last))
         _load_optimizer(opt, last / "optimizer.safetensors", state["param_groups"])
         start = int(state["epoch"]) + 1
-        result = TrainResult(state["history"], state["best_epoch"], state["best_val"])
+        result = TrainResult(state["history"], state["best_epoch"], state["best_val"],
+                             checkpoint_rule=cfg.checkpoint_rule,
+                             best_score=state.get("best_score", float("-inf")))
         logger.info("resuming bridge training at epoch %d of %d from %s", start, cfg.epochs, last)
 
     n = len(train)
@@ -358,9 +387,12 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
         else:
             val_loss = entry["val_loss"] = train_loss
         result.history.append(entry | {"seconds": secs})
-        improved = val_loss < result.best_val
+        best_entry = result.best
+        improved = not best_entry or rank_key(entry, cfg.checkpoint_rule) > rank_key(best_entry,
+                                                                                     cfg.checkpoint_rule)
         if improved:
             result.best_val, result.best_epoch = val_loss, epoch
+            result.best_score = label_free_score(entry)
             best_state = {k: v.detach().clone() for k, v in bridge.state_dict().items()}
         if progress and rank == 0 and hasattr(epochs, "set_postfix"):
             epochs.set_postfix(train=f"{train_loss:.4f}", val=f"{val_loss:.4f}")
@@ -374,23 +406,26 @@ def train_bridge(bridge: Bridge, source: Backbone, j: int, train: BridgeCache, v
 
             atomic_write_text(last / "state.json", json.dumps(
                 {"epoch": epoch, "history": result.history, "best_epoch": result.best_epoch,
-                 "best_val": result.best_val, "config": asdict(cfg), **groups}, indent=1))
+                 "best_val": result.best_val, "best_score": result.best_score, "config": asdict(cfg),
+                 **groups}, indent=1))
             atomic_write_text(out / "history.json", json.dumps(result.to_dict(), indent=1))
     if "best_state" in locals():
         bridge.load_state_dict(best_state)
     elif out is not None and (out / "bridge.safetensors").is_file():  # resumed after the last epoch
         load_state_checked(bridge, load_bridge(out).state_dict(), str(out))
     bridge.eval()
-    if rank == 0 and "val_classes" in result.best:
+    if report and rank == 0 and "val_classes" in result.best:
         from edge_bridge.evaluate import check_decisions
 
         b = result.best
+        rule = ("validation alignment loss" if cfg.checkpoint_rule == "paper"
+                else "the label-free score (balanced agreement - alignment loss)")
         check_decisions(
-            f"the best bridge by validation alignment loss (epoch {result.best_epoch}, loss "
+            f"the best bridge by {rule} (epoch {result.best_epoch}, loss "
             f"{result.best_val:.4f}; history.json shows every epoch)", int(b["val_source_classes"]),
             int(b["val_classes"]), b.get("val_balanced_agreement"),
             measure="balanced agreement with the source model", windows="validation window", log=logger)
-    if out is not None and rank == 0 and result.history:
+    if report and out is not None and rank == 0 and result.history:
         try:
             plot_history(result.history, out / "training_curve.png")
         except OSError as exc:  # the picture is a convenience; the bridge is saved already

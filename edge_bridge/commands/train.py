@@ -2,7 +2,9 @@
 
 Objective: mean of 1 - cos(vec Y_hat, vec Y) between the source model's last-block output on the source
 signal and the same output when source block j is fed the bridge. Best checkpoint by the val subjects'
-alignment loss (no labels). Positions come from RUN/selection.json unless --i/--j are given, or from
+label-free score (balanced agreement with the source model's decisions minus alignment loss; no labels),
+or with --checkpoint-rule paper by their alignment loss alone. Positions come from RUN/selection.json
+unless --i/--j are given, or from
 --preset, one of the paper's six directions (wesad_ecg2ppg, wesad_ppg2ecg, isruc_eeg2ecg, isruc_ecg2eeg,
 fog_eeg2emg, fog_emg2eeg): its positions (i, j), rank r and prototype count P, checked against the run's
 backbones (which must be the preset's published models); --i/--j/--rank/--prototypes still override. --resume
@@ -56,6 +58,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "reference transformer) for backward and recompute the rest "
                         "(torch.utils.checkpoint): the same bridge for ~0.6x the training memory and one "
                         "extra forward of source[j:] (default: on; --no-recompute for the fastest epochs)")
+    p.add_argument("--checkpoint-rule", default="label-free", choices=["label-free", "paper"],
+                   help="which epoch's bridge is kept: label-free (default: the val windows' balanced "
+                        "agreement with the source model's decisions minus the alignment loss; an epoch that "
+                        "decides one class everywhere is never kept over one that does not; the score "
+                        "`select` ranks its trials by) or paper (the lowest val alignment loss)")
     p.add_argument("--kd", action="store_true", help="also train the KD student baseline")
     p.add_argument("--temperature", type=positive, default=2.0, help="KD temperature, > 0 (default 2)")
 
@@ -73,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     r = open_run(args)
     cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
-                      recompute=args.recompute)
+                      recompute=args.recompute, checkpoint_rule=args.checkpoint_rule)
     i, j, r_rank, n_proto = args.i, args.j, args.rank, args.prototypes
     preset_line = ""
     if args.preset is not None:

@@ -43,7 +43,8 @@ def test_training_decreases_the_loss_and_keeps_the_best(tmp_path, tiny):
     _, source, cache, bridge, _ = _setup(tiny)
     train, val = cache.subset(np.arange(36)), cache.subset(np.arange(36, 48))
     frozen = {k: v.clone() for k, v in source.state_dict().items()}
-    res = train_bridge(bridge, source, 1, train, val, TrainConfig(epochs=12, batch_size=8, lr=3e-2),
+    res = train_bridge(bridge, source, 1, train, val, TrainConfig(epochs=12, batch_size=8, lr=3e-2,
+                                                                  checkpoint_rule="paper"),
                        out_dir=tmp_path / "bridge")
     losses = [h["train_loss"] for h in res.history]
     assert losses[-1] < 0.7 * losses[0]
