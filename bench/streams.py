@@ -44,19 +44,6 @@ GOALS = {"p99_ms_at_64": 50.0, "lost_samples": 0, "cpu_per_stream_ratio_64_vs_1"
          "p99_ms_largest_n": 100.0}
 
 
-class _Counter:
-    """A sink that keeps only the records (no I/O in the timed path)."""
-
-    def __init__(self) -> None:
-        self.records: list[dict[str, Any]] = []
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.records.append(record)
-
-    def close(self) -> None:
-        pass
-
-
 def _rss_mb() -> float:
     with open("/proc/self/status") as fh:
         for line in fh:
@@ -130,6 +117,8 @@ def filtering_agreement(bundle: Any, runner: Any, subjects: int, minutes: float)
 
 def run_n(runner: Any, csv: Path, n: int, filtering: str | None, measure_s: float,
           work: Path) -> dict[str, Any]:
+    from live import _Counter  # bench/live.py (main puts bench/ on sys.path)
+
     from deploy.live import LiveConfig, LivePipeline, StreamInput
     from firmware_interface import open_source
 

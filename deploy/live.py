@@ -135,10 +135,12 @@ class LabelTrack:
         In an EDF+ file the annotations with a duration are the labels; zero-length ones (events, markers)
         and ``BAD...`` spans are not.
         """
+        from edge_bridge.recordings.edf import has_edf_header
+
         path = Path(path)
         if path.is_dir():
             raise LiveError(f"{path}: is a directory; --labels takes a label sidecar (JSON) or an EDF+ file")
-        if path.suffix.lower() in EDF_SUFFIXES or _edf_header(path):
+        if path.suffix.lower() in EDF_SUFFIXES or has_edf_header(path):
             return cls._from_edf(path)
         try:
             data = json.loads(path.read_text())
@@ -180,16 +182,6 @@ class LabelTrack:
             if onset <= tmin + 1e-9 and onset + dur >= tmax - 1e-9:
                 return label
         return None
-
-
-def _edf_header(path: Path) -> bool:
-    if not path.is_file():  # a FIFO or device would block the read
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(8) == b"0       "
-    except OSError:
-        return False
 
 
 # --- configuration and summary ----------------------------------------------------------------------------

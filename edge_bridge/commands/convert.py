@@ -75,15 +75,9 @@ class CheckedCsv:
 
 def is_edf(path: Path) -> bool:
     """EDF by suffix, or by its header: EDF and EDF+ files start with ``"0"`` and seven spaces."""
-    if path.suffix.lower() in EDF_SUFFIXES:
-        return True
-    if not path.is_file():  # never open a FIFO or a device to look: that can block forever
-        return False
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(8) == b"0       "
-    except OSError:
-        return False
+    from edge_bridge.recordings.edf import has_edf_header
+
+    return path.suffix.lower() in EDF_SUFFIXES or has_edf_header(path)
 
 
 def check_path(path: Path, what: str = "recording") -> None:

@@ -155,3 +155,18 @@ def read_edf(path: str | os.PathLike[str], *, modalities: Mapping[str, str] | No
     code = edf.patient.code if hasattr(edf, "patient") else ""
     return Recording(channels, annotations, start_time=start, subject="" if code == "X" else code,
                      meta={"source_file": str(path)})
+
+
+def has_edf_header(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` starts as EDF and EDF+ files do: ``"0"`` and seven spaces.
+
+    Only a regular file is opened: a FIFO or a device named by mistake would block the read forever.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return False
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(8) == b"0       "
+    except OSError:
+        return False
