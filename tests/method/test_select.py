@@ -153,3 +153,5 @@ def test_a_fold_that_cannot_be_probed_scores_zero_instead_of_failing():
     groups = np.r_[np.repeat([1, 2, 3], 10), np.zeros(10, int)]
     x = rng.normal(size=(40, 3)) + labels[:, None]
     assert 0.0 <= probe_f1(x, labels, folds=4, groups=groups) < 1.0
+    # two subjects, one class each: no fold can be probed at all
+    assert probe_f1(x[20:], labels[20:], folds=2, groups=groups[20:]) == 0.0
