@@ -107,7 +107,15 @@ def probe_f1(features: np.ndarray, labels: np.ndarray, folds: int = 5,
     with warnings.catch_warnings():
         # convergence chatter on near-separable blocks; a test fold may lack a pseudo-class
         warnings.simplefilter("ignore")
-        scores = cross_val_score(probe, features, labels, groups=groups, cv=cv, scoring="f1_macro")
+        # a fold whose training part holds one pseudo-class cannot fit a probe: it scores 0 (it learnt
+        # nothing) instead of failing the whole selection (few subjects, one of them all one state)
+        try:
+            scores = cross_val_score(probe, features, labels, groups=groups, cv=cv, scoring="f1_macro",
+                                     error_score=0.0)
+        except ValueError as exc:  # every fold's training part holds one pseudo-class
+            if "fits failed" not in str(exc):
+                raise
+            return 0.0
     return float(np.mean(scores))
 
 

@@ -27,6 +27,7 @@ import platform
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -215,7 +216,8 @@ class LatencyMeter:
 
     # --- parts --------------------------------------------------------------------------------------------
     def _measure(self, part: str, module: Any, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-                 calib: np.ndarray, what: str) -> float:
+                 calibration: Callable[[], np.ndarray], what: str) -> float:
+        """The part's median ms: from the cache, else exported, quantized on ``calibration()`` and timed."""
         from edge_bridge.bundle import PART_IO
         from edge_bridge.export.onnx_export import export_part
 
@@ -223,6 +225,7 @@ class LatencyMeter:
         if key in self._cache:
             return float(self._cache[key]["ms"])
         t0 = time.perf_counter()
+        calib = calibration()
         name = PART_IO[part][0][0]
         with tempfile.TemporaryDirectory(prefix="latency-") as work:
             fp32 = export_part(module, part, in_shape, out_shape, Path(work) / f"{part}.onnx").path
@@ -243,7 +246,7 @@ class LatencyMeter:
         """``target_front[:i]`` (INT8)."""
         module = _front(self.target, i).eval()
         return self._measure("target_front", module, tuple(self.target.input_shape),
-                             (self.target.block_output(i).features,), self.x_target,
+                             (self.target.block_output(i).features,), lambda: self.x_target,
                              f"{self.target.kind} front[:{i}]")
 
     def bridge_ms(self, i: int, j: int) -> float:
@@ -260,9 +263,10 @@ class LatencyMeter:
             kw["prototypes"] = self.settings.prototypes
         torch.manual_seed(0)
         bridge = build_bridge(self.settings.kind, **kw).eval()
-        calib = np.random.default_rng(0).standard_normal((8, t_out.features)).astype(np.float32)
-        return self._measure("bridge", bridge, (t_out.features,), (s_in.tokens, s_in.features), calib,
-                             f"bridge {t_out.features} -> {s_in.tokens}x{s_in.features}")
+        return self._measure(
+            "bridge", bridge, (t_out.features,), (s_in.tokens, s_in.features),
+            lambda: np.random.default_rng(0).standard_normal((8, t_out.features)).astype(np.float32),
+            f"bridge {t_out.features} -> {s_in.tokens}x{s_in.features}")
 
     def back_ms(self, j: int) -> float:
         """``source_back[j:]`` including the head (INT8), calibrated on real block-*j* tokens."""
@@ -272,8 +276,11 @@ class LatencyMeter:
 
         s_in = self.source.block_input(j)
         module = _back(self.source, j).eval()
-        with torch.no_grad():
-            tokens = source_tokens(self.source, self.x_source, j).numpy()
+
+        def tokens() -> np.ndarray:  # a forward of source[:j]: only when the part is not in the cache
+            with torch.no_grad():
+                return source_tokens(self.source, self.x_source, j).numpy()
+
         return self._measure("source_back", module, (s_in.tokens, s_in.features), (self.source.n_classes,),
                              tokens, f"{self.source.kind} back[{j}:]")
 

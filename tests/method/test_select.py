@@ -142,3 +142,16 @@ def test_groups_must_name_every_window():
     target, source, labels, groups = _overlapping_windows()
     with pytest.raises(SelectionError, match="one per window"):
         select_from_features(target, source, labels, groups=groups[:-1])
+
+
+def test_a_fold_that_cannot_be_probed_scores_zero_instead_of_failing():
+    from edge_bridge.select import probe_f1
+
+    rng = np.random.default_rng(0)
+    # subject 0 holds every window of class 1: the fold that tests it trains on class 0 alone
+    labels = np.r_[np.zeros(30, int), np.ones(10, int)]
+    groups = np.r_[np.repeat([1, 2, 3], 10), np.zeros(10, int)]
+    x = rng.normal(size=(40, 3)) + labels[:, None]
+    assert 0.0 <= probe_f1(x, labels, folds=4, groups=groups) < 1.0
+    # two subjects, one class each: no fold can be probed at all
+    assert probe_f1(x[20:], labels[20:], folds=2, groups=groups[20:]) == 0.0
