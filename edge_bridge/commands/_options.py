@@ -110,6 +110,22 @@ def add_loudness(p: argparse.ArgumentParser) -> None:
                    help="show the full traceback of an error")
 
 
+def add_actions(p: argparse.ArgumentParser,
+                actions: dict[str, tuple[str, str]]) -> dict[str, argparse.ArgumentParser]:
+    """Sub-actions of a verb (``bundle verify``, ``keys new`` ...) from ``{name: (summary, description)}``.
+
+    Each gets its description (with its example) as help text and ``-v/-q/--debug``; returns the parsers
+    by name so the verb adds each one's own arguments.
+    """
+    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    made = {}
+    for name, (summary, description) in actions.items():
+        made[name] = sub.add_parser(name, help=summary, description=description,
+                                    formatter_class=argparse.RawDescriptionHelpFormatter)
+        add_loudness(made[name])
+    return made
+
+
 # --- board spec ---------------------------------------------------------------------------------------------
 def parse_board(spec: str, option: str = "--board") -> tuple[str, dict[str, str]]:
     """``NAME[,key=value...]`` (the one board spelling: record, calibrate, deploy's ``board:``)."""

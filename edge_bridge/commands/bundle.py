@@ -16,7 +16,7 @@ import argparse
 import json
 
 from edge_bridge.commands._options import (
-    add_loudness,
+    add_actions,
     input_dir,
     input_file,
     output_dir,
@@ -49,12 +49,7 @@ ACTIONS = {  # action -> (summary, description with an example)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    made = {}
-    for name, (summary, description) in ACTIONS.items():
-        made[name] = sub.add_parser(name, help=summary, description=description,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_loudness(made[name])
+    made = add_actions(p, ACTIONS)
     v, i, k, u, s = made["verify"], made["info"], made["pack"], made["unpack"], made["sign"]
     v.add_argument("bundle", metavar="BUNDLE", help="bundle directory")
     v.add_argument("--all-bridges", action="store_true", help="verify every published bridge version")

@@ -257,9 +257,10 @@ def check_playback_csv(path: str | os.PathLike[str], *, window_s: float | None =
 
 
 # --- conversion -------------------------------------------------------------------------------------------
-def pick_channels(rec: Any, where: str, *, names: str | None = None,
-                  modality: str | None = None) -> list[Any]:
-    """The recording's channels to write: named ones, one modality, or all at the first channel's rate."""
+def pick_channels(rec: Any, where: str, *, names: str | None = None, modality: str | None = None,
+                  into: str = "a playback file", verb: str = "write") -> list[Any]:
+    """The recording's channels to ``verb`` into ``into`` (a playback file here, a frame stream for
+    ``emulate``): named ones, one modality, or all at the first channel's rate; all of one rate."""
     chans = list(rec.channels)
     if modality:
         chans = [c for c in chans if c.modality == modality]
@@ -273,12 +274,12 @@ def pick_channels(rec: Any, where: str, *, names: str | None = None,
         chans = [c for c in chans if c.rate == chans[0].rate]
     if not chans:
         have = ", ".join(f"{c.name} ({c.modality})" for c in rec.channels) or "no channel of a known modality"
-        raise RecordingError(f"{where}: no channel to write (modality {modality!r}); it has {have}")
+        raise RecordingError(f"{where}: no channel to {verb} (modality {modality!r}); it has {have}")
     rates = {c.rate for c in chans}
     if len(rates) != 1:
         detail = ", ".join(f"{c.name}={c.rate:g} Hz" for c in chans)
-        raise RecordingError(f"{where}: a playback file has one rate, but {detail}; pick channels of one "
-                             "rate with --channels or --modality")
+        raise RecordingError(f"{where}: {into} has one rate, but {detail}; pick channels of one rate with "
+                             "--channels or --modality")
     return chans
 
 

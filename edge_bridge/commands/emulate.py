@@ -82,6 +82,7 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from edge_bridge.commands.convert import pick_channels
     from edge_bridge.recordings.dataset import read_with_channels
     from firmware_interface import Corruption, FrameEmulator
 
@@ -89,25 +90,8 @@ def run(args: argparse.Namespace) -> int:
         rec, args.channels = read_with_channels(args.recording, args.channels)
     else:
         rec = _read(args.recording)
-    chans = list(rec.channels)
-    if args.modality:
-        chans = [c for c in chans if c.modality == args.modality]
-    if args.channels:
-        names = [n.strip() for n in args.channels.split(",") if n.strip()]
-        missing = [n for n in names if n not in rec.channel_names]
-        if missing:
-            raise EdgeBridgeError(f"{args.recording} has no channel(s) {missing}; it has {rec.channel_names}")
-        chans = [rec.channel(n) for n in names]
-    elif chans:
-        chans = [c for c in chans if c.rate == chans[0].rate]
-    if not chans:
-        raise EdgeBridgeError(f"no channels to send from {args.recording} (modality {args.modality!r}); it "
-                              "has " + ", ".join(f"{c.name} ({c.modality})" for c in rec.channels))
-    rates = {c.rate for c in chans}
-    if len(rates) != 1:
-        detail = ", ".join(f"{c.name}={c.rate:g} Hz" for c in chans)
-        raise EdgeBridgeError(f"a frame stream has one rate, but {detail}; pick channels of one rate with "
-                              "--channels, or resample the recording first")
+    chans = pick_channels(rec, str(args.recording), names=args.channels, modality=args.modality,
+                          into="a frame stream", verb="send")
     n = min(len(c.data) for c in chans)
     data = np.stack([c.data[:n] for c in chans])
     rate = chans[0].rate

@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from edge_bridge.commands._options import add_loudness, input_file
+from edge_bridge.commands._options import add_actions, input_file
 
 ACTIONS = {
     "new": ("make a key pair: NAME.key (0600) and NAME.pub",
@@ -34,12 +34,7 @@ ACTIONS = {
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from edge_bridge.signing import ROLES, paths
 
-    sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
-    made = {}
-    for name, (summary, description) in ACTIONS.items():
-        made[name] = sub.add_parser(name, help=summary, description=description,
-                                    formatter_class=argparse.RawDescriptionHelpFormatter)
-        add_loudness(made[name])
+    made = add_actions(p, ACTIONS)
     n, t, ls = made["new"], made["trust"], made["list"]
     n.add_argument("name", metavar="NAME", help="key name (letters, digits, '_', '.', '-')")
     n.add_argument("--dir", type=Path, default=None, metavar="DIR",
