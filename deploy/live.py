@@ -47,9 +47,12 @@ from typing import Any
 
 import numpy as np
 
+from deploy.autocal import AutoCalibrateConfig, AutoCalibrator
+from deploy.drift import DEFAULT_FALSE_ALARMS_PER_DAY
 from deploy.runtime import CompositeRunner, softmax
 from deploy.sinks import Sink
 from deploy.stats import LatencyStats, real_time_factor
+from deploy.watch import LiveWatch
 from edge_bridge.bundle import MANIFEST, Bundle
 from edge_bridge.errors import EdgeBridgeError
 from edge_bridge.signals import (
@@ -217,6 +220,12 @@ class LiveConfig:
         How to filter, overriding the bundle spec's ``filtering`` (None, the default: the spec's, i.e. what
         the model was trained with). ``"causal"`` on a zero-phase bundle is for measuring, not serving:
         the model then sees inputs unlike its training windows (the loop warns).
+    drift_false_alarms_per_day : float or None
+        Drift alarm budget (:mod:`deploy.drift`); None: no drift detection. Needs the bundle's reference.
+    paired_watch : bool
+        Run the source model on streams that also carry the source modality (:mod:`deploy.watch`).
+    auto_calibrate : AutoCalibrateConfig or None
+        Recalibrate on drift (:mod:`deploy.autocal`); needs the bridge watcher and a single stream.
     """
 
     smoothing: str = "none"
@@ -230,6 +239,9 @@ class LiveConfig:
     adapt_rate: bool = False
     bundle_check: Callable[[Path], None] | None = None
     filtering: str | None = None
+    drift_false_alarms_per_day: float | None = DEFAULT_FALSE_ALARMS_PER_DAY
+    paired_watch: bool = True
+    auto_calibrate: AutoCalibrateConfig | None = None
 
 
 @dataclass
@@ -262,6 +274,8 @@ class LiveSummary:
     package_out_of_order: int = 0
     package_nonfinite: int = 0
     stop_reason: str = ""
+    #: drift, paired watch and auto-calibrate figures (deploy.watch.LiveWatch.summary)
+    watch: dict[str, Any] = field(default_factory=dict)
     #: per stream id, the same figures for that stream alone (the fields above are the totals)
     streams: dict[str, LiveSummary] = field(default_factory=dict)
 
@@ -327,6 +341,7 @@ class LiveSummary:
                        f"({100 * self.matched / self.labelled:.0f}%)")
         if self.straddling:
             out.append(f"straddling a label change: {self.straddling} window(s), left out of the match rate")
+        out += self.watch.get("lines", [])
         if len(self.streams) > 1:
             out.insert(0, f"streams: {len(self.streams)} in one process, windows batched per hop "
                           "(figures below are totals; per stream after them)")
@@ -589,6 +604,26 @@ class LivePipeline:
         self._cutting = self.streams[0]  # the stream whose chunk is being cut into windows
         self._stop = threading.Event()
         self._stop_reason = ""
+        self.watch = self._make_watch()
+
+    def _make_watch(self) -> LiveWatch:
+        """Drift monitors, paired watch and auto-calibrate (:mod:`deploy.watch`), as the config asks."""
+        cfg = self.config
+        autocal = None
+        if cfg.auto_calibrate is not None:
+            if not cfg.watch_bridge:
+                raise LiveError("auto-calibrate swaps the refit bridge in through the bridge watcher; leave "
+                                "out --no-watch")
+            if len(self.streams) > 1:
+                raise LiveError("auto-calibrate refits the one bridge all streams share, so it serves a "
+                                "single stream; run it with one --source")
+            autocal = AutoCalibrator(self.runner.bundle.root, cfg.auto_calibrate,
+                                     lambda: self.runner.bridge_version)
+        watch = LiveWatch(self.runner, self.streams, false_alarms_per_day=cfg.drift_false_alarms_per_day,
+                          paired=cfg.paired_watch, autocal=autocal, emit=self._emit, pairing=_pairing)
+        for line in watch.lines:
+            logger.info("%s", line)
+        return watch
 
     # --- the first stream, for single-source callers --------------------------------------------------
     @property
@@ -703,6 +738,7 @@ class LivePipeline:
                         self._stop.wait(max(0.0, cfg.poll_interval - (time.monotonic() - t_turn)))
                 self._flush()
         finally:
+            self.watch.close()
             if watcher is not None:
                 watcher.stop()
             try:
@@ -753,6 +789,7 @@ class LivePipeline:
             total.bridge_events = list(watcher.events)
         for st in self.streams:
             st.summary.bridge_versions = list(total.bridge_versions)
+        total.watch = {**self.watch.summary(), "lines": self.watch.summary_lines()}
 
     def _count(self, st: _Stream, name: str, k: int = 1) -> None:
         setattr(st.summary, name, getattr(st.summary, name) + k)
@@ -761,6 +798,7 @@ class LivePipeline:
     # --- per chunk ------------------------------------------------------------------------------------
     def _ingest(self, st: _Stream, chunk: Any) -> None:
         t0 = time.perf_counter()  # a window's latency runs from here: its samples are in hand
+        self.watch.ingest(st, chunk)
         data = chunk.data[st.rows]
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
         self._count(st, "samples", chunk.n_samples)
@@ -845,6 +883,8 @@ class LivePipeline:
         order = sorted(xs)
         logits = self.runner(np.stack([xs[k] for k in order])) if order else np.empty((0, len(self.classes)))
         row = {k: i for i, k in enumerate(order)}
+        if order:
+            self.watch.after_batch([cuts[k] for k in order], logits)
         for k, c in enumerate(cuts):
             if k in row:
                 self._result(c, logits[row[k]])
@@ -924,6 +964,16 @@ class LivePipeline:
 
 _TIMING = ("out_of_order", "duplicate_timestamps", "nonfinite_timestamps", "package_out_of_order",
            "package_nonfinite")
+
+
+def _pairing(st: _Stream, spec: Preprocessing) -> tuple[list[int], Preprocessing] | str:
+    """The rows and rate-checked spec of ``spec``'s modality on a stream, or why it has none (the paired
+    watch's question, answered by the same channel and rate rules as the target's)."""
+    try:
+        found = check_rate(float(st.source.sampling_rate), spec, st.config.adapt_rate)
+        return match_channels(st.source.channels, found), found
+    except LiveError as exc:
+        return str(exc)
 
 
 def _is_stream_list(source: Any) -> bool:

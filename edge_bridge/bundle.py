@@ -10,6 +10,7 @@ Layout (DESIGN.md)::
     bridges/vNNNN.safetensors                                               its weights
     bridges/vNNNN.golden.npz                                                its expected z and logits
     golden.npz           inputs and expected outputs per part, for the device self-test
+    reference.npz        drift reference: statistics of target_front's h on held-out windows (optional)
 
 The manifest's format is the JSON Schema ``edge_bridge/bundle_schema.json`` (shipped with the package, so
 other tools can validate bundles too); :meth:`Manifest.from_dict` checks it with ``jsonschema`` before any
@@ -55,6 +56,7 @@ logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
+REFERENCE = "reference.npz"  # drift reference statistics (edge_bridge.export.reference); optional
 PRECISIONS = ("fp32", "fp16", "int8")
 SCHEMA_FILE = Path(__file__).with_name("bundle_schema.json")
 # What a bridge version's own golden file holds: the golden h, the bridge's z on it, and the chain's logits.
@@ -178,6 +180,7 @@ class Manifest:
     report: dict[str, Any] = field(default_factory=dict)
     label_map: dict[str, str] = field(default_factory=dict)  # annotation -> class (Task.label_map)
     source_model: dict[str, str] = field(default_factory=dict)  # file under SOURCE_MODEL_DIR -> sha256
+    reference: dict[str, str] | None = None  # {"file", "sha256"} of the drift reference; None: drift off
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _now())
     schema_version: int = SCHEMA_VERSION
@@ -201,6 +204,7 @@ class Manifest:
             "report": self.report,
             **({"source_model": {"files": dict(sorted(self.source_model.items()))}} if self.source_model
                else {}),
+            **({"reference": dict(self.reference)} if self.reference else {}),
         }
 
     @classmethod
@@ -257,6 +261,8 @@ class Manifest:
                 report=dict(d.get("report") or {}),
                 source_model={str(k): str(v) for k, v in d["source_model"]["files"].items()}
                 if d.get("source_model") else {},
+                reference={"file": d["reference"]["file"], "sha256": d["reference"]["sha256"]}
+                if d.get("reference") else None,
                 tool_version=d.get("tool_version", "?"),
                 created=d.get("created", ""),
                 schema_version=version,
@@ -595,6 +601,12 @@ class Bundle:
         return self.root / SOURCE_MODEL_DIR if self.manifest.source_model else None
 
     @property
+    def reference_path(self) -> Path | None:
+        """The drift reference (``reference.npz``), or None for a bundle exported without one."""
+        ref = self.manifest.reference
+        return contained(self.root, ref["file"], "the drift reference") if ref else None
+
+    @property
     def golden_path(self) -> Path | None:
         m = self.manifest
         return contained(self.root, m.golden_file, "the golden file") if m.golden_sha256 else None
@@ -632,6 +644,8 @@ class Bundle:
                 self._check_file(rel, sha, f"bridge v{b.version:04d}")
         if m.golden_sha256:
             self._check_file(m.golden_file, m.golden_sha256, "the golden file")
+        if m.reference:
+            self._check_file(m.reference["file"], m.reference["sha256"], "the drift reference")
         for name, sha in m.source_model.items():
             if Path(name).name != name:
                 raise BundleError(f"{self.root}: source_model lists {name!r}; only plain file names allowed")
@@ -996,3 +1010,16 @@ def read_golden(bundle: Bundle, version: int | None = None, *, strict: bool = Tr
             "edge-bridge), so the self-test cannot check it; roll back to a version that has them "
             "(edge-bridge calibrate --rollback) or calibrate again with this edge-bridge")
     return arrays
+
+
+def read_reference(bundle: Bundle) -> dict[str, Any] | None:
+    """The drift reference statistics as plain arrays (never unpickled), or None if the bundle has none.
+
+    The hash is checked again here: the file is read long after ``Bundle.load`` verified it.
+    """
+    ref = bundle.manifest.reference
+    if not ref:
+        return None
+    path = contained(bundle.root, ref["file"], "the drift reference")
+    bundle._check_file(ref["file"], ref["sha256"], "the drift reference")
+    return _load_npz(path, "the drift reference")

@@ -85,6 +85,7 @@ from edge_bridge.export.quantize import (
     quantize_part,
     to_fp16,
 )
+from edge_bridge.export.reference import write_reference
 from edge_bridge.log import resolve_level
 from edge_bridge.signals.spec import Preprocessing
 
@@ -944,6 +945,7 @@ class _Job:
         # v0001's own expected outputs, as every later version has (a fresh start self-tests the current one)
         bv.golden_file, bv.golden_sha256 = write_bridge_golden(root, 1, arrays)
         self.report["golden"] = self._golden_report(arrays, g)
+        reference = write_reference(root, final, self.holdout.target)  # drift reference (deploy/drift.py)
 
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         self.report.update({
@@ -957,7 +959,8 @@ class _Job:
                             source=source_spec, target=target_spec,
                             positions={"i": int(self.composite.i), "j": int(self.composite.j)}, parts=specs,
                             bridges={1: bv}, current_bridge=1, golden_sha256=sha256_file(root / GOLDEN),
-                            quantization=self.quant, report=self.report, source_model=source_files)
+                            quantization=self.quant, report=self.report, source_model=source_files,
+                            reference=reference)
         write_manifest(root, manifest)
         manifest.report["bundle_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         write_manifest(root, manifest)  # now including the manifest's own size (to within a few bytes)

@@ -229,6 +229,8 @@ def sign_bundle(root: str | os.PathLike[str], key: str | os.PathLike[str] | Priv
         listed.update(dict(b.files()))
     if m.golden_sha256:
         listed[m.golden_file] = m.golden_sha256
+    if m.reference:
+        listed[m.reference["file"]] = m.reference["sha256"]
     listed.update({f"source_model/{n}": sha for n, sha in m.source_model.items()})
     on_disk = bundle_files(root)
     stray = sorted(set(on_disk) - set(listed))

@@ -1,0 +1,230 @@
+"""Drift detection on the device: is this user's signal still what the bridge was trained on?
+
+The bundle's ``reference.npz`` (written at export by :mod:`edge_bridge.export.reference`) holds the mean and
+the Ledoit-Wolf covariance of ``target_front``'s output ``h`` on held-out windows, the composite's class
+prior, and the means of ``h`` over every run of ``block`` consecutive held-out windows. Live, per stream,
+:class:`DriftMonitor` keeps the last ``block`` windows that passed the quality gate and scores their mean
+``h`` against the reference:
+
+    score = (m - mu)^T P (m - mu) / d         m: mean h of the last ``block`` windows, P: reference precision
+
+(the squared Mahalanobis distance per dimension; about 1 for a single typical window, lower for a mean).
+The class prior shift (total variation between the recent mean probabilities and the reference prior) is
+reported beside it but raises nothing: a user may well spend an hour in one class.
+
+Threshold from a false-alarm budget (``--drift-false-alarms-per-day N``). The reference's block means are
+unshifted users (the held-out subjects) seen exactly as the device sees them; their scores are this
+detector's null distribution. A few hundred of them cannot show a once-a-day tail directly, so the tail is
+extrapolated: the null scores are moment-matched to a scaled chi-square ``c * chi2_k`` (k = 2 mean^2 / var,
+c = var / (2 mean)), and the threshold is its upper quantile at ``p = N * hop_s / 86400`` (one decision per
+hop; an alarm needs the score above the threshold, so the rate of alarms is at most the rate of
+exceedances), never below the largest null score seen. ``bench/drift.py`` measures the false alarms this
+gives on unshifted simulated users streamed through BrainFlow's playback board.
+
+An alarm is an event, not a state per window: ``drift`` when the score first exceeds the threshold, and
+``drift_cleared`` once it falls below half of it (hysteresis, so a score hovering at the threshold raises
+one event, not one per hop).
+
+Only windows that passed the quality gate ever reach :meth:`DriftMonitor.update` (the live loop feeds it
+the model's rows, and bad windows never reach the model); a row whose ``h`` or logits are not finite is
+ignored here as well. So a detached, flat, clipped or NaN sensor is the gate's business and never moves the
+score. numpy only (the device path has no scipy or torch).
+"""
+
+from __future__ import annotations
+
+import collections
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+SECONDS_PER_DAY = 86400.0
+DEFAULT_FALSE_ALARMS_PER_DAY = 1.0
+
+
+def drift_score(m: np.ndarray, mean: np.ndarray, precision: np.ndarray) -> np.ndarray:
+    """Squared Mahalanobis distance per dimension of mean features ``m`` (..., d) from the reference."""
+    diff = np.asarray(m, np.float64) - mean
+    return np.einsum("...i,ij,...j->...", diff, precision, diff) / mean.size
+
+
+def normal_isf(p: float) -> float:
+    """Upper-tail quantile of the standard normal (``z`` with P(Z > z) = p), by bisection on erfc."""
+    if not 0.0 < p < 1.0:
+        raise ValueError(f"p must lie in (0, 1), got {p!r}")
+    lo, hi = -40.0, 40.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if 0.5 * math.erfc(mid / math.sqrt(2.0)) > p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def chi2_isf(p: float, k: float) -> float:
+    """Upper-tail quantile of chi-square with ``k`` degrees of freedom (Wilson-Hilferty; numpy-free scipy).
+
+    Accurate to a few per cent for k >= 1 and the small p a false-alarm budget needs.
+    """
+    z = normal_isf(p)
+    a = 2.0 / (9.0 * k)
+    return float(k * max(1.0 - a + z * math.sqrt(a), 0.0) ** 3)
+
+
+@dataclass(frozen=True)
+class DriftThreshold:
+    """The alarm threshold and how it was set (for the summary and the event records)."""
+
+    value: float
+    false_alarms_per_day: float
+    p_per_decision: float
+    scale: float
+    dof: float
+    null_max: float
+    null_blocks: int
+
+    def describe(self) -> str:
+        return (f"threshold {self.value:.3g} for {self.false_alarms_per_day:g} false alarm(s)/day "
+                f"(p {self.p_per_decision:.2g} per hop; null of {self.null_blocks} held-out blocks fitted as "
+                f"{self.scale:.3g} x chi2({self.dof:.1f}), largest null score {self.null_max:.3g})")
+
+
+class DriftReference:
+    """A bundle's reference statistics (arrays of ``reference.npz``), checked for shape and finiteness.
+
+    Raises
+    ------
+    ValueError
+        Arrays missing, of the wrong shape, or not finite (the caller turns this into a clear line).
+    """
+
+    KEYS = ("mean", "precision", "prior", "block", "block_means")
+
+    def __init__(self, arrays: dict[str, Any]) -> None:
+        missing = [k for k in self.KEYS if k not in arrays]
+        if missing:
+            raise ValueError(f"the drift reference lacks {missing}; re-export the bundle")
+        self.mean = np.asarray(arrays["mean"], np.float64).reshape(-1)
+        d = self.mean.size
+        self.precision = np.asarray(arrays["precision"], np.float64)
+        self.prior = np.asarray(arrays["prior"], np.float64).reshape(-1)
+        self.block = int(arrays["block"])
+        self.block_means = np.asarray(arrays["block_means"], np.float64)
+        rate = arrays.get("gate_pass_rate")
+        self.gate_pass_rate = float(rate) if rate is not None and np.isfinite(rate) else None
+        if self.precision.shape != (d, d) or self.block_means.ndim != 2 or self.block_means.shape[1] != d:
+            raise ValueError(f"the drift reference's shapes do not fit: mean {self.mean.shape}, precision "
+                             f"{self.precision.shape}, block means {self.block_means.shape}")
+        if self.block < 1 or len(self.block_means) < 2:
+            raise ValueError(f"the drift reference has block {self.block} and {len(self.block_means)} block "
+                             "means; it needs block >= 1 and at least 2 means")
+        if not all(np.all(np.isfinite(a)) for a in (self.mean, self.precision, self.prior, self.block_means)):
+            raise ValueError("the drift reference holds NaN or inf; re-export the bundle")
+
+    def null_scores(self) -> np.ndarray:
+        return drift_score(self.block_means, self.mean, self.precision)
+
+    def threshold(self, false_alarms_per_day: float, hop_s: float) -> DriftThreshold:
+        """The score above which an unshifted user raises ``false_alarms_per_day`` alarms (see the module)."""
+        if not false_alarms_per_day > 0:
+            raise ValueError(f"the false-alarm budget must be > 0 per day, got {false_alarms_per_day!r}")
+        null = self.null_scores()
+        mean, var = float(null.mean()), float(null.var())
+        p = min(false_alarms_per_day * hop_s / SECONDS_PER_DAY, 0.5)
+        if var <= 0 or mean <= 0:  # a degenerate reference: only the largest null score is evidence
+            scale, dof, value = 0.0, 0.0, float(null.max())
+        else:
+            dof = max(2.0 * mean * mean / var, 0.5)
+            scale = var / (2.0 * mean)
+            value = scale * chi2_isf(p, dof)
+        value = max(value, float(null.max()))
+        return DriftThreshold(value, float(false_alarms_per_day), p, scale, dof, float(null.max()), len(null))
+
+
+class DriftMonitor:
+    """One stream's sliding drift estimate; :meth:`update` per gate-passing window, events out.
+
+    Parameters
+    ----------
+    reference : DriftReference
+    threshold : DriftThreshold
+    """
+
+    def __init__(self, reference: DriftReference, threshold: DriftThreshold) -> None:
+        self.reference = reference
+        self.threshold = threshold
+        self.block = reference.block
+        self.mean = reference.mean.copy()  # moved by rebase() after a calibration
+        self._h: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
+        self._p: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
+        self.score: float | None = None
+        self.prior_shift: float | None = None
+        self.max_score = 0.0
+        self.drifting = False
+        self.alarms = 0
+        self.updates = 0
+        self.ignored = 0
+
+    def update(self, h: np.ndarray, probs: np.ndarray) -> dict[str, Any] | None:
+        """Add one window's features and class probabilities; an event dict when the state changes."""
+        h = np.asarray(h, np.float64).reshape(-1)
+        probs = np.asarray(probs, np.float64).reshape(-1)
+        if not (np.all(np.isfinite(h)) and np.all(np.isfinite(probs))) or h.size != self.mean.size:
+            self.ignored += 1
+            return None
+        self._h.append(h)
+        self._p.append(probs)
+        self.updates += 1
+        if len(self._h) < self.block:
+            return None
+        m = np.mean(self._h, axis=0)
+        self.score = float(drift_score(m, self.mean, self.reference.precision))
+        self.max_score = max(self.max_score, self.score)
+        if self.reference.prior.size == probs.size:
+            self.prior_shift = float(0.5 * np.abs(np.mean(self._p, axis=0) - self.reference.prior).sum())
+        tau = self.threshold.value
+        if not self.drifting and self.score > tau:
+            self.drifting = True
+            self.alarms += 1
+            return {"event": "drift", "score": round(self.score, 4), "threshold": round(tau, 4),
+                    "prior_shift": _round(self.prior_shift), "alarm": self.alarms}
+        if self.drifting and self.score < 0.5 * tau:
+            self.drifting = False
+            return {"event": "drift_cleared", "score": round(self.score, 4), "threshold": round(tau, 4),
+                    "prior_shift": _round(self.prior_shift)}
+        return None
+
+    def recent_mean(self) -> np.ndarray | None:
+        """Mean ``h`` of the windows in the sliding estimate (None before the first full block)."""
+        return np.mean(self._h, axis=0) if len(self._h) == self.block else None
+
+    def rebase(self, mean: np.ndarray | None = None) -> None:
+        """Take ``mean`` (default: the recent mean) as the new normal, after a calibration kept a bridge
+        fitted to it: the user's features moved for good, so only a further move is drift."""
+        new = self.recent_mean() if mean is None else np.asarray(mean, np.float64).reshape(-1)
+        if new is not None:
+            self.mean = new
+        self._h.clear()
+        self._p.clear()
+        self.drifting = False
+
+    def status(self) -> dict[str, Any]:
+        """The figures for the summary."""
+        return {"score": _round(self.score), "max_score": round(self.max_score, 4),
+                "threshold": round(self.threshold.value, 4), "prior_shift": _round(self.prior_shift),
+                "alarms": self.alarms, "drifting": self.drifting, "windows": self.updates,
+                "ignored": self.ignored}
+
+
+def _round(x: float | None, n: int = 4) -> float | None:
+    return None if x is None else round(x, n)
+
+
+__all__ = ["DEFAULT_FALSE_ALARMS_PER_DAY", "DriftMonitor", "DriftReference", "DriftThreshold", "chi2_isf",
+           "drift_score", "normal_isf"]

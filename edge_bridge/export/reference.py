@@ -1,0 +1,125 @@
+"""Reference statistics for drift detection: what the device should see, measured at export.
+
+The device cannot tell a drifted user from a normal one without knowing what normal looks like, so the
+bundle carries a summary of the held-out windows as the shipped graphs see them (ONNX Runtime, shipped
+precision), never the windows themselves:
+
+``mean``, ``covariance``
+    of ``target_front``'s pooled output ``h`` (the bridge's input), the covariance shrunk with Ledoit-Wolf
+    (scikit-learn) because a few hundred windows do not pin down a full ``d_in x d_in`` matrix and the
+    device inverts it; ``precision`` is that inverse, ``shrinkage`` the weight Ledoit-Wolf chose.
+``prior``
+    the composite's class prior: mean softmax probability per class (``prior_argmax``: how often each
+    class wins).
+``gate_pass_rate``
+    the fraction of the held-out subjects' windows that passed the quality gate (NaN when the windows
+    came without that count).
+``block``, ``block_means``
+    the device scores the mean ``h`` of its last ``block`` gate-passing windows; ``block_means`` are the
+    same means over every run of ``block`` consecutive held-out windows (a minute of features each, not
+    raw signal). The device scores them with its own score function and sets its alarm threshold from
+    their spread and the false-alarm budget (``deploy/drift.py``), so the score is written once.
+
+The file is ``reference.npz`` (plain arrays, loaded without pickle), hashed in the manifest and covered by
+the publisher's signature like every other base file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edge_bridge.bundle import REFERENCE
+from edge_bridge.export.golden import write_golden
+from edge_bridge.export.onnx_export import ort_session, run_session
+
+logger = logging.getLogger(__name__)
+
+#: windows per drift estimate: a minute of 5 s hops; the device reads it from the file
+BLOCK = 12
+
+
+def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float | None = None,
+                     block: int = BLOCK) -> dict[str, np.ndarray]:
+    """The reference statistics of held-out features ``h`` (n, d_in) and the composite's ``logits`` (n, K).
+
+    Rows must be in time order within each subject (held-out windows are), so that runs of ``block``
+    consecutive rows are what a device sees in ``block`` hops; a run that crosses from one subject to the
+    next only widens the spread the threshold is set from (fewer false alarms, slower detection).
+
+    Raises
+    ------
+    ValueError
+        Fewer than ``block + 1`` finite rows (the null spread needs at least two runs).
+    """
+    from sklearn.covariance import LedoitWolf
+
+    h = np.asarray(h, np.float64).reshape(len(h), -1)
+    logits = np.asarray(logits, np.float64)
+    ok = np.isfinite(h).all(axis=1) & np.isfinite(logits).all(axis=1)
+    h, logits = h[ok], logits[ok]
+    if len(h) < block + 1:
+        raise ValueError(f"reference statistics need at least {block + 1} held-out windows with finite "
+                         f"features, got {len(h)}")
+    lw = LedoitWolf().fit(h)
+    z = logits - logits.max(axis=1, keepdims=True)
+    p = np.exp(z)
+    p /= p.sum(axis=1, keepdims=True)
+    k = logits.shape[1]
+    csum = np.cumsum(np.vstack([np.zeros((1, h.shape[1])), h]), axis=0)
+    block_means = (csum[block:] - csum[:-block]) / block
+    return {
+        "mean": lw.location_.astype(np.float64),
+        "covariance": lw.covariance_.astype(np.float64),
+        "precision": lw.get_precision().astype(np.float64),
+        "shrinkage": np.float64(lw.shrinkage_),
+        "prior": p.mean(axis=0),
+        "prior_argmax": np.bincount(p.argmax(axis=1), minlength=k) / len(p),
+        "gate_pass_rate": np.float64(np.nan if gate_pass_rate is None else gate_pass_rate),
+        "block": np.int64(block),
+        "block_means": block_means.astype(np.float32),
+        "windows": np.int64(len(h)),
+    }
+
+
+def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_target: np.ndarray, *,
+                    gate_pass_rate: float | None = None) -> dict[str, Any] | None:
+    """Run the shipped graphs on the held-out target windows and write ``root/reference.npz``.
+
+    Parameters
+    ----------
+    files : dict of part -> path
+        The bundle's ``target_front``, ``bridge`` and ``source_back`` as shipped.
+    x_target : ndarray, shape (n, C_t, L_t)
+        Held-out target windows, preprocessed, in time order per subject.
+
+    Returns
+    -------
+    dict or None
+        ``{"file", "sha256"}`` for the manifest; None (logged) when there are too few windows, and the
+        bundle is then written without drift detection, as older bundles are.
+    """
+    from edge_bridge.bundle import sha256_file
+
+    x = np.asarray(x_target, np.float32)
+    h = run_session(ort_session(files["target_front"]), "target_front", x)
+    z = run_session(ort_session(files["bridge"]), "bridge", h)
+    logits = run_session(ort_session(files["source_back"]), "source_back", z)
+    try:
+        arrays = reference_arrays(h, logits, gate_pass_rate=gate_pass_rate)
+    except ValueError as exc:
+        logger.warning("no drift reference in the bundle: %s; deploy will run without drift detection", exc)
+        return None
+    path = Path(root) / REFERENCE
+    write_golden(path, arrays)  # the same atomic, pickle-free .npz writer
+    logger.info("drift reference: %d held-out windows, d_in %d, Ledoit-Wolf shrinkage %.3f, gate pass rate "
+                "%s", int(arrays["windows"]), arrays["mean"].size, float(arrays["shrinkage"]),
+                "unknown" if gate_pass_rate is None else f"{gate_pass_rate:.3f}")
+    return {"file": REFERENCE, "sha256": sha256_file(path)}
+
+
+__all__ = ["BLOCK", "reference_arrays", "write_reference"]
