@@ -9,6 +9,8 @@ prior, and the means of ``h`` over every run of ``block`` consecutive held-out w
     score = (m - mu)^T P (m - mu) / d         m: mean h of the last ``block`` windows, P: reference precision
 
 (the squared Mahalanobis distance per dimension; about 1 for a single typical window, lower for a mean).
+Each window's ``h`` is first clipped to the reference's robust limits (median +- 4 robust SDs of the
+held-out features, as at export), so one odd window cannot carry a minute's mean.
 The class prior shift (total variation between the recent mean probabilities and the reference prior) is
 reported beside it but raises nothing: a user may well spend an hour in one class.
 
@@ -114,10 +116,18 @@ class DriftReference:
         d = self.mean.size
         self.precision = np.asarray(arrays["precision"], np.float64)
         self.prior = np.asarray(arrays["prior"], np.float64).reshape(-1)
-        self.block = int(arrays["block"])
+        self.block = int(_scalar(arrays["block"]))
         self.block_means = np.asarray(arrays["block_means"], np.float64)
-        rate = arrays.get("gate_pass_rate")
-        self.gate_pass_rate = float(rate) if rate is not None and np.isfinite(rate) else None
+        clip = _scalar(arrays.get("clip", np.inf))
+        center = np.asarray(arrays.get("clip_center", np.zeros(d)), np.float64).reshape(-1)
+        spread = np.asarray(arrays.get("clip_spread", np.zeros(d)), np.float64).reshape(-1)
+        if center.size != d or spread.size != d:
+            raise ValueError(f"the drift reference's clip limits have {center.size}/{spread.size} values "
+                             f"for {d} features")
+        self.low, self.high = (center - clip * spread, center + clip * spread) if np.isfinite(clip) else (
+            np.full(d, -np.inf), np.full(d, np.inf))
+        rate = _scalar(arrays.get("gate_pass_rate", np.nan))
+        self.gate_pass_rate = rate if np.isfinite(rate) else None
         if self.precision.shape != (d, d) or self.block_means.ndim != 2 or self.block_means.shape[1] != d:
             raise ValueError(f"the drift reference's shapes do not fit: mean {self.mean.shape}, precision "
                              f"{self.precision.shape}, block means {self.block_means.shape}")
@@ -178,7 +188,7 @@ class DriftMonitor:
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(probs))) or h.size != self.mean.size:
             self.ignored += 1
             return None
-        self._h.append(h)
+        self._h.append(np.clip(h, self.reference.low, self.reference.high))
         self._p.append(probs)
         self.updates += 1
         if len(self._h) < self.block:
@@ -220,6 +230,14 @@ class DriftMonitor:
                 "threshold": round(self.threshold.value, 4), "prior_shift": _round(self.prior_shift),
                 "alarms": self.alarms, "drifting": self.drifting, "windows": self.updates,
                 "ignored": self.ignored}
+
+
+def _scalar(x: Any) -> float:
+    """A number stored in the .npz (0-d or one-element array)."""
+    a = np.asarray(x, np.float64).reshape(-1)
+    if a.size != 1:
+        raise ValueError(f"the drift reference holds {a.size} values where one number belongs")
+    return float(a[0])
 
 
 def _round(x: float | None, n: int = 4) -> float | None:

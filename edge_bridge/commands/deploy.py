@@ -45,8 +45,10 @@ from typing import Any
 
 from edge_bridge.commands._options import (
     bundle_dir,
+    fraction,
     input_file,
     open_fraction,
+    output_dir,
     output_file,
     positive,
     positive_int,
@@ -97,6 +99,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run an unsigned bundle although keys are trusted (said in the summary)")
     p.add_argument("--allow-downgrade", action="store_true",
                    help="run a signed bundle older than one this device ran (said in the summary)")
+    drift = p.add_argument_group("drift and recalibration")
+    drift.add_argument("--drift-false-alarms-per-day", type=positive, default=1.0, metavar="N",
+                       help="drift alarm budget: the threshold on the drift score (mean target features of "
+                            "the last minute of gate-passing windows vs the bundle's reference) is set so an "
+                            "unshifted user raises about N false alarms a day (default 1), e.g. "
+                            "--drift-false-alarms-per-day 0.5")
+    drift.add_argument("--no-drift", action="store_true", help="do not score drift")
+    drift.add_argument("--no-paired-watch", action="store_true",
+                       help="do not run the source model on a source that also carries the source modality "
+                            "(the paired watch reports how often the composite agrees with it)")
+    drift.add_argument("--auto-calibrate", action="store_true",
+                       help="on drift, with the source modality on the stream: record paired minutes, run "
+                            "calibrate in a low-priority child process, hot-swap the validated bridge and "
+                            "roll back if the paired agreement gets worse, e.g. --source playback:pair.csv "
+                            "--auto-calibrate --auto-calibrate-minutes 3")
+    drift.add_argument("--auto-calibrate-minutes", type=positive, default=3.0, metavar="M",
+                       help="paired minutes to record before calibrating (default 3)")
+    drift.add_argument("--auto-calibrate-dir", type=Path, metavar="DIR",
+                       help="where recordings and calibrate logs go (default BUNDLE.autocal/ beside it)")
+    drift.add_argument("--auto-calibrate-margin", type=fraction, default=0.0, metavar="F",
+                       help="keep the new bridge only if its paired agreement beats the old one's by F "
+                            "(default 0: not worse)")
 
 
 def _say(text: str) -> None:
@@ -128,6 +152,18 @@ def preflight(args: argparse.Namespace) -> None:
         from edge_bridge.commands._options import OptionError
 
         raise OptionError("--out and --summary-json name the same file; give two different files")
+    if getattr(args, "auto_calibrate", False):
+        from edge_bridge.commands._options import OptionError
+
+        if args.no_watch:
+            raise OptionError("--auto-calibrate swaps the refit bridge in through the bridge watcher; leave "
+                              "out --no-watch")
+        if args.no_drift:
+            raise OptionError("--auto-calibrate starts on a drift event; leave out --no-drift")
+        if len(stream_specs(args)) > 1:
+            raise OptionError("--auto-calibrate refits the one bridge all streams share, so it serves a "
+                              "single --source")
+        output_dir(args.auto_calibrate_dir, "--auto-calibrate-dir")
 
 
 class StreamSpec:
@@ -289,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
         config = LiveConfig(smoothing=args.smoothing, alpha=args.alpha, majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
                             adapt_rate=args.adapt_rate,
-                            bundle_check=trust.recheck if trust.verified is not None else None)
+                            bundle_check=trust.recheck if trust.verified is not None else None,
+                            **_watch_options(args))
         inputs: list[StreamInput] = []
         file_counts: dict[str, dict[str, int]] = {}
         try:
@@ -326,6 +363,8 @@ def run(args: argparse.Namespace) -> int:
         if len(inputs) > 1:
             _say(f"streams: {len(inputs)} ({', '.join(i.id for i in inputs)}) in one process on one set of "
                  "engines, windows batched per hop")
+        for line in pipe.watch.lines:
+            _say(line)
         where = args.out if args.out else "stdout"
         _say(f"streaming: {m.target.window_s:g} s windows every {m.target.hop_s:g} s; predictions to {where}"
              f"{' and LSL' if args.lsl else ''}; Ctrl-C to stop")
@@ -414,6 +453,18 @@ def _recorded_input(spec: str, labels: Path | None, target: Any,
         _say(f"source: {path}: " + "; ".join(checked.notes))
     return (spec, labels, {"stall_timeout": max(3.0, checked.max_step_s + 2.0)},
             {"duplicate_timestamps": checked.duplicate_timestamps})
+
+
+def _watch_options(args: argparse.Namespace) -> dict[str, Any]:
+    """LiveConfig's drift, paired-watch and auto-calibrate settings from the options."""
+    from deploy.autocal import AutoCalibrateConfig
+
+    auto = None
+    if args.auto_calibrate:
+        auto = AutoCalibrateConfig(minutes=args.auto_calibrate_minutes, record_dir=args.auto_calibrate_dir,
+                                   margin=args.auto_calibrate_margin)
+    return {"drift_false_alarms_per_day": None if args.no_drift else args.drift_false_alarms_per_day,
+            "paired_watch": not args.no_paired_watch, "auto_calibrate": auto}
 
 
 def _summary_json(summary: Any, args: argparse.Namespace) -> dict[str, Any]:

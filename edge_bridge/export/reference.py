@@ -7,10 +7,18 @@ precision), never the windows themselves:
 ``mean``, ``covariance``
     of ``target_front``'s pooled output ``h`` (the bridge's input), the covariance shrunk with Ledoit-Wolf
     (scikit-learn) because a few hundred windows do not pin down a full ``d_in x d_in`` matrix and the
-    device inverts it; ``precision`` is that inverse, ``shrinkage`` the weight Ledoit-Wolf chose.
+    device weighs distances with it; ``precision`` is its inverse on the principal directions that carry 99 %
+    of the variance (a pseudo-inverse: near-copies of one feature would otherwise get huge weights), and
+    ``shrinkage`` the weight Ledoit-Wolf chose. The
+    shrinkage acts on the correlation matrix (features standardised first, scales put back after), so
+    features of small variance keep their weight.
 ``prior``
     the composite's class prior: mean softmax probability per class (``prior_argmax``: how often each
     class wins).
+``clip_center``, ``clip_spread``, ``clip``
+    every feature is clipped to ``clip_center +- clip * clip_spread`` (median and robust standard deviation
+    of the held-out windows) before anything is computed, here and on the device: one artefact window that
+    passed the gate then cannot move a minute's mean, nor inflate the reference covariance.
 ``gate_pass_rate``
     the fraction of the held-out subjects' windows that passed the quality gate (NaN when the windows
     came without that count).
@@ -41,6 +49,33 @@ logger = logging.getLogger(__name__)
 
 #: windows per drift estimate: a minute of 5 s hops; the device reads it from the file
 BLOCK = 12
+#: features are clipped at median +- CLIP robust standard deviations, here and on the device
+CLIP = 4.0
+
+
+#: the drift score weighs the principal directions that carry this share of the (standardised) variance
+VARIANCE = 0.99
+
+
+def _principal_precision(cov: np.ndarray, share: float) -> np.ndarray:
+    """The inverse of ``cov`` on its leading principal directions only (a pseudo-inverse).
+
+    Why: directions of almost no variance (near-copies of one feature, common in pooled backbone outputs)
+    get huge weights in a full inverse, and any small difference between users there would read as drift.
+    """
+    vals, vecs = np.linalg.eigh(cov)
+    vals, vecs = vals[::-1], vecs[:, ::-1]
+    k = int(np.searchsorted(np.cumsum(vals) / vals.sum(), share) + 1)
+    k = min(max(k, 1), len(vals))
+    return (vecs[:, :k] / vals[:k]) @ vecs[:, :k].T
+
+
+def robust_limits(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature median and robust standard deviation (1.4826 x MAD, floored) of ``h`` (n, d)."""
+    center = np.median(h, axis=0)
+    spread = 1.4826 * np.median(np.abs(h - center), axis=0)
+    floor = 1e-6 * max(float(np.abs(h).max()), 1e-12)
+    return center, np.maximum(spread, floor)
 
 
 def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float | None = None,
@@ -65,7 +100,14 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
     if len(h) < block + 1:
         raise ValueError(f"reference statistics need at least {block + 1} held-out windows with finite "
                          f"features, got {len(h)}")
-    lw = LedoitWolf().fit(h)
+    center, spread = robust_limits(h)
+    h = np.clip(h, center - CLIP * spread, center + CLIP * spread)
+    # shrink the correlation, not the covariance: features of very different scales would otherwise be
+    # pulled towards one common variance, drowning the small-variance directions a sensor change moves
+    scale = h.std(axis=0)
+    scale = np.where(scale > 1e-12 * max(float(scale.max()), 1e-30), scale, 1.0)
+    lw = LedoitWolf().fit(h / scale)
+    cov = lw.covariance_ * np.outer(scale, scale)
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
@@ -73,9 +115,9 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
     csum = np.cumsum(np.vstack([np.zeros((1, h.shape[1])), h]), axis=0)
     block_means = (csum[block:] - csum[:-block]) / block
     return {
-        "mean": lw.location_.astype(np.float64),
-        "covariance": lw.covariance_.astype(np.float64),
-        "precision": lw.get_precision().astype(np.float64),
+        "mean": h.mean(axis=0),
+        "covariance": cov,
+        "precision": _principal_precision(lw.covariance_, VARIANCE) / np.outer(scale, scale),
         "shrinkage": np.float64(lw.shrinkage_),
         "prior": p.mean(axis=0),
         "prior_argmax": np.bincount(p.argmax(axis=1), minlength=k) / len(p),
@@ -83,6 +125,9 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
         "block": np.int64(block),
         "block_means": block_means.astype(np.float32),
         "windows": np.int64(len(h)),
+        "clip_center": center,
+        "clip_spread": spread,
+        "clip": np.float64(CLIP),
     }
 
 
@@ -122,4 +167,4 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     return {"file": REFERENCE, "sha256": sha256_file(path)}
 
 
-__all__ = ["BLOCK", "reference_arrays", "write_reference"]
+__all__ = ["BLOCK", "CLIP", "reference_arrays", "robust_limits", "write_reference"]
