@@ -11,7 +11,8 @@ the sinks (``{"event": "autocal", "step": ...}``):
    counts how often the current bridge agrees with the source model: the *before* figure.
 2. ``calibrating``: ``edge-bridge calibrate --bundle B --paired REC`` in a child process at lower priority
    (``os.nice``), with one math thread; the loop polls it once per hop and never waits for it. calibrate
-   validates the refit on held-out pairs and publishes it atomically, or refuses (``failed``).
+   validates the refit on held-out pairs and publishes it atomically (``published``), or keeps the current
+   bridge (``not_published``, with calibrate's verdict) or fails (``failed``).
 3. ``swapped``: the :class:`deploy.live.BridgeWatcher` picks the published version up between two windows
    (its self-test first), exactly as for a hand-run calibrate.
 4. ``kept`` or ``rolled_back``: after as many paired windows as the *before* figure had (``eval_windows``),
@@ -289,9 +290,15 @@ class AutoCalibrator:
             return []  # tick() reports rolled_back once the watcher has swapped back
         if rc != 0:
             return self._end("failed", detail=f"calibrate exited {rc} (nothing published): {tail}")
+        report = _read_json(self._report)
+        if not report.get("accepted") or not report.get("new_version"):
+            verdict = report.get("verdict") or tail
+            return self._end("not_published", report=str(self._report), detail=f"calibrate kept "
+                             f"v{self.old_version:04d}: {verdict}")
         self.state = SWAPPING
         self._since = time.monotonic()
-        return [self._event("published", report=str(self._report), detail=tail)]
+        return [self._event("published", report=str(self._report), version=int(report["new_version"]),
+                            verdict=report.get("verdict"))]
 
     def _judge(self) -> list[dict[str, Any]]:
         before, after = self.before.rate, self.after.rate
@@ -350,6 +357,16 @@ class AutoCalibrator:
 
 def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 4)
+
+
+def _read_json(path: Path | None) -> dict[str, Any]:
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text()) if path is not None else {}
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _tail(path: Path, n: int = 400) -> str:

@@ -30,7 +30,7 @@ one event, not one per hop).
 Only windows that passed the quality gate ever reach :meth:`DriftMonitor.update` (the live loop feeds it
 the model's rows, and bad windows never reach the model); a row whose ``h`` or logits are not finite is
 ignored here as well. So a detached, flat, clipped or NaN sensor is the gate's business and never moves the
-score. numpy only (the device path has no scipy or torch).
+score. numpy and math only (no scipy or torch on this path).
 """
 
 from __future__ import annotations
@@ -69,14 +69,52 @@ def normal_isf(p: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def chi2_isf(p: float, k: float) -> float:
-    """Upper-tail quantile of chi-square with ``k`` degrees of freedom (Wilson-Hilferty; numpy-free scipy).
+def gamma_q(a: float, x: float) -> float:
+    """Regularised upper incomplete gamma Q(a, x) (series below a + 1, continued fraction above)."""
+    if x <= 0:
+        return 1.0
+    lg = a * math.log(x) - x - math.lgamma(a)
+    if x < a + 1.0:  # P(a, x) by its series
+        term = total = 1.0 / a
+        n = a
+        for _ in range(1000):
+            n += 1.0
+            term *= x / n
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return max(0.0, 1.0 - total * math.exp(lg))
+    b, c, d = x + 1.0 - a, 1e300, 1.0 / (x + 1.0 - a)  # Lentz's continued fraction for Q
+    h = d
+    for i in range(1, 1000):
+        an = -i * (i - a)
+        b += 2.0
+        d = an * d + b
+        d = 1e-300 if abs(d) < 1e-300 else d
+        c = b + an / c
+        c = 1e-300 if abs(c) < 1e-300 else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < 1e-15:
+            break
+    return math.exp(lg) * h
 
-    Accurate to a few per cent for k >= 1 and the small p a false-alarm budget needs.
-    """
-    z = normal_isf(p)
-    a = 2.0 / (9.0 * k)
-    return float(k * max(1.0 - a + z * math.sqrt(a), 0.0) ** 3)
+
+def chi2_isf(p: float, k: float) -> float:
+    """Upper-tail quantile of chi-square with ``k`` degrees of freedom (bisection on :func:`gamma_q`)."""
+    if not 0.0 < p < 1.0 or not k > 0:
+        raise ValueError(f"chi2_isf needs 0 < p < 1 and k > 0, got p={p!r}, k={k!r}")
+    lo, hi = 0.0, max(10.0 * k, 10.0)
+    while gamma_q(k / 2.0, hi / 2.0) > p:
+        hi *= 2.0
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if gamma_q(k / 2.0, mid / 2.0) > p:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
 
 
 @dataclass(frozen=True)
