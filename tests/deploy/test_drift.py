@@ -141,8 +141,9 @@ def test_threshold_quantiles_and_budget():
 
 def test_nan_or_wrong_size_features_never_move_the_score():
     d = 3
+    null = np.random.default_rng(2).normal(0, 0.1, (50, d))
     ref = DriftReference({"mean": np.zeros(d), "precision": np.eye(d), "prior": np.full(2, 0.5),
-                          "block": np.int64(2), "block_means": np.random.default_rng(2).normal(0, .1, (50, d))})
+                          "block": np.int64(2), "block_means": null})
     mon = DriftMonitor(ref, ref.threshold(1.0, 5.0))
     probs = np.array([0.5, 0.5])
     mon.update(np.full(d, 0.1), probs)
@@ -160,7 +161,7 @@ def test_nan_or_wrong_size_features_never_move_the_score():
 def test_unshifted_user_no_drift_and_paired_agreement_by_hand(paired_bundle, tmp_path):
     ecg, ppg = simulated("U2", 3, 302)
     csv = playback_file(tmp_path / "clean.csv", ecg, ppg, speed=SPEED)
-    pipe, summary, records = _live(paired_bundle, csv)
+    _pipe, summary, records = _live(paired_bundle, csv)
     preds = [r for r in records if "class" in r and r.get("valid")]
     assert summary.windows == (len(ecg) // int(RATE) - 10) // 5 + 1 and len(preds) == summary.windows
     assert not _events(records, "drift")
@@ -202,7 +203,7 @@ TARGET_CLASSES = ["baseline", "stress", "amusement"]
 @linux
 def test_shifted_sensor_raises_drift_after_the_change(paired_bundle, tmp_path):
     change = 60.0
-    ecg, ppg = simulated("U2", 3, 302, shift_at_s=change)
+    _ecg, ppg = simulated("U2", 3, 302, shift_at_s=change)
     csv = playback_file(tmp_path / "shift.csv", None, ppg, speed=SPEED)  # no chest strap: drift only
     _pipe, summary, records = _live(paired_bundle, csv)
     drift = _events(records, "drift")
@@ -214,7 +215,7 @@ def test_shifted_sensor_raises_drift_after_the_change(paired_bundle, tmp_path):
 
 @linux
 def test_flat_and_clipped_windows_never_move_the_score(paired_bundle, tmp_path):
-    ecg, ppg = simulated("U2", 3, 302)
+    _ecg, ppg = simulated("U2", 3, 302)
     bad = ppg.copy()
     a, b = round(40 * RATE), round(100 * RATE)
     bad[a:b] = bad[a]  # a detached sensor: flat for a minute
