@@ -1,0 +1,144 @@
+"""``--auto-calibrate`` end to end on a tiny paired bundle, with a real BrainFlow playback board (sped up)
+and a real ``edge-bridge calibrate`` child process: drift -> durable recording -> child calibrate ->
+publish -> hot swap -> judged by the paired watch -> rollback when worse; no window dropped. And the cases
+where the cycle cannot run (no source modality on the stream, options that exclude it)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from types import SimpleNamespace
+
+import pytest
+
+from deploy.autocal import AutoCalibrateConfig
+from deploy.live import LiveConfig, LiveError, LivePipeline
+from deploy.runtime import CompositeRunner
+from deploy.sinks import Sink
+from edge_bridge.bundle import Bundle
+
+from .drift_helpers import RATE, build_bundle, playback_file, simulated
+
+linux = pytest.mark.skipif(sys.platform != "linux", reason="BrainFlow's wheel carries Linux x86-64 libraries")
+
+
+class ListSink(Sink):
+    def __init__(self):
+        self.records = []
+
+    def write(self, record):
+        self.records.append(record)
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    return build_bundle(tmp_path_factory.mktemp("autocal") / "paired.bundle")
+
+
+@pytest.fixture
+def bundle(template, tmp_path):
+    dst = tmp_path / "paired.bundle"
+    shutil.copytree(template, dst)
+    return dst
+
+
+def _run(root, csv, auto):
+    from firmware_interface import open_source
+
+    runner = CompositeRunner(Bundle.load(root), "cpu")
+    sink = ListSink()
+    pipe = LivePipeline(runner, open_source(f"playback:{csv}"), [sink],
+                        LiveConfig(watch_interval=0.2, auto_calibrate=auto))
+    try:
+        summary = pipe.run()
+    finally:
+        runner.close()
+    return summary, sink.records, runner
+
+
+def _steps(records):
+    return [r["step"] for r in records if r.get("event") == "autocal"]
+
+
+@linux
+def test_drift_record_calibrate_swap_and_roll_back_when_worse(bundle, tmp_path):
+    minutes = 9.0
+    ecg, ppg = simulated("U2", minutes, 302, shift_at_s=60)  # the wrist sensor changes after a minute
+    csv = playback_file(tmp_path / "session.csv", ecg, ppg, speed=12)
+    # margin 1.01: no bridge can beat the old agreement by that, so the cycle must roll back by itself
+    auto = AutoCalibrateConfig(minutes=2.5, margin=1.01, eval_windows=8, record_dir=tmp_path / "autocal",
+                               calibrate_args=("--method", "closed-form", "--min-states", "1"))
+    summary, records, runner = _run(bundle, csv, auto)
+
+    steps = _steps(records)
+    assert steps == ["recording", "calibrating", "published", "swapped", "rolling_back", "rolled_back"], \
+        [(r.get("step"), r.get("detail")) for r in records if r.get("event") == "autocal"]
+    ev = {r["step"]: r for r in records if r.get("event") == "autocal"}
+    drift = [r for r in records if r.get("event") == "drift"]
+    assert drift and drift[0]["end_s"] > 60 and drift[0]["time"] <= ev["recording"]["time"]
+    # the durable recording: a BrainFlow CSV + sidecar with both modalities, 2.5 min of samples
+    rec = ev["recording"]["file"]
+    side = json.loads(open(f"{rec}.json").read())
+    assert {c["name"] for c in side["channels"]} == {"ECG", "PPG"} and side["sampling_rate"] == RATE
+    with open(rec) as fh:
+        assert sum(1 for _ in fh) == round(2.5 * 60 * RATE)
+    assert ev["calibrating"]["nice"] == 10 and ev["calibrating"]["paired_windows_before"] > 0
+    assert ev["published"]["version"] == 2 and ev["swapped"]["bridge"] == 2
+    rb = ev["rolling_back"]
+    assert rb["paired_windows_after"] == 8 and rb["agreement_after"] < rb["agreement_before"] + 1.01
+    # the new bridge really ran between windows, and the old one is current again, in the bundle too
+    bridges = [r["bridge"] for r in records if "class" in r and r.get("valid")]
+    assert 2 in bridges and bridges[-1] == 1 and runner.bridge_version == 1
+    assert Bundle.load(bundle).manifest.current_bridge == 1 and summary.bridge_versions == [1, 2, 1]
+    # no window dropped while recording and calibrating: every hop of the file has its window
+    assert summary.lost_samples == 0 and summary.skipped == 0
+    assert summary.windows == summary.predicted == (len(ecg) // int(RATE) - 10) // 5 + 1
+    assert summary.watch["autocal"]["steps"] == steps
+    assert any("auto-calibrate: 1 cycle(s)" in line for line in summary.lines())
+
+
+@linux
+def test_without_the_source_modality_the_event_says_what_to_do(bundle, tmp_path):
+    _ecg, ppg = simulated("U2", 3, 302, shift_at_s=60)
+    csv = playback_file(tmp_path / "wrist.csv", None, ppg, speed=20)
+    summary, records, _ = _run(bundle, csv, AutoCalibrateConfig(record_dir=tmp_path / "autocal"))
+    ev = [r for r in records if r.get("event") == "autocal"]
+    assert [e["step"] for e in ev] == ["unavailable"]
+    assert "edge-bridge calibrate --bundle" in ev[0]["detail"] and "--record" in ev[0]["detail"]
+    assert not (tmp_path / "autocal").exists() and summary.bridge_versions == [1]
+
+
+def test_auto_calibrate_needs_the_watcher_and_one_stream(bundle):
+    from deploy.live import StreamInput
+
+    runner = CompositeRunner(Bundle.load(bundle), "cpu")
+    try:
+        with pytest.raises(LiveError, match="--no-watch"):
+            LivePipeline(runner, _NoSource(), [], LiveConfig(watch_bridge=False,
+                                                             auto_calibrate=AutoCalibrateConfig()))
+        with pytest.raises(LiveError, match="single stream"):
+            LivePipeline(runner, [StreamInput("a", _NoSource()), StreamInput("b", _NoSource())], [],
+                         LiveConfig(auto_calibrate=AutoCalibrateConfig()))
+    finally:
+        runner.close()
+
+
+class _NoSource:
+    """A wrist source that is never started: the option checks come before anything streams."""
+
+    sampling_rate = 250.0
+    channels = [SimpleNamespace(name="PPG", modality="ppg")]
+
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+
+def test_cli_refuses_auto_calibrate_with_no_watch(bundle, capsys):
+    from edge_bridge.cli import main
+
+    rc = main(["deploy", "--bundle", str(bundle), "--source", "synthetic", "--auto-calibrate", "--no-watch"])
+    assert rc != 0 and "--no-watch" in capsys.readouterr().err
