@@ -249,6 +249,17 @@ class LiveWatch:
                             "agreement": round(p.agreed / p.windows, 4),
                             "agreement_recent": round(sum(p.recent) / len(p.recent), 4)})
 
+    def start_cycle(self, st_id: str, why: str) -> None:
+        """Start an auto-calibrate cycle on stream ``st_id`` now, as a drift event would (an operator's or a
+        benchmark's request; ``why`` goes in the event). Call it from the loop's thread (a sink)."""
+        if self.autocal is None:
+            raise ValueError("auto-calibrate is off")
+        st = next(s for s in self.streams if s.id == st_id)
+        self._send({"event": "autocal_requested", "stream": st_id, "time": round(time.time(), 3),
+                    "why": why})
+        self._cycle(self.autocal.on_drift(st_id, st.source, st_id in self.paired,
+                                          float(st.source.sampling_rate)))
+
     def _cycle(self, events: list[dict[str, Any]]) -> None:
         for ev in events:
             self._send(ev)

@@ -945,7 +945,7 @@ class _Job:
         # v0001's own expected outputs, as every later version has (a fresh start self-tests the current one)
         bv.golden_file, bv.golden_sha256 = write_bridge_golden(root, 1, arrays)
         self.report["golden"] = self._golden_report(arrays, g)
-        reference = write_reference(root, final, self.holdout.target)  # drift reference (deploy/drift.py)
+        reference = write_reference(root, final, self.holdout.target, hop_s=target_spec.hop_s)  # drift
 
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         self.report.update({

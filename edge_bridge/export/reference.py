@@ -47,8 +47,14 @@ from edge_bridge.export.onnx_export import ort_session, run_session
 
 logger = logging.getLogger(__name__)
 
-#: windows per drift estimate: a minute of 5 s hops; the device reads it from the file
+#: windows per drift estimate with 5 s hops (a minute); with another hop, as many as fill BLOCK_S
 BLOCK = 12
+BLOCK_S = 60.0
+
+
+def block_for(hop_s: float | None) -> int:
+    """Windows in one drift estimate: a minute of hops, at least 4 (the device reads it from the file)."""
+    return BLOCK if hop_s is None or not hop_s > 0 else max(4, round(BLOCK_S / hop_s))
 #: features are clipped at median +- CLIP robust standard deviations, here and on the device
 CLIP = 4.0
 
@@ -132,7 +138,8 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
 
 
 def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_target: np.ndarray, *,
-                    gate_pass_rate: float | None = None) -> dict[str, Any] | None:
+                    hop_s: float | None = None, gate_pass_rate: float | None = None
+                    ) -> dict[str, Any] | None:
     """Run the shipped graphs on the held-out target windows and write ``root/reference.npz``.
 
     Parameters
@@ -141,6 +148,8 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
         The bundle's ``target_front``, ``bridge`` and ``source_back`` as shipped.
     x_target : ndarray, shape (n, C_t, L_t)
         Held-out target windows, preprocessed, in time order per subject.
+    hop_s : float, optional
+        The spec's hop: a drift estimate spans a minute of windows (:func:`block_for`).
 
     Returns
     -------
@@ -155,7 +164,7 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     z = run_session(ort_session(files["bridge"]), "bridge", h)
     logits = run_session(ort_session(files["source_back"]), "source_back", z)
     try:
-        arrays = reference_arrays(h, logits, gate_pass_rate=gate_pass_rate)
+        arrays = reference_arrays(h, logits, gate_pass_rate=gate_pass_rate, block=block_for(hop_s))
     except ValueError as exc:
         logger.warning("no drift reference in the bundle: %s; deploy will run without drift detection", exc)
         return None
@@ -167,4 +176,4 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     return {"file": REFERENCE, "sha256": sha256_file(path)}
 
 
-__all__ = ["BLOCK", "CLIP", "reference_arrays", "robust_limits", "write_reference"]
+__all__ = ["BLOCK", "BLOCK_S", "CLIP", "block_for", "reference_arrays", "robust_limits", "write_reference"]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -79,7 +80,7 @@ def test_drift_record_calibrate_swap_and_roll_back_when_worse(bundle, tmp_path):
     assert drift and drift[0]["end_s"] > 60 and drift[0]["time"] <= ev["recording"]["time"]
     # the durable recording: a BrainFlow CSV + sidecar with both modalities, 2.5 min of samples
     rec = ev["recording"]["file"]
-    side = json.loads(open(f"{rec}.json").read())
+    side = json.loads(Path(f"{rec}.json").read_text())
     assert {c["name"] for c in side["channels"]} == {"ECG", "PPG"} and side["sampling_rate"] == RATE
     with open(rec) as fh:
         assert sum(1 for _ in fh) == round(2.5 * 60 * RATE)
@@ -128,7 +129,7 @@ class _NoSource:
     """A wrist source that is never started: the option checks come before anything streams."""
 
     sampling_rate = 250.0
-    channels = [SimpleNamespace(name="PPG", modality="ppg")]
+    channels = (SimpleNamespace(name="PPG", modality="ppg"),)
 
     def start(self):
         pass
