@@ -15,7 +15,7 @@ from deploy.live import LiveConfig, LivePipeline
 from deploy.runtime import CompositeRunner
 from deploy.sinks import Sink
 from edge_bridge.bundle import REFERENCE, Bundle, BundleError, read_reference
-from edge_bridge.export.reference import reference_arrays
+from edge_bridge.export.reference import block_for, reference_arrays
 
 from .drift_helpers import RATE, SOURCE, TARGET, build_bundle, playback_file, run, simulated
 
@@ -102,6 +102,7 @@ def test_reference_arrays_by_hand():
     p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
     np.testing.assert_allclose(a["prior"], p.mean(0))
     assert 0 <= float(a["shrinkage"]) <= 1 and float(a["gate_pass_rate"]) == 0.9
+    assert block_for(5.0) == 12 and block_for(1.0) == 60 and block_for(30.0) == 4  # a minute of hops
     # the shrunk covariance keeps each feature's own scale (shrinkage acts on correlations)
     np.testing.assert_allclose(np.sqrt(np.diag(a["covariance"])), clipped.std(0), rtol=1e-6)
 
