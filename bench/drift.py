@@ -244,6 +244,9 @@ def main() -> None:
     ap.add_argument("--eval-windows", type=int, default=60, help="paired windows judging a new bridge")
     ap.add_argument("--method", default="closed-form", choices=("auto", "closed-form", "gradient"),
                     help="calibrate's method in the child (closed-form: seconds)")
+    ap.add_argument("--min-states", type=int, default=2,
+                    help="calibrate's --min-states in the child (2, its default: refuse a refit judged on "
+                         "windows of one state; 1 leaves that judgement to the paired-agreement rollback)")
     ap.add_argument("--speed", type=float, default=20.0, help="playback speed-up, sessions 1 and 2")
     ap.add_argument("--autocal-speed", type=float, default=5.0, help="playback speed-up, session 3")
     ap.add_argument("--reference-subjects", type=int, default=6)
@@ -284,7 +287,8 @@ def main() -> None:
             shutil.copytree(root, fresh)
             auto = AutoCalibrateConfig(minutes=args.record_minutes, eval_windows=args.eval_windows,
                                        record_dir=work / f"u{u}-autocal", calibrate_args=(
-                                           "--method", args.method)) if name == "autocal" else None
+                                           "--method", args.method, "--min-states", str(args.min_states)),
+                                       ) if name == "autocal" else None
             csv = playback_file(work / f"u{u}-{name}.csv", ecg, sig, speed)
             runs[name] = session(fresh, csv, rec, auto=auto, budget=args.budget,
                                  start_at_s=change + 60.0 * args.force_after_minutes)
