@@ -42,6 +42,19 @@ LABELS_SIDECAR = ".labels.json"  # deploy's sidecar: {"annotations": [{"onset", 
 
 
 # --- maps ---------------------------------------------------------------------------------------------------
+def _toml_loads(text: str, where: str) -> Any:
+    """TOML via the standard library (3.11+) or ``tomli``; the Jetson's Python 3.10 has neither built in."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise RecordingError(f"{where}: reading TOML needs Python 3.11+ or the tomli package "
+                                 "(pip install tomli); or give the map as JSON or KEY=VALUE pairs") from None
+    return tomllib.loads(text)
+
+
 def parse_map(text: str | os.PathLike[str] | Mapping[str, Any] | None, flag: str) -> dict[str, Any]:
     """``k=v,k=v`` text, a JSON/TOML file of such pairs, or a mapping, as a plain dict.
 
@@ -66,11 +79,11 @@ def parse_map(text: str | os.PathLike[str] | Mapping[str, Any] | None, flag: str
             where = f"{flag} {path}"
             try:
                 if path.suffix.lower() == ".toml":
-                    import tomllib
-
-                    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+                    raw = _toml_loads(path.read_text(encoding="utf-8"), where)
                 else:
                     raw = json.loads(path.read_text(encoding="utf-8"))
+            except RecordingError:
+                raise
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 kind = path.suffix[1:].upper() or "JSON"
                 raise RecordingError(f"{where}: not valid {kind} ({exc})") from None
