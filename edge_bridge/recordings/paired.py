@@ -116,15 +116,15 @@ def _raw_windows(rec: Recording, spec: Preprocessing) -> tuple[np.ndarray, np.nd
     if abs(rate - spec.input_rate) > 1e-6:
         raise SignalError(
             f"{rec.meta.get('source_file', 'recording')}: {list(spec.channels)} are sampled at {rate:g} Hz "
-            f"but the {spec.modality} spec expects {spec.input_rate:g} Hz; use a spec with "
-            f"input_rate={rate:g} (the pipeline resamples to output_rate)"
+            f"but the {spec.modality} spec says {spec.input_rate:g} Hz; pass spec.at_rate({rate:g}) (the "
+            "same model input, resampled from that rate)"
         )
     raw, starts = cut_windows(data, spec)
     return raw, starts / rate
 
 
 def _gate(raw: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    return (assess_quality(raw, spec.quality) == 0).all(axis=1)
+    return (assess_quality(raw, spec) == 0).all(axis=1)  # the spec: the physiological checks too
 
 
 def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str] = (),
@@ -215,7 +215,8 @@ def diagnose_quality(rec: Recording, specs: Mapping[str, Preprocessing]) -> str:
             continue
         flags = np.bitwise_or.reduce(assess_quality(raw, spec), axis=1)
         for flag, word in ((Quality.FLAT, "flat"), (Quality.NONFINITE, "non-finite"),
-                           (Quality.CLIPPED, "clipped"), (Quality.AMPLITUDE, "out of range")):
+                           (Quality.CLIPPED, "clipped"), (Quality.AMPLITUDE, "out of range"),
+                           (Quality.LOW_SQI, "without a regular heartbeat (low_sqi)")):
             k = int(((flags & int(flag)) != 0).sum())
             if k:
                 name = role if role == spec.modality else f"{role} {spec.modality}"

@@ -6,6 +6,7 @@ reads it back, so both run :func:`edge_bridge.signals.process_window` with ident
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -37,11 +38,21 @@ class QualityLimits:
     clip_fraction : float
         A channel with more than this fraction of its samples pinned at the window's extreme value is
         clipped (saturated amplifier or ADC rail).
+    min_beat_sqi : float
+        ECG/PPG only: a channel whose beat-template index (:func:`edge_bridge.signals.physio.
+        beat_template_sqi`, in [-1, 1]) is below this is flagged LOW_SQI; 0 turns the check off.
+    max_motion : float or None
+        A window whose accelerometer (when the source has one) shows more dynamic acceleration than this
+        (RMS, g; :func:`edge_bridge.signals.physio.motion_energy`) is flagged MOTION; None turns it off.
+
+    Defaults per modality are in :data:`DEFAULT_QUALITY`, measured by ``bench/quality.py``.
     """
 
     flat_ptp: float
     max_abs: float
     clip_fraction: float = 0.02
+    min_beat_sqi: float = 0.0
+    max_motion: float | None = None
 
     def __post_init__(self) -> None:
         if not (self.flat_ptp >= 0 and self.max_abs > 0 and 0 < self.clip_fraction <= 1):
@@ -49,20 +60,50 @@ class QualityLimits:
                 "quality limits need flat_ptp >= 0, max_abs > 0 and 0 < clip_fraction <= 1, got "
                 f"flat_ptp={self.flat_ptp}, max_abs={self.max_abs}, clip_fraction={self.clip_fraction}"
             )
+        if not (isinstance(self.min_beat_sqi, int | float) and 0 <= self.min_beat_sqi <= 1):
+            raise SpecError(f"min_beat_sqi must be in [0, 1] (0 = off), got {self.min_beat_sqi!r}")
+        if self.max_motion is not None and not (isinstance(self.max_motion, int | float)
+                                                and self.max_motion > 0):
+            raise SpecError(f"max_motion must be a positive RMS acceleration in g, or None (off), got "
+                            f"{self.max_motion!r}")
 
 
 # Physical units as the simulator and the dataset readers store them: ECG/EMG mV, EEG uV, PPG arbitrary units
-# (normalised so a pulse is ~1), respiration a.u., EDA uS. Limits are generous: they catch broken signals,
-# not merely noisy ones.
+# (normalised so a pulse is ~1), respiration a.u., EDA uS. The broken-signal limits are generous: they catch
+# broken signals, not merely noisy ones. The physiological ones (min_beat_sqi, max_motion) were measured with
+# bench/quality.py (6 simulated subjects x 4 min, 60 s windows; figures in that script's JSON): PPG
+# min_beat_sqi 0.9 passes 95.6 % of still windows and 29 % / 0 % / 0 % under movement of intensity 0.25 /
+# 0.5 / 1; max_motion 0.02 g passes 100 % still and 0.9 % / 0 % / 0 % moving. Chest ECG keeps its beats
+# under movement (87 % of windows pass at intensity 0.5), as it should, so only its beat index gates it.
 DEFAULT_QUALITY: dict[str, QualityLimits] = {
-    "ecg": QualityLimits(flat_ptp=0.02, max_abs=20.0),
-    "ppg": QualityLimits(flat_ptp=1e-3, max_abs=1e4),
+    "ecg": QualityLimits(flat_ptp=0.02, max_abs=20.0, min_beat_sqi=0.8),
+    "ppg": QualityLimits(flat_ptp=1e-3, max_abs=1e4, min_beat_sqi=0.9, max_motion=0.02),
     "eeg": QualityLimits(flat_ptp=0.5, max_abs=2000.0),
     "emg": QualityLimits(flat_ptp=1e-3, max_abs=50.0),
     "resp": QualityLimits(flat_ptp=1e-3, max_abs=1e4),
     "eda": QualityLimits(flat_ptp=0.0, max_abs=200.0),
     "acc": QualityLimits(flat_ptp=0.0, max_abs=1e3),
 }
+
+
+def _quality_from_dict(data: Any, modality: Any) -> QualityLimits:
+    """Quality limits from a manifest; limits it predates (e.g. ``min_beat_sqi`` in a bundle exported
+    before the physiological gate) take the modality's defaults, so old bundles get the gate too."""
+    if not isinstance(data, dict):
+        raise SpecError(f"quality limits must be a JSON object, got {data!r}")
+    known = {f.name for f in fields(QualityLimits)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        warnings.warn(f"ignoring unknown quality limits {unknown} (written by a newer edge-bridge?); upgrade "
+                      "to use them", stacklevel=3)
+    base = DEFAULT_QUALITY.get(modality) if isinstance(modality, str) else None
+    values = {k: v for k, v in data.items() if k in known}
+    if base is not None:
+        values = {**{k: v for k, v in asdict(base).items() if k not in ("flat_ptp", "max_abs")}, **values}
+    try:
+        return QualityLimits(**values)
+    except TypeError as exc:
+        raise SpecError(f"bad quality limits {data!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -76,7 +117,8 @@ class Preprocessing:
     channels : tuple of str
         Channel names, in the order the model expects them.
     input_rate : float
-        Sampling rate of the raw signal in Hz. A signal at another rate is refused, not guessed at.
+        Sampling rate of the raw signal in Hz. A signal at another rate goes through :meth:`at_rate`
+        (the same model input, resampled from that rate), never through this spec unchanged.
     output_rate : float
         Rate the model was trained at, in Hz; reached by rational resampling (``resample_poly``).
     bandpass : tuple of float or None
@@ -193,6 +235,50 @@ class Preprocessing:
         return ratio.numerator, ratio.denominator
 
     @property
+    def min_input_rate(self) -> float:
+        """Raw rates must lie strictly above this (Hz): twice the band's upper edge, else 0 (no band kept)."""
+        return 2.0 * self.bandpass[1] if self.bandpass is not None else 0.0
+
+    def at_rate(self, rate: float) -> Preprocessing:
+        """This spec for raw samples at ``rate`` Hz: the same model input, reached from another sensor rate.
+
+        Everything the model sees stays (output rate, window and hop in seconds, band, normalisation); the
+        band-pass is designed at ``rate`` and the polyphase resampler (:func:`scipy.signal.resample_poly`,
+        anti-aliased) takes the window to ``output_rate`` in :func:`edge_bridge.signals.process_windows`
+        and :class:`edge_bridge.signals.StreamPreprocessor` alike. A powerline notch at or above the new
+        Nyquist frequency is dropped: the sensor's own anti-aliasing removed the mains before sampling,
+        and the band-pass removes everything above the band.
+
+        Raises
+        ------
+        SpecError
+            When ``rate`` is not above :attr:`min_input_rate` (the message names the minimum), gives no
+            whole number of samples per window or hop, or has no small rational ratio to ``output_rate``.
+
+        Examples
+        --------
+        >>> spec.input_rate, spec.at_rate(128).input_rate   # a 64 Hz PPG spec fed by a 128 Hz wristband
+        (64.0, 128.0)
+        """
+        if not (isinstance(rate, int | float) and math.isfinite(rate) and rate > 0):
+            raise SpecError(f"a sampling rate must be a positive number of Hz, got {rate!r}")
+        rate = float(rate)
+        if abs(rate - self.input_rate) <= 1e-9 * self.input_rate:
+            return self
+        need = self.min_input_rate
+        if rate <= need:
+            raise SpecError(
+                f"{self.modality} sampled at {rate:g} Hz is too slow for this model: its band reaches "
+                f"{need / 2:g} Hz, so the sensor must sample above {need:g} Hz (twice the band's "
+                f"edge); use a rate above {need:g} Hz, e.g. {self.input_rate:g} Hz")
+        notch = self.notch if self.notch is None or self.notch < rate / 2 else None
+        try:
+            return dataclasses.replace(self, input_rate=rate, notch=notch)
+        except SpecError as exc:
+            raise SpecError(f"{self.modality} sampled at {rate:g} Hz cannot be brought to this model's "
+                            f"{self.output_rate:g} Hz input: {exc}") from None
+
+    @property
     def input_shape(self) -> tuple[int, int]:
         """``(n_channels, output_samples)``: the tensor one window becomes."""
         return (self.n_channels, self.output_samples)
@@ -234,10 +320,7 @@ class Preprocessing:
         if kwargs.get("bandpass") is not None:
             kwargs["bandpass"] = tuple(kwargs["bandpass"])
         if kwargs.get("quality") is not None:
-            try:
-                kwargs["quality"] = QualityLimits(**kwargs["quality"])
-            except TypeError as exc:
-                raise SpecError(f"bad quality limits {kwargs['quality']!r}: {exc}") from None
+            kwargs["quality"] = _quality_from_dict(kwargs["quality"], kwargs.get("modality"))
         return cls(**kwargs)
 
     def to_json(self) -> str:

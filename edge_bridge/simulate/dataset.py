@@ -82,7 +82,8 @@ def subject_rng(task: str, subject: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(task.encode()), zlib.crc32(subject.encode())])
 
 
-def simulate_subject(task: str, subject: str, minutes: float, seed: int) -> Recording:
+def simulate_subject(task: str, subject: str, minutes: float, seed: int, *,
+                     motion: float | None = None) -> Recording:
     """Simulate one subject of a task.
 
     Parameters
@@ -96,6 +97,11 @@ def simulate_subject(task: str, subject: str, minutes: float, seed: int) -> Reco
         Length, rounded to whole seconds (stress) or down to whole 30 s epochs (sleep).
     seed : int
         Dataset seed (>= 0). Same arguments, same arrays.
+    motion : float or None
+        ``None`` (default): the recording as always, no accelerometer. A number adds sustained movement of
+        that intensity (0 = still, 1 = brisk stair climbing) and three wrist accelerometer channels
+        (:func:`edge_bridge.simulate.motion.add_motion`); the artefact has its own random stream, so the
+        signals underneath are the ``motion=None`` recording's.
 
     Returns
     -------
@@ -110,7 +116,17 @@ def simulate_subject(task: str, subject: str, minutes: float, seed: int) -> Reco
     """
     _check(task, minutes, seed=seed)
     make = SIMULATORS[task][0]
-    return make(subject, float(minutes), subject_rng(task, subject, seed))
+    rec = make(subject, float(minutes), subject_rng(task, subject, seed))
+    if motion is not None:
+        from edge_bridge.simulate.motion import add_motion
+
+        if not (isinstance(motion, int | float) and math.isfinite(motion) and motion >= 0):
+            raise SimulationError(f"motion must be an intensity >= 0 (0 = still, 1 = stair climbing), "
+                                  f"got {motion!r}")
+        rng = np.random.default_rng([int(seed), zlib.crc32(task.encode()), zlib.crc32(subject.encode()),
+                                     zlib.crc32(b"motion")])
+        add_motion(rec, float(motion), rng)
+    return rec
 
 
 def _heart_rate_per_class(rec: Recording) -> dict[str, float]:
