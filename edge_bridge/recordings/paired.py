@@ -116,7 +116,7 @@ def _raw_windows(rec: Recording, spec: Preprocessing) -> tuple[np.ndarray, np.nd
     if abs(rate - spec.input_rate) > 1e-6:
         raise SignalError(
             f"{rec.meta.get('source_file', 'recording')}: {list(spec.channels)} are sampled at {rate:g} Hz "
-            f"but the {spec.modality} spec says {spec.input_rate:g} Hz; pass spec.at_rate({rate:g}) (the "
+            f"but the {spec.modality} spec expects {spec.input_rate:g} Hz; pass spec.at_rate({rate:g}) (the "
             "same model input, resampled from that rate)"
         )
     raw, starts = cut_windows(data, spec)
