@@ -228,7 +228,7 @@ def quality_reasons(rec: Recording, specs: dict[str, Preprocessing]) -> dict[str
 
 def _diagnose(rec: Recording, source: Preprocessing, target: Preprocessing) -> str:
     """Why windows were lost: per modality, how many windows are flat / clipped / non-finite."""
-    return diagnose_quality(rec, {"source": source, "target": target})
+    return diagnose_quality(rec, {"source": source, "target": target}, physiology=True)
 
 
 def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source: Preprocessing,
@@ -287,7 +287,7 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
                             f" (the bundle's spec says {base.input_rate:g} Hz; resampled to the model's "
                             f"{sp.output_rate:g} Hz)" if sp is not base else "")
         try:
-            w = paired_windows(rec, s, t)
+            w = paired_windows(rec, s, t, physiology=True)  # the live loop's gate, physiology included
         except EdgeBridgeError as exc:
             raise CalibrationError(f"{_name(rec)}: {exc}") from None
         if w.skipped_reasons.get("quality"):

@@ -66,10 +66,11 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
     spec : Preprocessing
         The modality's spec.
     check_quality : bool
-        If True (default), refuse any window that fails the quality gate (``assess_quality(windows,
-        spec)``, the physiological checks included); callers that want to skip bad windows run
-        :func:`assess_quality` first and pass only the good ones with ``check_quality=False``. A
-        non-finite window is refused either way.
+        If True (default), refuse any broken window (NaN, flat, clipped, out of range: the limits' checks).
+        This is the last guard, not the selector: callers choose windows with ``assess_quality(windows,
+        spec)``, whose physiological checks (LOW_SQI, MOTION) judge whether a window is worth a decision,
+        and pass the good ones, with ``check_quality=False`` when they gated already. A non-finite window
+        is refused either way.
 
     Returns
     -------
@@ -94,8 +95,8 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
                           "StreamPreprocessor on a stream")
     if len(x) == 0:
         return np.empty((0, *spec.input_shape), dtype=np.float32)
-    if check_quality:  # the whole gate, physiology included: what every caller skips on
-        flags = assess_quality(x, spec)
+    if check_quality:  # a broken window (NaN, flat, clipped, out of range) must never reach a model
+        flags = assess_quality(x, spec.quality)
     else:  # the caller gated already; only a NaN must never be filtered into the model's input
         flags = np.where(np.isfinite(x).all(axis=-1), 0, int(Quality.NONFINITE)).astype(np.uint8)
     bad_mask = flags != 0
