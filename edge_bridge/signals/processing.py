@@ -109,8 +109,9 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
         )
 
     sos = filter_sos(float(spec.input_rate), spec.bandpass, spec.notch, spec.filter_order)
-    if sos is not None:
-        x = sps.sosfiltfilt(sos, x, axis=-1)
+    if sos is not None:  # padding in samples only when re-based on another rate (spec.pad_s), else scipy's
+        pad = None if spec.pad_s is None else min(spec.filter_padding(), spec.window_samples - 1)
+        x = sps.sosfiltfilt(sos, x, axis=-1, padlen=pad)
     up, down = spec.resample_ratio
     if (up, down) != (1, 1):
         x = sps.resample_poly(x, up, down, axis=-1)

@@ -139,6 +139,11 @@ class Preprocessing:
         the filter state carried between hops (:class:`~edge_bridge.signals.StreamPreprocessor`; the file
         form is :func:`~edge_bridge.signals.process_recording`). The device serves a bundle the way its
         spec says, so what the model saw in training is what it sees live.
+    pad_s : float or None
+        Seconds of odd extension at each end of a window in the zero-phase filter. ``None`` (every spec
+        written by export): scipy's default padding at ``input_rate``. :meth:`at_rate` sets it to those
+        same seconds, so the filter's edge transient, and with it the model input, does not change with
+        the sensor's rate (in samples the default would: 27 samples are 0.11 s at 250 Hz, 0.21 s at 128).
     """
 
     modality: str
@@ -153,6 +158,7 @@ class Preprocessing:
     filter_order: int = 4
     quality: QualityLimits = field(default=None)  # type: ignore[assignment]
     filtering: str = "zerophase"
+    pad_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -183,6 +189,9 @@ class Preprocessing:
                 )
         if self.notch is not None and not 0 < self.notch < self.input_rate / 2:
             raise SpecError(f"notch must lie in (0, {self.input_rate / 2:g}) Hz, got {self.notch!r}")
+        if self.pad_s is not None and not (isinstance(self.pad_s, int | float)
+                                           and 0 <= self.pad_s < self.window_s):
+            raise SpecError(f"pad_s must be in [0, window_s={self.window_s:g}) seconds, got {self.pad_s!r}")
         if not isinstance(self.filter_order, int) or not 1 <= self.filter_order <= 10:
             raise SpecError(f"filter_order must be an integer in [1, 10], got {self.filter_order!r}")
         if self.quality is None:
@@ -234,6 +243,15 @@ class Preprocessing:
             )
         return ratio.numerator, ratio.denominator
 
+    def filter_padding(self) -> int:
+        """Samples of odd extension the zero-phase filter uses at ``input_rate`` (see ``pad_s``)."""
+        from edge_bridge.signals.filters import default_padlen, filter_sos
+
+        if self.pad_s is not None:
+            return round(self.pad_s * self.input_rate)
+        sos = filter_sos(float(self.input_rate), self.bandpass, self.notch, self.filter_order)
+        return default_padlen(sos) if sos is not None else 0
+
     @property
     def min_input_rate(self) -> float:
         """Raw rates must lie strictly above this (Hz): twice the band's upper edge, else 0 (no band kept)."""
@@ -272,8 +290,9 @@ class Preprocessing:
                 f"{need / 2:g} Hz, so the sensor must sample above {need:g} Hz (twice the band's "
                 f"edge); use a rate above {need:g} Hz, e.g. {self.input_rate:g} Hz")
         notch = self.notch if self.notch is None or self.notch < rate / 2 else None
+        pad_s = self.pad_s if self.pad_s is not None else self.filter_padding() / self.input_rate
         try:
-            return dataclasses.replace(self, input_rate=rate, notch=notch)
+            return dataclasses.replace(self, input_rate=rate, notch=notch, pad_s=pad_s)
         except SpecError as exc:
             raise SpecError(f"{self.modality} sampled at {rate:g} Hz cannot be brought to this model's "
                             f"{self.output_rate:g} Hz input: {exc}") from None
@@ -291,6 +310,8 @@ class Preprocessing:
         d["schema_version"] = SCHEMA_VERSION
         if self.filtering == "zerophase":  # the default: manifests written before the field stay byte-equal
             del d["filtering"]
+        if self.pad_s is None:  # likewise
+            del d["pad_s"]
         return d
 
     @classmethod
