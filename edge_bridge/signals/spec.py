@@ -77,7 +77,7 @@ class QualityLimits:
 # under movement (87 % of windows pass at intensity 0.5), as it should, so only its beat index gates it.
 DEFAULT_QUALITY: dict[str, QualityLimits] = {
     "ecg": QualityLimits(flat_ptp=0.02, max_abs=20.0, min_beat_sqi=0.8),
-    "ppg": QualityLimits(flat_ptp=1e-3, max_abs=1e4, min_beat_sqi=0.9, max_motion=0.02),
+    "ppg": QualityLimits(flat_ptp=1e-3, max_abs=1e4, min_beat_sqi=0.8, max_motion=0.02),
     "eeg": QualityLimits(flat_ptp=0.5, max_abs=2000.0),
     "emg": QualityLimits(flat_ptp=1e-3, max_abs=50.0),
     "resp": QualityLimits(flat_ptp=1e-3, max_abs=1e4),
