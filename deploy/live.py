@@ -57,8 +57,10 @@ from edge_bridge.signals import (
     Preprocessing,
     StreamPreprocessor,
     StreamWindower,
+    accelerometer_spec,
     assess_quality,
     describe_flags,
+    motion_flags,
     process_windows,
 )
 from firmware_interface.errors import FirmwareError
@@ -480,6 +482,8 @@ class _Stream:
         self.base_spec = base_spec
         self.spec: Preprocessing = base_spec
         self.rows: list[int] = []
+        self.acc_rows: list[int] = []  # the source's accelerometer rows, for the gate's MOTION check
+        self.acc: StreamWindower | None = None
         self.windower: StreamWindower | None = None
         self.pre: StreamPreprocessor | None = None
         self.pre_base = 0  # windower index of the preprocessor's first sample (since its last reset)
@@ -513,6 +517,13 @@ class _Stream:
                            spec.filtering)
             spec = dataclasses.replace(spec, filtering=self.config.filtering)
         self.rows = match_channels(self.source.channels, spec)
+        chans = self.source.channels
+        self.acc_rows = [i for i, c in enumerate(chans) if getattr(c, "modality", "") == "acc"
+                         and i not in self.rows] if spec.quality.max_motion is not None else []
+        if self.acc_rows:
+            self.acc = StreamWindower(accelerometer_spec(spec, [chans[i].name for i in self.acc_rows]))
+            logger.info("stream %s: accelerometer %s gates windows that move more than %g g", self.id,
+                        [chans[i].name for i in self.acc_rows], spec.quality.max_motion)
         self.spec = spec
         self.windower = StreamWindower(spec)
         self.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
@@ -521,6 +532,8 @@ class _Stream:
         """After a gap or reconnect: no window straddles it, no smoothing or filter state crosses it."""
         assert self.windower is not None
         self.windower.reset()
+        if self.acc is not None:
+            self.acc.reset()
         self.smoother.reset()
         if self.pre is not None:
             self.pre.reset()
@@ -540,6 +553,7 @@ class _Cut:
     record: dict[str, Any]
     start_s: float
     end_s: float
+    acc: np.ndarray | None = None  # the accelerometer's window over the same samples, when the source has one
 
 
 class LivePipeline:
@@ -770,7 +784,7 @@ class LivePipeline:
     # --- per chunk ------------------------------------------------------------------------------------
     def _ingest(self, st: _Stream, chunk: Any) -> None:
         t0 = time.perf_counter()  # a window's latency runs from here: its samples are in hand
-        data = chunk.data[st.rows]
+        data = chunk.data[st.rows + st.acc_rows]  # accelerometer rows ride along, split off in _push
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
         self._count(st, "samples", chunk.n_samples)
         if chunk.gaps or chunk.reconnected:
@@ -791,6 +805,10 @@ class LivePipeline:
         if data.shape[1] == 0:
             return
         assert st.windower is not None, "the live loop binds every stream when it starts"
+        acc_windows: dict[int, np.ndarray] = {}
+        if st.acc is not None:
+            acc_windows = dict(st.acc.push(data[len(st.rows):]))
+            data = data[:len(st.rows)]
         st.chunk_first = st.windower.samples_seen
         st.chunk_ts = ts
         st.t0 = t0
@@ -803,6 +821,8 @@ class LivePipeline:
                 st.pre_buf.clear()
         for start, window in windows:
             self._window(start, window)
+            if acc_windows:
+                self._pending[-1].acc = acc_windows.get(start)
             if self._stop.is_set():
                 break
 
@@ -838,6 +858,10 @@ class LivePipeline:
         xs: dict[int, np.ndarray] = {}
         for spec, ks in by_spec.items():
             f = assess_quality(np.stack([cuts[k].raw for k in ks]), spec)  # physiology too (LOW_SQI)
+            moved = [i for i, k in enumerate(ks) if cuts[k].acc is not None]
+            if moved:  # MOTION: every channel of a window whose accelerometer moved too much
+                f[moved] |= motion_flags(np.stack([cuts[ks[i]].acc for i in moved]), spec.input_rate,
+                                         spec)[:, None]
             good = []
             for k, fk in zip(ks, f, strict=True):
                 flags[k] = fk

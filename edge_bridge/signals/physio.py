@@ -129,15 +129,15 @@ def motion_energy(acc: np.ndarray, rate: float) -> np.ndarray:
     Returns
     -------
     energy : ndarray of float64, shape (...)
-        Gravity and slow tilt (below 0.3 Hz) are removed from the magnitude first, so a still wrist reads
-        ~0 whatever its orientation.
+        Each axis is band-passed (0.3-10 Hz) first, removing gravity and slow tilt, so a still wrist reads
+        ~0 whatever its orientation; the RMS is of the vector norm, so movement across gravity (which
+        barely changes the magnitude of the acceleration) counts in full.
     """
     a = np.asarray(acc, dtype=np.float64)
     if a.ndim < 2 or a.shape[-1] < 16:
         raise ValueError(f"accelerometer windows must have shape (..., n_axes, n_samples >= 16), got "
                          f"{a.shape}")
-    mag = np.sqrt((a ** 2).sum(axis=-2))
     lo, hi = MOTION_BAND
     sos = filter_sos(float(rate), (lo, min(hi, 0.45 * rate)), None, 2)
-    dyn = sps.sosfiltfilt(sos, mag, axis=-1)
-    return np.sqrt((dyn ** 2).mean(axis=-1))
+    dyn = sps.sosfiltfilt(sos, a, axis=-1)  # per axis: a swing across gravity changes no magnitude
+    return np.sqrt((dyn ** 2).sum(axis=-2).mean(axis=-1))

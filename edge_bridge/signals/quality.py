@@ -105,7 +105,7 @@ def assess_quality(windows: np.ndarray, limits: QualityLimits | Preprocessing, *
 def _physiology(x: np.ndarray, flags: np.ndarray, spec: Preprocessing, acc: np.ndarray | None,
                 acc_rate: float | None) -> np.ndarray:
     """LOW_SQI and MOTION flags; the beat index is computed only on channels not already broken."""
-    from edge_bridge.signals.physio import SQI_MODALITIES, beat_template_sqi, motion_energy
+    from edge_bridge.signals.physio import SQI_MODALITIES, beat_template_sqi
 
     limits = spec.quality
     out = np.zeros_like(flags)
@@ -122,9 +122,35 @@ def _physiology(x: np.ndarray, flags: np.ndarray, spec: Preprocessing, acc: np.n
         a = np.asarray(acc, dtype=np.float64)
         if a.shape[:-2] != flags.shape[:-1]:
             raise ValueError(f"acc windows {a.shape} do not match the {flags.shape[:-1]} signal windows")
-        moving = motion_energy(a, acc_rate) > limits.max_motion  # (...,): every channel of the window
-        out |= np.where(moving[..., None], int(Quality.MOTION), 0).astype(np.uint8)
+        out |= motion_flags(a, acc_rate, limits)[..., None]  # every channel of a moving window
     return out
+
+
+def motion_flags(acc: np.ndarray, acc_rate: float, limits: QualityLimits | Preprocessing) -> np.ndarray:
+    """MOTION (or 0) per accelerometer window ``(..., n_axes, n_samples)``: shape ``(...)``, uint8.
+
+    The live loop ORs this into the flags of the signal windows the accelerometer windows cover.
+    """
+    from edge_bridge.signals.physio import motion_energy
+
+    if isinstance(limits, Preprocessing):
+        limits = limits.quality
+    a = np.asarray(acc, dtype=np.float64)
+    if limits.max_motion is None:
+        return np.zeros(a.shape[:-2], dtype=np.uint8)
+    return np.where(motion_energy(a, acc_rate) > limits.max_motion, int(Quality.MOTION), 0).astype(np.uint8)
+
+
+def accelerometer_spec(spec: Preprocessing, channels: tuple[str, ...] | list[str],
+                       rate: float | None = None) -> Preprocessing:
+    """A spec that cuts accelerometer ``channels`` into the same windows as ``spec`` (for the MOTION check).
+
+    Same window and hop in seconds, at ``rate`` (default: ``spec.input_rate``, a board's rows share it);
+    no filtering, since the windows are only ever judged, never fed to a model.
+    """
+    r = float(rate if rate is not None else spec.input_rate)
+    return Preprocessing("acc", tuple(channels), input_rate=r, output_rate=r, window_s=spec.window_s,
+                         hop_s=spec.hop_s, normalise="none")
 
 
 def describe_flags(flags: np.ndarray, channels: tuple[str, ...] | list[str]) -> str:

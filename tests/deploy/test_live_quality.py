@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -31,6 +32,34 @@ def test_windows_without_a_pulse_are_skipped_and_counted_by_reason(bundle_dir):
     assert all(r["quality"] == "PPG: low_sqi" and r["class"] is None for r in skipped)
     assert all(r["start_s"] + 4 > 6 for r in skipped)  # only windows that reach into the noise
     assert "PPG: low_sqi x" in "\n".join(s.lines())
+
+
+class WristSource(FakeSource):
+    """PPG plus a 3-axis accelerometer on the same board (rows PPG, ACC_X, ACC_Y, ACC_Z)."""
+
+    def __init__(self, data, **kw):
+        super().__init__(data, **kw)
+        self.channels = [SimpleNamespace(name="PPG", modality="ppg")] + [
+            SimpleNamespace(name=f"ACC_{a}", modality="acc") for a in "XYZ"]
+
+
+def test_a_moving_wrist_is_skipped_as_motion(bundle_dir):
+    rate, secs = 64.0, 12
+    t = np.arange(int(secs * rate)) / rate
+    ppg = ppg_like(secs, rate)
+    acc = np.stack([0.01 * np.ones_like(t), np.zeros_like(t), np.ones_like(t)])  # gravity: still
+    acc[0, t >= 6] += 0.3 * np.sin(2 * np.pi * 1.8 * t[t >= 6])  # arm swing from 6 s on
+    runner = CompositeRunner(Bundle.load(bundle_dir), "cpu")
+    sink = ListSink()
+    pipe = LivePipeline(runner, WristSource(np.vstack([ppg, acc]), rate=rate), [sink],
+                        LiveConfig(watch_bridge=False))
+    s = pipe.run()
+    runner.close()
+    assert pipe.streams[0].acc_rows == [1, 2, 3] and pipe.streams[0].rows == [0]
+    assert s.windows == 9 and s.skipped >= 5 and s.predicted >= 2
+    assert set(s.skipped_reasons) == {"PPG: motion"}
+    for r in sink.records:
+        assert r.get("skipped", False) == (r["end_s"] > 6.0 + 0.5), r  # the windows the swing reaches
 
 
 def test_adapt_rate_is_a_deprecated_no_op(capsys):
