@@ -68,3 +68,22 @@ def test_adapt_rate_is_a_deprecated_no_op(capsys):
     args = p.parse_args(["--adapt-rate"])
     assert "--adapt-rate is deprecated" in capsys.readouterr().err
     assert not hasattr(args, "adapt_rate") or args.adapt_rate in (True, False)
+
+
+def test_cli_deploy_serves_a_128_hz_playback_to_a_64_hz_bundle(bundle_dir, tmp_path, capsys):
+    """BrainFlow's playback board at twice the spec's rate: resampled, the rate in the summary, no flag."""
+    import json
+
+    from edge_bridge.cli import main
+    from firmware_interface import write_playback_file
+
+    csv = tmp_path / "wrist128.csv"
+    write_playback_file([("PPG", "ppg", "a.u.", ppg_like(7, rate=128.0))], 128.0, csv)
+    summary = tmp_path / "summary.json"
+    code = main(["deploy", "--bundle", str(bundle_dir), "--source", f"playback:{csv}", "--out",
+                 str(tmp_path / "p.jsonl"), "--summary-json", str(summary), "--adapt-rate", "-q"])
+    assert code == 0
+    s = json.loads(summary.read_text())
+    assert s["source_rate_hz"] == 128.0 and s["windows"] == 4 and s["predicted"] == 4
+    captured = capsys.readouterr()
+    assert "--adapt-rate is deprecated" in captured.err and "at 128 Hz" in captured.out
