@@ -162,14 +162,15 @@ def _describe(rec: Recording, file: str) -> dict[str, Any]:
 
 
 def simulate_dataset(out_dir: str | os.PathLike[str], task: str = "stress", subjects: int = 10,
-                     minutes: float = 10, seed: int = 0, progress: bool = False) -> list[Path]:
+                     minutes: float = 10, seed: int = 0, progress: bool = False, *,
+                     motion: float | None = None) -> list[Path]:
     """Write ``subjects`` simulated recordings as EDF+ (``S01.edf``, ``S02.edf``, ...) and ``dataset.json``.
 
     Parameters
     ----------
     out_dir : path-like
         Created if missing. Files of the same names are replaced (atomically).
-    task, minutes, seed
+    task, minutes, seed, motion
         As in :func:`simulate_subject`.
     subjects : int
         Number of subjects (>= 1).
@@ -198,7 +199,7 @@ def simulate_dataset(out_dir: str | os.PathLike[str], task: str = "stress", subj
     classes: list[str] = []
     for k in tqdm(range(1, subjects + 1), desc=f"simulate {task}", unit="subject", disable=not progress):
         code = f"S{k:0{width}d}"
-        rec = simulate_subject(task, code, minutes, seed)
+        rec = simulate_subject(task, code, minutes, seed, motion=motion)
         path = write_edf(rec, out / f"{code}.edf")
         paths.append(path)
         described.append(_describe(rec, path.name))
@@ -215,6 +216,7 @@ def simulate_dataset(out_dir: str | os.PathLike[str], task: str = "stress", subj
         "classes": classes,
         "seed": int(seed),
         "minutes": float(minutes),
+        **({"motion": float(motion)} if motion is not None else {}),
         "channels": channels,
         "notes": NOTES,
         "subjects": described,
