@@ -50,3 +50,16 @@ def test_chest_ecg_256_hz_and_wrist_ppg_128_hz_calibrate(bundle, paired_edf):
     d = json.loads(json.dumps(report.to_dict()))
     assert d["input_rates_hz"]["target"] == [128.0] and "quality_flags" in d
     assert report.windows["paired"] == len(b)
+
+
+def test_cli_says_which_rates_it_saw(bundle, paired_edf, tmp_path, capsys):
+    from edge_bridge.cli import main
+    from edge_bridge.recordings import write_edf
+
+    other = read_recording(paired_edf)
+    _at(other, "ECG", 128, 125, 256.0)
+    _at(other, "PPG", 2, 1, 128.0)
+    path = write_edf(other, tmp_path / "other_device.edf")
+    assert main(["calibrate", "--bundle", str(bundle), "--paired", str(path), "--dry-run"]) == 0
+    err = capsys.readouterr().err
+    assert "input: source 256 Hz, target 128 Hz" in err, err
