@@ -5,7 +5,8 @@ range. A wrist PPG during stair climbing is none of these; it is a fine-looking 
 arm swing instead of the pulse. Two indices catch that, both small numpy/scipy so the live loop can afford
 them on every window (cost: ``bench/quality.py``):
 
-- :func:`beat_template_sqi` (ECG and PPG): detect beats, average them into a template, and take the mean
+- :func:`beat_template_sqi` (ECG and PPG): detect beats (ECG: on QRS energy, the slope squared over 80 ms;
+  PPG: pulse peaks), average them into a template, and take the mean
   correlation of the beats with it (template matching; Orphanidou et al. 2015, IEEE JBHI 19(3), and
   NeuroKit2's ``ppg_quality(method="templatematch")``). A beat train that is physiologically infeasible
   (heart rate outside 40-180 bpm, a pause over 3 s, or longest/shortest interval over 2.2, Orphanidou's
@@ -52,13 +53,19 @@ def _filtered(x: np.ndarray, rate: float, modality: str) -> np.ndarray:
 
 def _template_one(y: np.ndarray, rate: float, modality: str) -> float:
     """Template-matching index of one band-passed 1-D signal (see the module docstring)."""
-    if modality == "ecg" and np.percentile(y, 99.5) < -np.percentile(y, 0.5):
-        y = -y  # an inverted lead: R peaks point down
-    span = np.percentile(y, 98) - np.percentile(y, 2)
-    if not span > 0:
-        return 0.0
     min_rr = 60.0 / 220.0  # refractory: no two beats closer than at 220 bpm
-    peaks, _ = sps.find_peaks(y, distance=max(1, int(min_rr * rate)), prominence=0.3 * span)
+    if modality == "ecg":  # QRS energy (slope squared over ~80 ms): T waves and the lead's polarity drop out
+        k = max(1, int(0.08 * rate))
+        env = np.convolve(np.gradient(y) ** 2, np.ones(k) / k, mode="same")
+        top = np.percentile(env, 99.5)
+        if not top > 0:
+            return 0.0
+        peaks, _ = sps.find_peaks(env, distance=max(1, int(min_rr * rate)), height=0.3 * top)
+    else:
+        span = np.percentile(y, 98) - np.percentile(y, 2)
+        if not span > 0:
+            return 0.0
+        peaks, _ = sps.find_peaks(y, distance=max(1, int(min_rr * rate)), prominence=0.3 * span)
     if len(peaks) < 4:
         return 0.0
     rr = np.diff(peaks) / rate

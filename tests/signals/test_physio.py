@@ -116,3 +116,13 @@ def test_motion_option_adds_to_the_same_recording(recordings):
     assert moving.meta["motion"]["intensity"] == 1.0
     with pytest.raises(Exception, match="motion must be"):
         simulate_subject("stress", "S02", minutes=4, seed=0, motion=-1)
+
+
+def test_ecg_index_finds_slow_beats_and_fails_beats_buried_in_noise(recordings):
+    sleep = TASKS["sleep"].target  # ECG 200 Hz, 30 s windows; simulated sleep runs near 50 bpm
+    raw = _cut(simulate_subject("sleep", "S02", minutes=5, seed=0), sleep)
+    assert (assess_quality(raw, sleep) == 0).all()
+    spec = TASK.source
+    ecg = _cut(recordings[0.0], spec)[:, 0]
+    noisy = ecg + 2 * ecg.std() * np.random.default_rng(0).standard_normal(ecg.shape)
+    assert (beat_template_sqi(noisy, spec.input_rate, "ecg") < spec.quality.min_beat_sqi).all()
