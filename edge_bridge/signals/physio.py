@@ -11,9 +11,10 @@ them on every window (cost: ``bench/quality.py``):
   NeuroKit2's ``ppg_quality(method="templatematch")``). A beat train that is physiologically infeasible
   (heart rate outside 40-180 bpm, a pause over 3 s, or longest/shortest interval over 2.2, Orphanidou's
   rules) scores 0. Clean beats repeat their shape (index near 1); motion, missed and extra beats do not.
-- :func:`motion_energy` (accelerometer): RMS of the acceleration magnitude's dynamic part, in g, when the
-  recording carries an accelerometer. It needs no model of the artefact and also covers ECG, whose shape
-  survives more movement than a wrist PPG's.
+- :func:`motion_energy` (accelerometer): RMS of the dynamic acceleration (each axis band-passed 0.3-10 Hz),
+  in g, when the source carries an accelerometer. It needs no model of the artefact. By default it gates
+  the wrist PPG only (``QualityLimits.max_motion``): a chest ECG's beats survive movement that a wrist
+  PPG's do not.
 
 Elgendi's skewness SQI (2016) was measured too (:func:`skewness_sqi`, reported by ``bench/quality.py``);
 it separates clean from moving wrists less well on the simulated windows than template matching, so the
