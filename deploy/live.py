@@ -15,7 +15,8 @@ the lost samples are added to the signal clock so later windows keep their true 
 comparison of the demo relies on).
 
 Windows that fail the quality gate (:func:`~edge_bridge.signals.assess_quality`: NaN, flat, clipped or
-implausible channels) are reported and counted, never fed to the model. Everything else runs through the
+implausible channels, and ECG/PPG beats that do not repeat their shape) are reported and counted by reason,
+never fed to the model. Everything else runs through the
 one preprocessing the bundle's spec names: zero-phase per window (:func:`~edge_bridge.signals.
 process_windows`, batched over the streams) or causal with the filter state carried between hops
 (:class:`~edge_bridge.signals.StreamPreprocessor`, which filters only each hop's new samples). A window
@@ -56,8 +57,10 @@ from edge_bridge.signals import (
     Preprocessing,
     StreamPreprocessor,
     StreamWindower,
+    accelerometer_spec,
     assess_quality,
     describe_flags,
+    motion_flags,
     process_windows,
 )
 from firmware_interface.errors import FirmwareError
@@ -208,8 +211,8 @@ class LiveConfig:
     watch_interval : float
         Seconds between two looks at the manifest's modification time.
     adapt_rate : bool
-        Accept a source whose rate differs from the spec's ``input_rate`` by resampling from the source's
-        rate (the model still sees ``output_rate``). Off by default: a wrong rate is usually a wrong device.
+        Ignored (kept so old callers still construct): a source at any rate above the band's minimum is
+        resampled to the model's rate (:func:`check_rate`).
     bundle_check : callable or None
         Called with the bundle root before a newly published bridge is tried (deploy passes the signature
         check); an exception keeps the current bridge.
@@ -227,7 +230,7 @@ class LiveConfig:
     duration: float | None = None
     watch_bridge: bool = True
     watch_interval: float = 0.5
-    adapt_rate: bool = False
+    adapt_rate: bool = True
     bundle_check: Callable[[Path], None] | None = None
     filtering: str | None = None
 
@@ -241,6 +244,7 @@ class LiveSummary:
     invalid: int = 0  # windows whose logits were NaN or inf: marked invalid, never given a class
     skipped: int = 0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
+    source_rate_hz: float | None = None  # the rate the source delivered (None: streams differ, see streams)
     samples: int = 0
     gaps: int = 0
     lost_samples: int = 0
@@ -301,8 +305,10 @@ class LiveSummary:
         if self.skipped_reasons:
             reasons = sorted(self.skipped_reasons.items())
             out.append("  skipped: " + "; ".join(f"{k} x{v}" for k, v in reasons))
+        rate = f" at {self.source_rate_hz:g} Hz" if self.source_rate_hz else ""
         out += [
-            f"samples: {self.samples} ({self.signal_seconds:.1f} s of signal in {self.wall_seconds:.1f} s); "
+            f"samples: {self.samples}{rate} ({self.signal_seconds:.1f} s of signal in "
+            f"{self.wall_seconds:.1f} s); "
             f"gaps {self.gaps}, lost samples {self.lost_samples}, reconnects {self.reconnects}",
         ]
         if lat.get("n"):
@@ -362,19 +368,18 @@ def match_channels(source_channels: Sequence[Any], spec: Preprocessing) -> list[
     return idx
 
 
-def check_rate(source_rate: float, spec: Preprocessing, adapt: bool) -> Preprocessing:
-    """The spec to use with a source at ``source_rate``; refuses a mismatch unless ``adapt``."""
-    if abs(source_rate - spec.input_rate) <= 1e-6 * spec.input_rate:
-        return spec
-    if not adapt:
-        raise LiveError(f"the bundle's model needs {spec.modality} at {spec.input_rate:g} Hz but the source "
-                        f"delivers {source_rate:g} Hz; use a source at {spec.input_rate:g} Hz, or pass "
-                        "--adapt-rate to filter and resample from the source's rate (the model still sees "
-                        f"{spec.output_rate:g} Hz)")
-    adapted = dataclasses.replace(spec, input_rate=float(source_rate))
-    logger.warning("source at %g Hz, model spec at %g Hz: resampling %g -> %g Hz", source_rate,
-                   spec.input_rate, source_rate, spec.output_rate)
-    return adapted
+def check_rate(source_rate: float, spec: Preprocessing, adapt: bool = True) -> Preprocessing:
+    """The spec for a source at ``source_rate``: the bundle's, re-based on that rate
+    (:meth:`~edge_bridge.signals.Preprocessing.at_rate`; the model still sees ``output_rate``).
+
+    Any rate above twice the band's upper edge works; a slower one is refused, naming the minimum.
+    ``adapt`` is ignored (it used to have to be True for any rate but the spec's own).
+    """
+    try:
+        return spec.at_rate(float(source_rate))
+    except EdgeBridgeError as exc:
+        raise LiveError(f"the bundle's model needs {spec.modality} above {spec.min_input_rate:g} Hz; the "
+                        f"source delivers {source_rate:g} Hz: {exc}") from None
 
 
 # --- bridge watcher ---------------------------------------------------------------------------------------
@@ -477,6 +482,8 @@ class _Stream:
         self.base_spec = base_spec
         self.spec: Preprocessing = base_spec
         self.rows: list[int] = []
+        self.acc_rows: list[int] = []  # the source's accelerometer rows, for the gate's MOTION check
+        self.acc: StreamWindower | None = None
         self.windower: StreamWindower | None = None
         self.pre: StreamPreprocessor | None = None
         self.pre_base = 0  # windower index of the preprocessor's first sample (since its last reset)
@@ -499,13 +506,24 @@ class _Stream:
         """Check the source's rate and channels against the bundle's target spec (once)."""
         if self.windower is not None:
             return
-        spec = check_rate(float(self.source.sampling_rate), self.base_spec, self.config.adapt_rate)
+        rate = float(self.source.sampling_rate)
+        spec = check_rate(rate, self.base_spec)
+        self.summary.source_rate_hz = rate
+        logger.info("stream %s: %s at %g Hz%s", self.id, spec.modality, rate,
+                    f", resampled to the model's {spec.output_rate:g} Hz" if rate != spec.output_rate else "")
         if self.config.filtering is not None and self.config.filtering != spec.filtering:
             logger.warning("stream %s: filtering %s although the bundle was trained with %s filtering; the "
                            "model sees other inputs than in training", self.id, self.config.filtering,
                            spec.filtering)
             spec = dataclasses.replace(spec, filtering=self.config.filtering)
         self.rows = match_channels(self.source.channels, spec)
+        chans = self.source.channels
+        self.acc_rows = [i for i, c in enumerate(chans) if getattr(c, "modality", "") == "acc"
+                         and i not in self.rows] if spec.quality.max_motion is not None else []
+        if self.acc_rows:
+            self.acc = StreamWindower(accelerometer_spec(spec, [chans[i].name for i in self.acc_rows]))
+            logger.info("stream %s: accelerometer %s gates windows that move more than %g g", self.id,
+                        [chans[i].name for i in self.acc_rows], spec.quality.max_motion)
         self.spec = spec
         self.windower = StreamWindower(spec)
         self.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
@@ -514,6 +532,8 @@ class _Stream:
         """After a gap or reconnect: no window straddles it, no smoothing or filter state crosses it."""
         assert self.windower is not None
         self.windower.reset()
+        if self.acc is not None:
+            self.acc.reset()
         self.smoother.reset()
         if self.pre is not None:
             self.pre.reset()
@@ -533,6 +553,7 @@ class _Cut:
     record: dict[str, Any]
     start_s: float
     end_s: float
+    acc: np.ndarray | None = None  # the accelerometer's window over the same samples, when the source has one
 
 
 class LivePipeline:
@@ -748,6 +769,8 @@ class LivePipeline:
         total.latency["warmup"] = sum(st.stats.summary()["warmup"] for st in self.streams)
         total.real_time_factor = real_time_factor(total.compute_seconds, total.signal_seconds)
         total.stop_reason = reason
+        rates = {st.summary.source_rate_hz for st in self.streams}
+        total.source_rate_hz = rates.pop() if len(rates) == 1 else None
         if watcher is not None:
             total.bridge_versions = list(watcher.versions)
             total.bridge_events = list(watcher.events)
@@ -761,7 +784,7 @@ class LivePipeline:
     # --- per chunk ------------------------------------------------------------------------------------
     def _ingest(self, st: _Stream, chunk: Any) -> None:
         t0 = time.perf_counter()  # a window's latency runs from here: its samples are in hand
-        data = chunk.data[st.rows]
+        data = chunk.data[st.rows + st.acc_rows]  # accelerometer rows ride along, split off in _push
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
         self._count(st, "samples", chunk.n_samples)
         if chunk.gaps or chunk.reconnected:
@@ -782,6 +805,10 @@ class LivePipeline:
         if data.shape[1] == 0:
             return
         assert st.windower is not None, "the live loop binds every stream when it starts"
+        acc_windows: dict[int, np.ndarray] = {}
+        if st.acc is not None:
+            acc_windows = dict(st.acc.push(data[len(st.rows):]))
+            data = data[:len(st.rows)]
         st.chunk_first = st.windower.samples_seen
         st.chunk_ts = ts
         st.t0 = t0
@@ -794,6 +821,8 @@ class LivePipeline:
                 st.pre_buf.clear()
         for start, window in windows:
             self._window(start, window)
+            if acc_windows:
+                self._pending[-1].acc = acc_windows.get(start)
             if self._stop.is_set():
                 break
 
@@ -828,7 +857,11 @@ class LivePipeline:
         flags: list[np.ndarray] = [np.empty(0)] * len(cuts)
         xs: dict[int, np.ndarray] = {}
         for spec, ks in by_spec.items():
-            f = assess_quality(np.stack([cuts[k].raw for k in ks]), spec.quality)
+            f = assess_quality(np.stack([cuts[k].raw for k in ks]), spec)  # physiology too (LOW_SQI)
+            moved = [i for i, k in enumerate(ks) if cuts[k].acc is not None]
+            if moved:  # MOTION: every channel of a window whose accelerometer moved too much
+                f[moved] |= motion_flags(np.stack([cuts[ks[i]].acc for i in moved]), spec.input_rate,
+                                         spec)[:, None]
             good = []
             for k, fk in zip(ks, f, strict=True):
                 flags[k] = fk

@@ -19,7 +19,6 @@ rate, the one resampling path host and device share.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -331,15 +330,12 @@ def spec_at_rate(spec: Preprocessing, rate: float, where: str) -> Preprocessing:
         When ``rate`` cannot carry the spec: below twice the band's upper edge or the notch, windows or hop
         not a whole number of samples, or no small rational ratio to the output rate.
     """
-    if abs(rate - spec.input_rate) < 1e-9:
-        return spec
     try:
-        return dataclasses.replace(spec, input_rate=rate)
+        return spec.at_rate(rate)  # the one re-basing (edge_bridge.signals), minimum rate named there
     except EdgeBridgeError as exc:
         band = f" above twice the band's {spec.bandpass[1]:g} Hz edge" if spec.bandpass else ""
-        raise RecordingError(f"{where}: {spec.modality} sampled at {rate:g} Hz cannot be brought to the "
-                             f"task's {spec.output_rate:g} Hz ({exc}); record at {spec.input_rate:g} Hz, or "
-                             f"at a rate{band} that gives whole samples per {spec.hop_s:g} s hop") from None
+        raise RecordingError(f"{where}: {exc}; record at {spec.input_rate:g} Hz, or at a rate{band} that "
+                             f"gives whole samples per {spec.hop_s:g} s hop") from None
 
 
 def conform(rec: Recording, spec: Preprocessing, cmap: Mapping[str, Any] | None = None,
