@@ -75,6 +75,7 @@ class FrameSource(StreamingSource):
         self._reported_lost = 0
         self._reported_gaps = 0
         self._frame_samples = 1
+        self._polled_at = 0.0  # when _poll last took bytes (the hop pacing)
         kwargs.setdefault("hop", 0.05)
         super().__init__(name=transport.description, **kwargs)
 
@@ -151,7 +152,20 @@ class FrameSource(StreamingSource):
 
     def _poll(self) -> tuple[np.ndarray, np.ndarray] | None:
         frames, self._pending = self._pending, []
-        frames += self.decoder.feed(self.transport.recv(_RECV_BYTES, self.hop))
+        data = self.transport.recv(_RECV_BYTES, self.hop)
+        if data:
+            # read on a fixed hop: a device that sends many small frames is drained once per hop, not once
+            # per frame, so the decoder, the gap checks and the buffer push each run once for several
+            # frames (a hub with many wearables pays per poll). A frame waits at most one hop for this.
+            rest = self._polled_at + self.hop - time.monotonic()
+            if rest > 0.002 and not self._stop_event.wait(rest):
+                try:
+                    data += self.transport.recv(_RECV_BYTES, 0.001)
+                except SourceError:  # the link went down: keep what did arrive for after the reconnect
+                    self._pending = frames + self.decoder.feed(data)
+                    raise
+        self._polled_at = time.monotonic()
+        frames += self.decoder.feed(data)
         st = self.decoder.stats
         rejected, self._reported_rejected = st.rejected - self._reported_rejected, st.rejected
         lost_frames, self._reported_lost = st.frames_lost - self._reported_lost, st.frames_lost
