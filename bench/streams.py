@@ -183,9 +183,11 @@ class Emulators:
         cpu = 0.0
         for proc in self.procs:
             try:
-                out, _ = proc.communicate(timeout=15)
+                proc.wait(timeout=15)
+                out = proc.stdout.read() if proc.stdout else ""
                 cpu += sum(float(line.split()[1]) for line in out.splitlines() if line.startswith("cpu "))
-            except Exception:  # a stuck child must not outlive the bench
+            except Exception as exc:  # a stuck child must not outlive the bench
+                print(f"emulator child {proc.pid}: {exc}; killed", file=sys.stderr)
                 proc.kill()
                 proc.wait()
         return cpu

@@ -706,6 +706,9 @@ class LivePipeline:
             if watcher is not None:
                 watcher.stop()
             try:
+                for st in self.streams:  # all reader threads wind down together, then each is released
+                    with contextlib.suppress(Exception):
+                        getattr(st.source, "request_stop", lambda: None)()
                 for st in self.streams:
                     try:
                         st.source.stop()

@@ -143,6 +143,14 @@ class Source(abc.ABC):
     def stop(self) -> None:
         """Stop streaming and release the device; safe to call twice."""
 
+    def request_stop(self) -> None:
+        """Begin stopping without waiting; :meth:`stop` still releases the device.
+
+        A hub stopping many sources asks them all first, so their reader threads wind down together
+        instead of one after another. Sources without a thread of their own have nothing to begin.
+        """
+        return None
+
     @property
     @abc.abstractmethod
     def sampling_rate(self) -> float:
@@ -292,6 +300,9 @@ class StreamingSource(Source):
         self._thread.start()
         logger.info("%s: streaming at %g Hz, %d channel(s)", self.name, self.sampling_rate,
                     len(self.channels))
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
 
     def stop(self) -> None:
         self._stop_event.set()
