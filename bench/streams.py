@@ -1,25 +1,37 @@
 """Benchmark of one live loop serving N wearables: cost per stream as N grows; JSON and a PNG out.
 
-Two parts, one process, the demo bundle on the CPU (ONNX Runtime, one intra-op thread per part):
+Two parts, one deploy process, the demo bundle on the CPU (ONNX Runtime, one intra-op thread per part):
 
 1. **Filtering decision** (no real time, seconds): on simulated recordings of subjects the demo bundle never
    saw, every window is preprocessed both ways, zero-phase per window (:func:`process_windows`, what the
    bundle was trained with) and causal with state carried (:func:`process_recording`, the streaming form),
    and run through the composite: decision agreement between the two and the balanced accuracy of each
    against the simulated labels (windows across a label change left out).
-2. **Growth with N**: for each N, N BrainFlow playback boards (one copy of a demo recording each, replayed
-   in real time) feed one :class:`~deploy.live.LivePipeline`; each hop, every stream's window goes through
-   the composite in one batched engine call. Reported per N: windows, p50/p99 window latency (from the
-   moment a stream's samples are read to its record being emitted), lost samples, CPU time per
-   stream-second of signal of the whole process (BrainFlow's playback threads and the source reader threads
-   included) and of the live loop's thread alone (windowing, quality gate, preprocessing, engines, sinks),
-   the sources' own share (CPU before the first window), RSS. Per stream figures are in the JSON too.
+2. **Growth with N**, for two kinds of wearable (``--run SOURCE:FILTERING:N,N,...``):
+
+   - ``emulator``: each wearable is a :class:`~firmware_interface.FrameEmulator` (what ``edge-bridge
+     emulate`` runs) in a child process, sending 10-sample frames in real time over TCP on 127.0.0.1 to a
+     ``tcp:`` source of the loop, so the deploy process pays what a hub pays for a real wearable: receiving
+     and parsing its frames. One child per wearable up to 64, then several wearables (each its own
+     emulator, socket and thread) per child. The children's CPU is reported apart.
+   - ``playback``: N BrainFlow playback boards inside the deploy process (one copy of the recording each),
+     so BrainFlow's playback threads are the deploy process's cost too.
+
+   Each hop, every stream's due window goes through the composite in one batched engine call. Reported per
+   N: windows, p50/p99 window latency (from the moment a stream's samples are read to its record being
+   emitted), lost samples, CPU time per stream-second of signal of the whole deploy process (source reader
+   threads included) and of the live loop's thread alone (windowing, quality gate, preprocessing, engines,
+   sinks), the sources' share (CPU before the first window), RSS, and the load average after each run
+   (the machine is shared: say so with the figures). ``--profile DIR`` writes a cProfile of the loop
+   thread per run.
 
 Real time bounds the run: each N needs one window of signal (30 s) before its first window, then
-``--measure`` seconds of windows; the default sweep takes about six minutes of wall time, mostly waiting.
+``--measure`` seconds of windows; the default plan takes about eight minutes of wall time, mostly waiting.
 
 Run:
   OMP_NUM_THREADS=1 .venv/bin/python bench/streams.py --out bench-out/streams.json
+  OMP_NUM_THREADS=1 .venv/bin/python bench/streams.py --subjects 0 --run emulator:zerophase:1,64 \\
+      --profile bench-out/profiles
 """
 
 from __future__ import annotations
