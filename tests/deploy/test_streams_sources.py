@@ -142,3 +142,24 @@ def test_tcp_wearables_in_one_loop_give_the_file_path_results(bundle_dir):
             e.stop()
     assert summary.lost_samples == 0 and summary.predicted == len(sink.records)
     assert all(s.stop_reason.startswith("source failed") for s in summary.streams.values())
+
+
+def test_request_stop_winds_the_reader_down_without_waiting_and_stop_releases():
+    """A hub asks every source to stop first (they wind down together), then releases each."""
+    emus = [_emulator(30, seed=k, speed=1.0) for k in range(3)]
+    srcs = [FrameSource(TcpTransport("127.0.0.1", e.port)) for e in emus]
+    try:
+        for s in srcs:
+            s.start()
+        threads = [s._thread for s in srcs]
+        for s in srcs:
+            s.request_stop()  # returns at once; the threads finish on their own
+        for t in threads:
+            t.join(timeout=5)
+        assert not any(t.is_alive() for t in threads)
+        for s in srcs:
+            s.stop()
+            assert not s.connected
+    finally:
+        for e in emus:
+            e.stop()
