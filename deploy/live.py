@@ -489,6 +489,7 @@ class _Stream:
         self.chunk_ts = np.empty(0)
         self.skip_logged_at = -1e9
         self.ended = ""  # why this stream stopped ("" while it runs)
+        self._ready: Callable[[int], bool] | None = getattr(inp.source, "ready", None)
         self.t0 = 0.0  # when the chunk being windowed was read (a window's latency starts there)
         try:  # BrainFlow boards know their rate and channels now; frame devices after their first frame
             self.bind()
@@ -509,6 +510,18 @@ class _Stream:
         self.spec = spec
         self.windower = StreamWindower(spec)
         self.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
+
+    def due(self) -> bool:
+        """Whether to read this stream in this turn: its source holds the samples that complete the next
+        window (at most a hop's worth), or news (a reconnect, a failure, the end).
+
+        Reading sooner only moves samples from the source's buffer into the windower's, one frame at a
+        time: with hundreds of wearables that per-chunk work was most of the loop's cost. A source that
+        cannot tell (no ``ready``) is read every turn.
+        """
+        if self._ready is None or self.windower is None:
+            return True
+        return self._ready(min(self.windower.samples_to_next_window, self.spec.hop_samples))
 
     def reset(self) -> None:
         """After a gap or reconnect: no window straddles it, no smoothing or filter state crosses it."""
@@ -676,7 +689,7 @@ class LivePipeline:
                         break
                     got, t_turn = 0, time.monotonic()
                     for st in self.streams:
-                        if st.ended or self._stop.is_set():
+                        if st.ended or self._stop.is_set() or not st.due():
                             continue
                         try:
                             chunk = st.source.read()

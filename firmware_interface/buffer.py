@@ -277,6 +277,9 @@ class RingBuffer:
         return self.total - self._read_upto
 
     def _slice(self, start_abs: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+        i = start_abs % self.capacity
+        if i + n <= self.capacity:  # no wrap (nearly always): two plain copies, no index array
+            return self._data[:, i:i + n].copy(), self._ts[i:i + n].copy()
         idx = (np.arange(start_abs, start_abs + n) % self.capacity)
         return self._data[:, idx], self._ts[idx]
 

@@ -143,6 +143,16 @@ class Source(abc.ABC):
     def stop(self) -> None:
         """Stop streaming and release the device; safe to call twice."""
 
+    def ready(self, min_samples: int = 1) -> bool:
+        """Whether :meth:`read` has something for a caller that needs ``min_samples`` samples: that many,
+        or news that cannot wait (a reconnect, a failure, the end of the data).
+
+        A hub polling many wearables asks this first and reads a stream only when a window can be cut
+        from it; the samples stay in the source's buffer meanwhile. The base class cannot tell, so it
+        answers True: read to find out.
+        """
+        return True
+
     def request_stop(self) -> None:
         """Begin stopping without waiting; :meth:`stop` still releases the device.
 
@@ -301,6 +311,13 @@ class StreamingSource(Source):
         logger.info("%s: streaming at %g Hz, %d channel(s)", self.name, self.sampling_rate,
                     len(self.channels))
 
+    def ready(self, min_samples: int = 1) -> bool:
+        buf = self._buffer
+        # never wait for more than half the buffer: the rest is the margin before it overwrites
+        need = min(max(int(min_samples), 1), max(buf.capacity // 2, 1)) if buf is not None else 1
+        return (buf is None or buf.unread >= need or self._reconnected_flag or self._failure is not None
+                or self.finished)
+
     def request_stop(self) -> None:
         self._stop_event.set()
 
@@ -342,7 +359,7 @@ class StreamingSource(Source):
         buf = self._buffer
         if buf is None:
             raise SourceError(f"{self.name}: read() before start(); use `with source:` or call start() first")
-        if buf.unread == 0 and not self._reconnected_flag and self._failure is None and not self.finished:
+        if not self.ready(1):
             # nothing new: a live loop polling many wearables asks far more often than samples arrive, so
             # this answer costs no lock, no stats snapshot and no copy. Counters that moved without data
             # (none do in practice: gaps are found when the samples after them arrive) come with the next

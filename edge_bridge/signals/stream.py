@@ -57,6 +57,15 @@ class StreamWindower:
             self._buf_start += keep_from
         return out
 
+    @property
+    def samples_to_next_window(self) -> int:
+        """Samples still to push before :meth:`push` returns the next window (at least 1).
+
+        A loop serving many streams reads a stream only once this many have arrived: reading sooner only
+        buffers them here.
+        """
+        return max(self._next_start + self.spec.window_samples - self.samples_seen, 1)
+
     def reset(self) -> None:
         """Forget buffered samples (after a gap: a window must never straddle one)."""
         self._buf = np.empty((self.spec.n_channels, 0), dtype=np.float64)

@@ -109,9 +109,20 @@ def test_a_fast_device_is_drained_once_per_hop_not_once_per_frame():
     assert np.median(sizes) >= 10, sizes
 
 
+class CountingFrameSource(FrameSource):
+    """The real frame source; counts the reads that handed over samples."""
+
+    reads_with_samples = 0
+
+    def read(self):
+        chunk = super().read()
+        self.reads_with_samples += bool(chunk.n_samples)
+        return chunk
+
+
 def test_tcp_wearables_in_one_loop_give_the_file_path_results(bundle_dir):
     """Three emulated wearables over TCP, one loop: every window of each, equal to the file path on what
-    the wearable sent (the frames' int16 values)."""
+    the wearable sent (the frames' int16 values), each stream read about once per hop, not per frame."""
     emus = [_emulator(8, seed=k, speed=4.0) for k in range(3)]
 
     def stop_when_sent(e: FrameEmulator) -> None:  # a wearable switched off after its recording
@@ -126,7 +137,9 @@ def test_tcp_wearables_in_one_loop_give_the_file_path_results(bundle_dir):
     sink = ListSink()
     try:
         streams = [StreamInput(f"w{k}", open_source(f"tcp:127.0.0.1:{e.port}", max_reconnects=0))
-                   for k, e in enumerate(emus)]
+                   for k, e in enumerate(emus[:2])]
+        counted = CountingFrameSource(TcpTransport("127.0.0.1", emus[2].port), max_reconnects=0)
+        streams.append(StreamInput("w2", counted))
         summary = LivePipeline(runner, streams, [sink], LiveConfig(watch_bridge=False)).run()
         for k, e in enumerate(emus):
             recs = [r for r in sink.records if r["stream"] == f"w{k}"]
@@ -141,6 +154,10 @@ def test_tcp_wearables_in_one_loop_give_the_file_path_results(bundle_dir):
         for e in emus:
             e.stop()
     assert summary.lost_samples == 0 and summary.predicted == len(sink.records)
+    # 51 frames arrived; the loop read when a window could be cut (4 hops to fill the first, then one per
+    # window) and once more at the end, not once per frame
+    windows = summary.streams["w2"].windows
+    assert counted.reads_with_samples <= windows + TARGET.window_samples // TARGET.hop_samples + 3
     assert all(s.stop_reason.startswith("source failed") for s in summary.streams.values())
 
 
