@@ -3,8 +3,8 @@
 One process serves one or many wearables with one set of engines. Each turn of the loop reads every
 stream whose source holds the samples that complete its next window (``Source.ready``; a source that
 cannot tell is read every turn), cuts the windows now complete, and sends all of them, from all streams,
-through the composite in one batched engine call (the graphs have a dynamic batch axis); results go back to their
-stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
+through the composite in one batched engine call (the graphs have a dynamic batch axis); results go back
+to their stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
 filter state, smoother, gap and reconnect handling, latency statistics and summary, so a stream that stalls,
 disconnects, fails for good or fails the quality gate changes only its own windows.
 
