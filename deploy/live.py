@@ -472,8 +472,10 @@ class _Stream:
     gate changes only its own windows and figures.
     """
 
-    def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing) -> None:
+    def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing,
+                 said: set[str] | None = None) -> None:
         self.id, self.source, self.labels = str(inp.id), inp.source, inp.labels
+        self.said = said if said is not None else set()  # warnings already given, shared by all streams
         self.config = config
         self.base_spec = base_spec
         self.spec: Preprocessing = base_spec
@@ -503,13 +505,16 @@ class _Stream:
             return
         spec = check_rate(float(self.source.sampling_rate), self.base_spec, self.config.adapt_rate)
         if self.config.filtering is not None and self.config.filtering != spec.filtering:
-            logger.warning("stream %s: filtering %s although the bundle was trained with %s filtering; the "
-                           "model sees other inputs than in training", self.id, self.config.filtering,
-                           spec.filtering)
+            level = logging.DEBUG if "filtering" in self.said else logging.WARNING  # once, not per stream
+            self.said.add("filtering")
+            logger.log(level, "stream %s: filtering %s although the bundle was trained with %s filtering; "
+                       "the model sees other inputs than in training", self.id, self.config.filtering,
+                       spec.filtering)
             spec = dataclasses.replace(spec, filtering=self.config.filtering)
         self.rows = match_channels(self.source.channels, spec)
         self.spec = spec
         self.windower = StreamWindower(spec)
+        self.hop_samples = spec.hop_samples
         self.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
 
     def due(self) -> bool:
@@ -522,7 +527,7 @@ class _Stream:
         """
         if self._ready is None or self.windower is None:
             return True
-        return self._ready(min(self.windower.samples_to_next_window, self.spec.hop_samples))
+        return self._ready(min(self.windower.samples_to_next_window, self.hop_samples))
 
     def reset(self) -> None:
         """After a gap or reconnect: no window straddles it, no smoothing or filter state crosses it."""
@@ -590,9 +595,10 @@ class LivePipeline:
         if not inputs or len(set(ids)) != len(ids):
             raise LiveError(f"streams need distinct ids, got {ids}")
         self.streams = []
+        said: set[str] = set()
         for i in inputs:
             try:
-                self.streams.append(_Stream(i, self.config, m.target))
+                self.streams.append(_Stream(i, self.config, m.target, said))
             except LiveError as exc:
                 exc.stream = str(i.id)  # type: ignore[attr-defined]  # which stream, for the caller's message
                 raise
