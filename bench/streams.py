@@ -160,7 +160,7 @@ class Emulators:
     """N frame emulators in child processes on 127.0.0.1, ``per_process`` wearables per child.
 
     The deploy process then pays only for what a hub pays for a real wearable: receiving and parsing its
-    frames. Emulator CPU is the children's, read with ``RUSAGE_CHILDREN`` after they exit.
+    frames. Emulator CPU is what each child spent serving, after its start-up (it reports it on exit).
     """
 
     def __init__(self, data: np.ndarray, rate: float, modality: str, n: int, work: Path, *,
