@@ -1,9 +1,10 @@
 """The live loop: N sources -> windows every hop -> quality gate -> preprocessing -> composite -> sinks.
 
 One process serves one or many wearables with one set of engines. Each turn of the loop reads every
-stream's new samples, cuts the windows now complete, and sends all of them, from all streams, through the
-composite in one batched engine call (the graphs have a dynamic batch axis); results go back to their
-stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
+stream whose source holds the samples that complete its next window (``Source.ready``; a source that
+cannot tell is read every turn), cuts the windows now complete, and sends all of them, from all streams,
+through the composite in one batched engine call (the graphs have a dynamic batch axis); results go back
+to their stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
 filter state, smoother, gap and reconnect handling, latency statistics and summary, so a stream that stalls,
 disconnects, fails for good or fails the quality gate changes only its own windows.
 
@@ -476,8 +477,10 @@ class _Stream:
     gate changes only its own windows and figures.
     """
 
-    def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing) -> None:
+    def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing,
+                 said: set[str] | None = None) -> None:
         self.id, self.source, self.labels = str(inp.id), inp.source, inp.labels
+        self.said = said if said is not None else set()  # warnings already given, shared by all streams
         self.config = config
         self.base_spec = base_spec
         self.spec: Preprocessing = base_spec
@@ -496,6 +499,7 @@ class _Stream:
         self.chunk_ts = np.empty(0)
         self.skip_logged_at = -1e9
         self.ended = ""  # why this stream stopped ("" while it runs)
+        self._ready: Callable[[int], bool] | None = getattr(inp.source, "ready", None)
         self.t0 = 0.0  # when the chunk being windowed was read (a window's latency starts there)
         try:  # BrainFlow boards know their rate and channels now; frame devices after their first frame
             self.bind()
@@ -512,9 +516,11 @@ class _Stream:
         logger.info("stream %s: %s at %g Hz%s", self.id, spec.modality, rate,
                     f", resampled to the model's {spec.output_rate:g} Hz" if rate != spec.output_rate else "")
         if self.config.filtering is not None and self.config.filtering != spec.filtering:
-            logger.warning("stream %s: filtering %s although the bundle was trained with %s filtering; the "
-                           "model sees other inputs than in training", self.id, self.config.filtering,
-                           spec.filtering)
+            level = logging.DEBUG if "filtering" in self.said else logging.WARNING  # once, not per stream
+            self.said.add("filtering")
+            logger.log(level, "stream %s: filtering %s although the bundle was trained with %s filtering; "
+                       "the model sees other inputs than in training", self.id, self.config.filtering,
+                       spec.filtering)
             spec = dataclasses.replace(spec, filtering=self.config.filtering)
         self.rows = match_channels(self.source.channels, spec)
         chans = self.source.channels
@@ -526,7 +532,20 @@ class _Stream:
                         [chans[i].name for i in self.acc_rows], spec.quality.max_motion)
         self.spec = spec
         self.windower = StreamWindower(spec)
+        self.hop_samples = spec.hop_samples
         self.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
+
+    def due(self) -> bool:
+        """Whether to read this stream in this turn: its source holds the samples that complete the next
+        window (at most a hop's worth), or news (a reconnect, a failure, the end).
+
+        Reading sooner only moves samples from the source's buffer into the windower's, one frame at a
+        time: with hundreds of wearables that per-chunk work was most of the loop's cost. A source that
+        cannot tell (no ``ready``) is read every turn.
+        """
+        if self._ready is None or self.windower is None:
+            return True
+        return self._ready(min(self.windower.samples_to_next_window, self.hop_samples))
 
     def reset(self) -> None:
         """After a gap or reconnect: no window straddles it, no smoothing or filter state crosses it."""
@@ -597,9 +616,10 @@ class LivePipeline:
         if not inputs or len(set(ids)) != len(ids):
             raise LiveError(f"streams need distinct ids, got {ids}")
         self.streams = []
+        said: set[str] = set()
         for i in inputs:
             try:
-                self.streams.append(_Stream(i, self.config, m.target))
+                self.streams.append(_Stream(i, self.config, m.target, said))
             except LiveError as exc:
                 exc.stream = str(i.id)  # type: ignore[attr-defined]  # which stream, for the caller's message
                 raise
@@ -697,7 +717,7 @@ class LivePipeline:
                         break
                     got, t_turn = 0, time.monotonic()
                     for st in self.streams:
-                        if st.ended or self._stop.is_set():
+                        if st.ended or self._stop.is_set() or not st.due():
                             continue
                         try:
                             chunk = st.source.read()
@@ -727,6 +747,9 @@ class LivePipeline:
             if watcher is not None:
                 watcher.stop()
             try:
+                for st in self.streams:  # all reader threads wind down together, then each is released
+                    with contextlib.suppress(Exception):
+                        getattr(st.source, "request_stop", lambda: None)()
                 for st in self.streams:
                     try:
                         st.source.stop()
