@@ -98,6 +98,10 @@ class CalibrationReport:
     timings_s: dict[str, float]
     refit_info: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: raw rates seen per role (Hz), each resampled to the model's rate
+    input_rates_hz: dict[str, list[float]] = field(default_factory=dict)
+    #: windows by the quality flags they carry (e.g. "target: PPG: low_sqi"), when the gate left any out
+    quality_flags: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -379,7 +383,8 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
         logger.warning("%s", verdict)
         timings["total"] = time.perf_counter() - t_all
         return CalibrationReport(str(bundle.root), False, verdict, current_version, None, method, None,
-                                 windows, data.skipped, None, {}, timings, {}, notes)
+                                 windows, data.skipped, None, {}, timings, {}, notes, data.rates,
+                                 data.quality_flags)
 
     fit, val = split.fit, split.validate
     candidates: list[RefitResult] = []
@@ -445,7 +450,8 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
     timings["total"] = time.perf_counter() - t_all
     logger.info("%s", verdict)
     return CalibrationReport(str(bundle.root), accepted, verdict, current_version, new_version, method, best,
-                             windows, data.skipped, current_scores, scored, timings, refit_info, notes)
+                             windows, data.skipped, current_scores, scored, timings, refit_info, notes,
+                             data.rates, data.quality_flags)
 
 
 def _check_feature_shapes(feats: Features, current: PrototypeWeights, bundle: Bundle) -> None:

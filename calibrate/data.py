@@ -7,7 +7,9 @@ either modality's quality gate (or overlapping a ``BAD`` annotation) are left ou
 on the host (:func:`edge_bridge.recordings.paired.paired_windows`).
 
 Every problem is found here, before a model runs or a byte is written: a modality missing or flat, a
-sampling rate other than the spec's, recordings that do not overlap in time, too few windows.
+sampling rate too low for the spec's band, recordings that do not overlap in time, too few windows. Any
+higher rate is resampled to the model's rate by the one preprocessing path (chest ECG at 256 Hz and a
+wrist PPG at 128 Hz feed a 250 Hz / 64 Hz bundle), and the rates seen go into the report.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from calibrate.errors import CalibrationError
 from edge_bridge.errors import EdgeBridgeError
 from edge_bridge.recordings.paired import Windows, diagnose_quality, paired_windows
 from edge_bridge.recordings.recording import Recording
-from edge_bridge.signals import Preprocessing
+from edge_bridge.signals import Preprocessing, assess_quality, cut_windows, describe_flags
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +52,11 @@ class PairedData:
         Windows left out, by reason (``quality``, ``bad_span``).
     seconds : float
         Paired seconds covered by all recordings.
+    rates : dict of str -> list of float
+        The raw rates seen per role (``"source"``, ``"target"``), in Hz, each resampled to the model's.
+    quality_flags : dict of str -> int
+        Windows by the quality flags they carry, e.g. ``{"target: PPG: low_sqi": 12}`` (a window can carry
+        flags of both roles); computed when the gate left windows out.
     """
 
     windows: Windows
@@ -57,6 +64,8 @@ class PairedData:
     sources: list[str]
     skipped: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    rates: dict[str, list[float]] = field(default_factory=dict)
+    quality_flags: dict[str, int] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.windows)
@@ -83,24 +92,33 @@ def _has(rec: Recording, spec: Preprocessing) -> bool:
     return _match_channels(rec, spec) is not None
 
 
-def _conform(rec: Recording, spec: Preprocessing, role: str) -> Recording:
-    """Rename matched channels to the spec's names and check their rate; raises with the fix."""
+def _conform(rec: Recording, spec: Preprocessing, role: str) -> tuple[Recording, Preprocessing]:
+    """Rename matched channels to the spec's names; return the recording and the spec at their rate.
+
+    Any rate above twice the band's edge is fine: the spec is re-based on it
+    (:meth:`~edge_bridge.signals.Preprocessing.at_rate`), so the one preprocessing path resamples it to
+    the model's rate. Raises, with the fix, for a missing channel or a rate too low for the band.
+    """
     names = _match_channels(rec, spec)
     if names is None:
         raise CalibrationError(
             f"{_name(rec)}: no {role} signal: the bundle's {role} spec needs {spec.modality} channel(s) "
             f"{list(spec.channels)}, the recording has {rec.channel_names}; record both modalities, or give "
             f"a second recording with the {role} signal (aligned by start time)")
+    rates = {float(rec.channel(have).rate) for have in names}
+    if len(rates) != 1:
+        raise CalibrationError(f"{_name(rec)}: the {role} channels {names} have different rates "
+                               f"{sorted(rates)} Hz; record them with one device")
+    rate = rates.pop()
+    try:
+        at_rate = spec.at_rate(rate)
+    except EdgeBridgeError as exc:
+        raise CalibrationError(f"{_name(rec)}: {role} channel(s) {names}: {exc}. Nothing was written"
+                               ) from None
     for want, have in zip(spec.channels, names, strict=True):
-        ch = rec.channel(have)
-        if abs(ch.rate - spec.input_rate) > 1e-6:
-            raise CalibrationError(
-                f"{_name(rec)}: {role} channel {have} is sampled at {ch.rate:g} Hz but the bundle's {role} "
-                f"spec expects {spec.input_rate:g} Hz; record at {spec.input_rate:g} Hz (nothing is "
-                "resampled silently on site)")
         if have != want:
-            ch.name = want
-    return rec
+            rec.channel(have).name = want
+    return rec, at_rate
 
 
 def utc(t: dt.datetime) -> dt.datetime:
@@ -186,13 +204,31 @@ def pair_recordings(recs: Sequence[Recording], source: Preprocessing, target: Pr
         else:
             best = min(remaining, key=lambda t: abs(_when(t) - _when(s)))
         remaining.remove(best)
-        pairs.append(align(_conform(s, source, "source"), _conform(best, target, "target"), source.window_s))
+        pairs.append(align(_conform(s, source, "source")[0], _conform(best, target, "target")[0],
+                           source.window_s))
     return pairs
+
+
+def quality_reasons(rec: Recording, specs: dict[str, Preprocessing]) -> dict[str, int]:
+    """How many of ``rec``'s windows carry each combination of quality flags, per role.
+
+    The same gate as the windowing (:func:`edge_bridge.signals.assess_quality` with the spec), run again
+    only when it left windows out, so the report can say why: ``{"target: PPG: low_sqi": 12, ...}``.
+    """
+    raws = {role: cut_windows(rec.data(list(sp.channels))[0], sp)[0] for role, sp in specs.items()}
+    n = min(len(r) for r in raws.values())
+    counts: dict[str, int] = {}
+    for role, sp in specs.items():
+        for f in assess_quality(raws[role][:n], sp):
+            if f.any():
+                key = f"{role}: {describe_flags(f, sp.channels)}"
+                counts[key] = counts.get(key, 0) + 1
+    return counts
 
 
 def _diagnose(rec: Recording, source: Preprocessing, target: Preprocessing) -> str:
     """Why windows were lost: per modality, how many windows are flat / clipped / non-finite."""
-    return diagnose_quality(rec, {"source": source, "target": target})
+    return diagnose_quality(rec, {"source": source, "target": target}, physiology=True)
 
 
 def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source: Preprocessing,
@@ -211,7 +247,8 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
     Raises
     ------
     CalibrationError
-        A modality missing or flat, a wrong sampling rate, recordings that do not overlap, too few windows.
+        A modality missing or flat, a rate too low for the band, recordings that do not overlap, too few
+        windows.
     """
     from edge_bridge.recordings import read_recording
 
@@ -238,17 +275,28 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
         recs.append(rec)
     pairs = pair_recordings(recs, source, target)
     parts, index, names, seconds = [], [], [], 0.0
+    rates: dict[str, list[float]] = {"source": [], "target": []}
+    flagged: dict[str, int] = {}
     for k, rec in enumerate(pairs):
-        _conform(rec, source, "source")
-        _conform(rec, target, "target")
+        rec, s = _conform(rec, source, "source")
+        rec, t = _conform(rec, target, "target")
+        for role, sp, base in (("source", s, source), ("target", t, target)):
+            if sp.input_rate not in rates[role]:
+                rates[role].append(sp.input_rate)
+                logger.info("%s: %s %s at %g Hz%s", _name(rec), role, sp.modality, sp.input_rate,
+                            f" (the bundle's spec says {base.input_rate:g} Hz; resampled to the model's "
+                            f"{sp.output_rate:g} Hz)" if sp is not base else "")
         try:
-            w = paired_windows(rec, source, target)
+            w = paired_windows(rec, s, t, physiology=True)  # the live loop's gate, physiology included
         except EdgeBridgeError as exc:
             raise CalibrationError(f"{_name(rec)}: {exc}") from None
+        if w.skipped_reasons.get("quality"):
+            for key, v in quality_reasons(rec, {"source": s, "target": t}).items():
+                flagged[key] = flagged.get(key, 0) + v
         if len(w) == 0 and w.skipped:
             raise CalibrationError(
                 f"{_name(rec)}: all {w.skipped} windows fail the quality gate "
-                f"({_diagnose(rec, source, target)})"
+                f"({_diagnose(rec, s, t)})"
                 "; check that both sensors are attached and recording (a flat line means lead off or a dead "
                 "sensor)")
         parts.append(w)
@@ -257,7 +305,7 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
         seconds += rec.duration
     windows = Windows.concatenate(parts)
     reasons = dict(windows.skipped_reasons)
-    data = PairedData(windows, np.concatenate(index), names, reasons, seconds)
+    data = PairedData(windows, np.concatenate(index), names, reasons, seconds, rates, flagged)
     need = minimum_windows(source, holdout)
     if len(data) < need:
         lost = f" ({sum(reasons.values())} more left out: {reasons})" if reasons else ""
@@ -267,8 +315,8 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
             f"recording{lost}; calibration needs at least {need} (>= {MIN_FIT_WINDOWS} to fit and "
             f">= {MIN_VALIDATION_WINDOWS} to validate, with no overlap between them). Record at least "
             f"{math.ceil((need - len(data)) * per_s)} s more")
-    logger.info("%d paired windows from %d recording(s), %.0f s; left out: %s", len(data), len(pairs),
-                seconds, reasons or "none")
+    logger.info("%d paired windows from %d recording(s), %.0f s; left out: %s%s", len(data), len(pairs),
+                seconds, reasons or "none", f" (quality flags: {flagged})" if flagged else "")
     return data
 
 

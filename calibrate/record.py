@@ -1,9 +1,10 @@
 """Record paired calibration data on site with :mod:`firmware_interface`, checked before a second is spent.
 
 ``--record SECONDS --board NAME[,k=v...]``: the board (and its device profile) must deliver both the source
-and the target channels of the bundle, each at its spec's sampling rate. That is checked from the board
-description before the session opens, so a board without ECG, or a 250 Hz PPG for a 64 Hz spec, fails at
-once instead of after minutes of recording. The recording (BrainFlow CSV + sidecar, written durably by
+and the target channels of the bundle, each at a rate the spec's band can use (above twice its upper edge;
+calibration resamples any such rate to the model's). That is checked from the board description before the
+session opens, so a board without ECG, or a 16 Hz PPG for a band up to 8 Hz, fails at once instead of after
+minutes of recording. The recording (BrainFlow CSV + sidecar, written durably by
 :func:`firmware_interface.record`) is kept beside the bundle, never inside it: a bundle holds only what its
 manifest lists.
 """
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from calibrate.errors import CalibrationError
+from edge_bridge.errors import EdgeBridgeError
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,7 @@ def parse_board(spec: str) -> tuple[str, dict[str, str]]:
 
 
 def check_channels(channels: list[Any], rate: float, specs: dict[str, Any], board: str) -> None:
-    """Each role's channels must be on the board (by name, else by modality) at the spec's rate."""
+    """Each role's channels must be on the board (by name, else by modality) at a rate the band can use."""
     names = [c.name for c in channels]
     for role, spec in specs.items():
         found = [n for n in spec.channels if n in names]
@@ -49,12 +51,17 @@ def check_channels(channels: list[Any], rate: float, specs: dict[str, Any], boar
                 f"{list(spec.channels)}, the board offers {[f'{c.name} ({c.modality})' for c in channels]}. "
                 "Name the rows with --profile (see firmware_interface/README.md), or record the two "
                 "modalities separately and pass both files with --paired. Nothing was recorded")
-        if abs(rate - spec.input_rate) > 1e-6:
+        try:  # any rate above what the band needs: calibrate resamples it (Preprocessing.at_rate)
+            spec.at_rate(float(rate))
+        except EdgeBridgeError as exc:
             raise CalibrationError(
-                f"board {board} samples at {rate:g} Hz but the bundle's {role} spec ({spec.modality}) "
-                f"expects {spec.input_rate:g} Hz; record the two modalities with devices at their spec rates "
-                "and pass "
-                "both files with --paired, or re-export the bundle for this rate. Nothing was recorded")
+                f"board {board} samples at {rate:g} Hz, too slow for the bundle's {role} signal: {exc}. "
+                "Record with a faster device, or the two modalities with separate devices and pass both "
+                "files with --paired. Nothing was recorded") from None
+        if abs(rate - spec.input_rate) > 1e-6:
+            logger.info("board %s samples %s at %g Hz; the bundle's %s spec says %g Hz: calibration "
+                        "resamples it to the model's %g Hz", board, spec.modality, rate, role,
+                        spec.input_rate, spec.output_rate)
 
 
 def record_paired(bundle_path: str | os.PathLike[str], board: str, seconds: float, *,

@@ -1,9 +1,10 @@
 """The live loop: N sources -> windows every hop -> quality gate -> preprocessing -> composite -> sinks.
 
 One process serves one or many wearables with one set of engines. Each turn of the loop reads every
-stream's new samples, cuts the windows now complete, and sends all of them, from all streams, through the
-composite in one batched engine call (the graphs have a dynamic batch axis); results go back to their
-stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
+stream whose source holds the samples that complete its next window (``Source.ready``; a source that
+cannot tell is read every turn), cuts the windows now complete, and sends all of them, from all streams,
+through the composite in one batched engine call (the graphs have a dynamic batch axis); results go back
+to their stream's smoother and scoring, and every record names its stream. Each stream keeps its own windower,
 filter state, smoother, gap and reconnect handling, latency statistics and summary, so a stream that stalls,
 disconnects, fails for good or fails the quality gate changes only its own windows.
 
@@ -15,7 +16,8 @@ the lost samples are added to the signal clock so later windows keep their true 
 comparison of the demo relies on).
 
 Windows that fail the quality gate (:func:`~edge_bridge.signals.assess_quality`: NaN, flat, clipped or
-implausible channels) are reported and counted, never fed to the model. Everything else runs through the
+implausible channels, and ECG/PPG beats that do not repeat their shape) are reported and counted by reason,
+never fed to the model. Everything else runs through the
 one preprocessing the bundle's spec names: zero-phase per window (:func:`~edge_bridge.signals.
 process_windows`, batched over the streams) or causal with the filter state carried between hops
 (:class:`~edge_bridge.signals.StreamPreprocessor`, which filters only each hop's new samples). A window
@@ -59,8 +61,10 @@ from edge_bridge.signals import (
     Preprocessing,
     StreamPreprocessor,
     StreamWindower,
+    accelerometer_spec,
     assess_quality,
     describe_flags,
+    motion_flags,
     process_windows,
 )
 from firmware_interface.errors import FirmwareError
@@ -211,8 +215,8 @@ class LiveConfig:
     watch_interval : float
         Seconds between two looks at the manifest's modification time.
     adapt_rate : bool
-        Accept a source whose rate differs from the spec's ``input_rate`` by resampling from the source's
-        rate (the model still sees ``output_rate``). Off by default: a wrong rate is usually a wrong device.
+        Ignored (kept so old callers still construct): a source at any rate above the band's minimum is
+        resampled to the model's rate (:func:`check_rate`).
     bundle_check : callable or None
         Called with the bundle root before a newly published bridge is tried (deploy passes the signature
         check); an exception keeps the current bridge.
@@ -236,7 +240,7 @@ class LiveConfig:
     duration: float | None = None
     watch_bridge: bool = True
     watch_interval: float = 0.5
-    adapt_rate: bool = False
+    adapt_rate: bool = True
     bundle_check: Callable[[Path], None] | None = None
     filtering: str | None = None
     drift_false_alarms_per_day: float | None = DEFAULT_FALSE_ALARMS_PER_DAY
@@ -253,6 +257,7 @@ class LiveSummary:
     invalid: int = 0  # windows whose logits were NaN or inf: marked invalid, never given a class
     skipped: int = 0
     skipped_reasons: dict[str, int] = field(default_factory=dict)
+    source_rate_hz: float | None = None  # the rate the source delivered (None: streams differ, see streams)
     samples: int = 0
     gaps: int = 0
     lost_samples: int = 0
@@ -315,8 +320,10 @@ class LiveSummary:
         if self.skipped_reasons:
             reasons = sorted(self.skipped_reasons.items())
             out.append("  skipped: " + "; ".join(f"{k} x{v}" for k, v in reasons))
+        rate = f" at {self.source_rate_hz:g} Hz" if self.source_rate_hz else ""
         out += [
-            f"samples: {self.samples} ({self.signal_seconds:.1f} s of signal in {self.wall_seconds:.1f} s); "
+            f"samples: {self.samples}{rate} ({self.signal_seconds:.1f} s of signal in "
+            f"{self.wall_seconds:.1f} s); "
             f"gaps {self.gaps}, lost samples {self.lost_samples}, reconnects {self.reconnects}",
         ]
         if lat.get("n"):
@@ -377,19 +384,18 @@ def match_channels(source_channels: Sequence[Any], spec: Preprocessing) -> list[
     return idx
 
 
-def check_rate(source_rate: float, spec: Preprocessing, adapt: bool) -> Preprocessing:
-    """The spec to use with a source at ``source_rate``; refuses a mismatch unless ``adapt``."""
-    if abs(source_rate - spec.input_rate) <= 1e-6 * spec.input_rate:
-        return spec
-    if not adapt:
-        raise LiveError(f"the bundle's model needs {spec.modality} at {spec.input_rate:g} Hz but the source "
-                        f"delivers {source_rate:g} Hz; use a source at {spec.input_rate:g} Hz, or pass "
-                        "--adapt-rate to filter and resample from the source's rate (the model still sees "
-                        f"{spec.output_rate:g} Hz)")
-    adapted = dataclasses.replace(spec, input_rate=float(source_rate))
-    logger.warning("source at %g Hz, model spec at %g Hz: resampling %g -> %g Hz", source_rate,
-                   spec.input_rate, source_rate, spec.output_rate)
-    return adapted
+def check_rate(source_rate: float, spec: Preprocessing, adapt: bool = True) -> Preprocessing:
+    """The spec for a source at ``source_rate``: the bundle's, re-based on that rate
+    (:meth:`~edge_bridge.signals.Preprocessing.at_rate`; the model still sees ``output_rate``).
+
+    Any rate above twice the band's upper edge works; a slower one is refused, naming the minimum.
+    ``adapt`` is ignored (it used to have to be True for any rate but the spec's own).
+    """
+    try:
+        return spec.at_rate(float(source_rate))
+    except EdgeBridgeError as exc:
+        raise LiveError(f"the bundle's model needs {spec.modality} above {spec.min_input_rate:g} Hz; the "
+                        f"source delivers {source_rate:g} Hz: {exc}") from None
 
 
 # --- bridge watcher ---------------------------------------------------------------------------------------
@@ -486,12 +492,16 @@ class _Stream:
     gate changes only its own windows and figures.
     """
 
-    def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing) -> None:
+    def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing,
+                 said: set[str] | None = None) -> None:
         self.id, self.source, self.labels = str(inp.id), inp.source, inp.labels
+        self.said = said if said is not None else set()  # warnings already given, shared by all streams
         self.config = config
         self.base_spec = base_spec
         self.spec: Preprocessing = base_spec
         self.rows: list[int] = []
+        self.acc_rows: list[int] = []  # the source's accelerometer rows, for the gate's MOTION check
+        self.acc: StreamWindower | None = None
         self.windower: StreamWindower | None = None
         self.pre: StreamPreprocessor | None = None
         self.pre_base = 0  # windower index of the preprocessor's first sample (since its last reset)
@@ -504,6 +514,7 @@ class _Stream:
         self.chunk_ts = np.empty(0)
         self.skip_logged_at = -1e9
         self.ended = ""  # why this stream stopped ("" while it runs)
+        self._ready: Callable[[int], bool] | None = getattr(inp.source, "ready", None)
         self.t0 = 0.0  # when the chunk being windowed was read (a window's latency starts there)
         try:  # BrainFlow boards know their rate and channels now; frame devices after their first frame
             self.bind()
@@ -514,21 +525,49 @@ class _Stream:
         """Check the source's rate and channels against the bundle's target spec (once)."""
         if self.windower is not None:
             return
-        spec = check_rate(float(self.source.sampling_rate), self.base_spec, self.config.adapt_rate)
+        rate = float(self.source.sampling_rate)
+        spec = check_rate(rate, self.base_spec)
+        self.summary.source_rate_hz = rate
+        logger.info("stream %s: %s at %g Hz%s", self.id, spec.modality, rate,
+                    f", resampled to the model's {spec.output_rate:g} Hz" if rate != spec.output_rate else "")
         if self.config.filtering is not None and self.config.filtering != spec.filtering:
-            logger.warning("stream %s: filtering %s although the bundle was trained with %s filtering; the "
-                           "model sees other inputs than in training", self.id, self.config.filtering,
-                           spec.filtering)
+            level = logging.DEBUG if "filtering" in self.said else logging.WARNING  # once, not per stream
+            self.said.add("filtering")
+            logger.log(level, "stream %s: filtering %s although the bundle was trained with %s filtering; "
+                       "the model sees other inputs than in training", self.id, self.config.filtering,
+                       spec.filtering)
             spec = dataclasses.replace(spec, filtering=self.config.filtering)
         self.rows = match_channels(self.source.channels, spec)
+        chans = self.source.channels
+        self.acc_rows = [i for i, c in enumerate(chans) if getattr(c, "modality", "") == "acc"
+                         and i not in self.rows] if spec.quality.max_motion is not None else []
+        if self.acc_rows:
+            self.acc = StreamWindower(accelerometer_spec(spec, [chans[i].name for i in self.acc_rows]))
+            logger.info("stream %s: accelerometer %s gates windows that move more than %g g", self.id,
+                        [chans[i].name for i in self.acc_rows], spec.quality.max_motion)
         self.spec = spec
         self.windower = StreamWindower(spec)
+        self.hop_samples = spec.hop_samples
         self.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
+
+    def due(self) -> bool:
+        """Whether to read this stream in this turn: its source holds the samples that complete the next
+        window (at most a hop's worth), or news (a reconnect, a failure, the end).
+
+        Reading sooner only moves samples from the source's buffer into the windower's, one frame at a
+        time: with hundreds of wearables that per-chunk work was most of the loop's cost. A source that
+        cannot tell (no ``ready``) is read every turn.
+        """
+        if self._ready is None or self.windower is None:
+            return True
+        return self._ready(min(self.windower.samples_to_next_window, self.hop_samples))
 
     def reset(self) -> None:
         """After a gap or reconnect: no window straddles it, no smoothing or filter state crosses it."""
         assert self.windower is not None
         self.windower.reset()
+        if self.acc is not None:
+            self.acc.reset()
         self.smoother.reset()
         if self.pre is not None:
             self.pre.reset()
@@ -548,6 +587,7 @@ class _Cut:
     record: dict[str, Any]
     start_s: float
     end_s: float
+    acc: np.ndarray | None = None  # the accelerometer's window over the same samples, when the source has one
 
 
 class LivePipeline:
@@ -591,9 +631,10 @@ class LivePipeline:
         if not inputs or len(set(ids)) != len(ids):
             raise LiveError(f"streams need distinct ids, got {ids}")
         self.streams = []
+        said: set[str] = set()
         for i in inputs:
             try:
-                self.streams.append(_Stream(i, self.config, m.target))
+                self.streams.append(_Stream(i, self.config, m.target, said))
             except LiveError as exc:
                 exc.stream = str(i.id)  # type: ignore[attr-defined]  # which stream, for the caller's message
                 raise
@@ -711,7 +752,7 @@ class LivePipeline:
                         break
                     got, t_turn = 0, time.monotonic()
                     for st in self.streams:
-                        if st.ended or self._stop.is_set():
+                        if st.ended or self._stop.is_set() or not st.due():
                             continue
                         try:
                             chunk = st.source.read()
@@ -742,6 +783,9 @@ class LivePipeline:
             if watcher is not None:
                 watcher.stop()
             try:
+                for st in self.streams:  # all reader threads wind down together, then each is released
+                    with contextlib.suppress(Exception):
+                        getattr(st.source, "request_stop", lambda: None)()
                 for st in self.streams:
                     try:
                         st.source.stop()
@@ -784,6 +828,8 @@ class LivePipeline:
         total.latency["warmup"] = sum(st.stats.summary()["warmup"] for st in self.streams)
         total.real_time_factor = real_time_factor(total.compute_seconds, total.signal_seconds)
         total.stop_reason = reason
+        rates = {st.summary.source_rate_hz for st in self.streams}
+        total.source_rate_hz = rates.pop() if len(rates) == 1 else None
         if watcher is not None:
             total.bridge_versions = list(watcher.versions)
             total.bridge_events = list(watcher.events)
@@ -799,7 +845,7 @@ class LivePipeline:
     def _ingest(self, st: _Stream, chunk: Any) -> None:
         t0 = time.perf_counter()  # a window's latency runs from here: its samples are in hand
         self.watch.ingest(st, chunk)
-        data = chunk.data[st.rows]
+        data = chunk.data[st.rows + st.acc_rows]  # accelerometer rows ride along, split off in _push
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
         self._count(st, "samples", chunk.n_samples)
         if chunk.gaps or chunk.reconnected:
@@ -820,6 +866,10 @@ class LivePipeline:
         if data.shape[1] == 0:
             return
         assert st.windower is not None, "the live loop binds every stream when it starts"
+        acc_windows: dict[int, np.ndarray] = {}
+        if st.acc is not None:
+            acc_windows = dict(st.acc.push(data[len(st.rows):]))
+            data = data[:len(st.rows)]
         st.chunk_first = st.windower.samples_seen
         st.chunk_ts = ts
         st.t0 = t0
@@ -832,6 +882,8 @@ class LivePipeline:
                 st.pre_buf.clear()
         for start, window in windows:
             self._window(start, window)
+            if acc_windows:
+                self._pending[-1].acc = acc_windows.get(start)
             if self._stop.is_set():
                 break
 
@@ -866,7 +918,11 @@ class LivePipeline:
         flags: list[np.ndarray] = [np.empty(0)] * len(cuts)
         xs: dict[int, np.ndarray] = {}
         for spec, ks in by_spec.items():
-            f = assess_quality(np.stack([cuts[k].raw for k in ks]), spec.quality)
+            f = assess_quality(np.stack([cuts[k].raw for k in ks]), spec)  # physiology too (LOW_SQI)
+            moved = [i for i, k in enumerate(ks) if cuts[k].acc is not None]
+            if moved:  # MOTION: every channel of a window whose accelerometer moved too much
+                f[moved] |= motion_flags(np.stack([cuts[ks[i]].acc for i in moved]), spec.input_rate,
+                                         spec)[:, None]
             good = []
             for k, fk in zip(ks, f, strict=True):
                 flags[k] = fk

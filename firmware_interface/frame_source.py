@@ -26,6 +26,9 @@ from firmware_interface.transports import Transport
 logger = logging.getLogger(__name__)
 
 _RECV_BYTES = 65536
+#: seconds a poll waits for bytes when the device is quiet. Data wake it at once, so this sets only how soon
+#: a stop or stall is noticed; a short wait made every idle wearable wake its thread many times a frame
+IDLE_WAIT = 0.25
 
 
 class FrameSource(StreamingSource):
@@ -75,6 +78,8 @@ class FrameSource(StreamingSource):
         self._reported_lost = 0
         self._reported_gaps = 0
         self._frame_samples = 1
+        self._polled_at = 0.0  # when _poll last took bytes (the hop pacing)
+        self._link_error: SourceError | None = None
         kwargs.setdefault("hop", 0.05)
         super().__init__(name=transport.description, **kwargs)
 
@@ -98,6 +103,7 @@ class FrameSource(StreamingSource):
 
     # --- hooks ----------------------------------------------------------------------------------------
     def _open(self) -> None:
+        self._link_error = None
         self.transport.open()
         self.decoder.reset()
         if self._layout is not None:
@@ -150,8 +156,23 @@ class FrameSource(StreamingSource):
                     FORMAT_NAMES[frame.sample_format], self._rate)
 
     def _poll(self) -> tuple[np.ndarray, np.ndarray] | None:
+        if self._link_error is not None:  # found while draining the last hop, whose frames went out first
+            exc, self._link_error = self._link_error, None
+            raise exc
         frames, self._pending = self._pending, []
-        frames += self.decoder.feed(self.transport.recv(_RECV_BYTES, self.hop))
+        data = self.transport.recv(_RECV_BYTES, max(self.hop, IDLE_WAIT))
+        if data:
+            # read on a fixed hop: a device that sends many small frames is drained once per hop, not once
+            # per frame, so the decoder, the gap checks and the buffer push each run once for several
+            # frames (a hub with many wearables pays per poll). A frame waits at most one hop for this.
+            rest = self._polled_at + self.hop - time.monotonic()
+            if rest > 0.002 and not self._stop_event.wait(rest):
+                try:
+                    data += self.transport.recv(_RECV_BYTES, 0.001)
+                except SourceError as exc:  # the link went down: deliver what did arrive, then report it
+                    self._link_error = exc
+        self._polled_at = time.monotonic()
+        frames += self.decoder.feed(data)
         st = self.decoder.stats
         rejected, self._reported_rejected = st.rejected - self._reported_rejected, st.rejected
         lost_frames, self._reported_lost = st.frames_lost - self._reported_lost, st.frames_lost

@@ -374,7 +374,7 @@ class FrameDecoder:
             inter = b[:, 0] | (b[:, 1] << 8) | (b[:, 2] << 16)
             inter = np.where(inter & 0x800000, inter - 0x1000000, inter).astype(np.int32)
         counts = inter.reshape(n_s, n_ch).T.copy()
-        report = self._seq.update(np.array([seq], dtype=np.int64))
+        report = self._seq.update_one(seq)
         self.stats.frames += 1
         if report.lost:
             self.stats.frames_lost += report.lost

@@ -143,6 +143,24 @@ class Source(abc.ABC):
     def stop(self) -> None:
         """Stop streaming and release the device; safe to call twice."""
 
+    def ready(self, min_samples: int = 1) -> bool:
+        """Whether :meth:`read` has something for a caller that needs ``min_samples`` samples: that many,
+        or news that cannot wait (a reconnect, a failure, the end of the data).
+
+        A hub polling many wearables asks this first and reads a stream only when a window can be cut
+        from it; the samples stay in the source's buffer meanwhile. The base class cannot tell, so it
+        answers True: read to find out.
+        """
+        return True
+
+    def request_stop(self) -> None:
+        """Begin stopping without waiting; :meth:`stop` still releases the device.
+
+        A hub stopping many sources asks them all first, so their reader threads wind down together
+        instead of one after another. Sources without a thread of their own have nothing to begin.
+        """
+        return None
+
     @property
     @abc.abstractmethod
     def sampling_rate(self) -> float:
@@ -248,6 +266,8 @@ class StreamingSource(Source):
         self._gaps_logged = 0
         self._gaps_logged_at = -1e9
         self._ended = False  # a finite source went quiet: the end of its data
+        self._empty: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.empty((0, 0)), np.empty(0),
+                                                                 np.empty((0, 0)))
 
     # --- hooks ------------------------------------------------------------------------------------------
     @abc.abstractmethod
@@ -282,12 +302,24 @@ class StreamingSource(Source):
         self._connected = True
         capacity = max(int(np.ceil(self.sampling_rate * self.buffer_seconds)), 1)
         self._buffer = RingBuffer(self._store_rows(), capacity)
+        none = np.empty((self._store_rows(), 0))
+        self._empty = (self._select(none), np.empty(0), none)  # what a read with nothing new returns
         self._started = True
         _LIVE.add(self)
         self._thread = threading.Thread(target=self._run, name=f"edge-bridge source {self.name}", daemon=True)
         self._thread.start()
         logger.info("%s: streaming at %g Hz, %d channel(s)", self.name, self.sampling_rate,
                     len(self.channels))
+
+    def ready(self, min_samples: int = 1) -> bool:
+        buf = self._buffer
+        # never wait for more than half the buffer: the rest is the margin before it overwrites
+        need = min(max(int(min_samples), 1), max(buf.capacity // 2, 1)) if buf is not None else 1
+        return (buf is None or buf.unread >= need or self._reconnected_flag or self._failure is not None
+                or self.finished)
+
+    def request_stop(self) -> None:
+        self._stop_event.set()
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -324,9 +356,17 @@ class StreamingSource(Source):
         return out
 
     def read(self) -> Chunk:
-        if self._buffer is None:
+        buf = self._buffer
+        if buf is None:
             raise SourceError(f"{self.name}: read() before start(); use `with source:` or call start() first")
-        stored, ts = self._buffer.read()
+        if not self.ready(1):
+            # nothing new: a live loop polling many wearables asks far more often than samples arrive, so
+            # this answer costs no lock, no stats snapshot and no copy. Counters that moved without data
+            # (none do in practice: gaps are found when the samples after them arrive) come with the next
+            # chunk that has samples, as deltas against the last full read.
+            return Chunk(data=self._empty[0], timestamps=self._empty[1],
+                         raw=self._empty[2] if self._has_raw() else None, connected=self._connected)
+        stored, ts = buf.read()
         raw = stored if self._has_raw() else None
         stats = self.stats
         with self._lock:

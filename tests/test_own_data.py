@@ -131,7 +131,8 @@ def test_own_recordings_end_to_end(tmp_path, capsys):
     assert test_subjects <= subjects
     assert (bundle / "manifest.json").is_file()
 
-    chest, wrist = calibration_pair(tmp_path / "site")
+    # 6 min: this simulated subject moves a lot, and the gate leaves out PPG windows without a clean pulse
+    chest, wrist = calibration_pair(tmp_path / "site", minutes=6.0)
     code = main(["calibrate", "--bundle", str(bundle), "--paired", str(chest), str(wrist), "--channels",
                  "ppg=Wrist", "--method", "closed-form", "--json"])
     out = capsys.readouterr()

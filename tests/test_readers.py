@@ -532,3 +532,20 @@ def test_channel_and_label_maps_from_files(tmp_path: Path) -> None:
     with pytest.raises(RecordingError, match="ambiguous"):
         resolve_channels(Recording([Channel("a", np.zeros(3), 64, "ppg"),
                                     Channel("b", np.zeros(3), 64, "ppg")]), task.target)
+
+
+def test_toml_map_without_a_toml_reader_says_what_to_do(tmp_path: Path, monkeypatch) -> None:
+    """Python 3.10 (the Jetson's) has no tomllib: a TOML map names the fix instead of an ImportError."""
+    import sys
+
+    from edge_bridge.recordings.dataset import parse_map
+
+    (tmp_path / "channels.toml").write_text('ecg = "ECG II"\n')
+    monkeypatch.setitem(sys.modules, "tomllib", None)  # None in sys.modules makes the import fail
+    monkeypatch.setitem(sys.modules, "tomli", None)
+    with pytest.raises(RecordingError, match=r"tomli.*JSON"):
+        parse_map(str(tmp_path / "channels.toml"), "--channels")
+    (tmp_path / "bad.toml").write_text("ecg = = 1\n")
+    monkeypatch.delitem(sys.modules, "tomllib")
+    with pytest.raises(RecordingError, match="not valid TOML"):
+        parse_map(str(tmp_path / "bad.toml"), "--channels")

@@ -199,6 +199,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{w['paired']} paired windows ({w['fit']} fit, {w['validate']} validate, {w['purged']} "
               f"dropped between them; {sum(report.skipped.values())} failed the quality gate)",
               file=sys.stderr)
+        rates = ", ".join(f"{role} {'/'.join(f'{r:g}' for r in rs)} Hz"
+                          for role, rs in report.input_rates_hz.items())
+        if rates or report.quality_flags:
+            flags = "; ".join(f"{k} x{v}" for k, v in sorted(report.quality_flags.items()))
+            print(f"input: {rates}" + (f"; quality flags: {flags}" if flags else ""), file=sys.stderr)
         for note in report.notes:
             print(f"note: {note}", file=sys.stderr)
         print(report.verdict)

@@ -29,6 +29,10 @@ Examples:
 Several sources run in one process on one set of engines: each hop, the windows of every stream go through
 the model in one batched call, and every JSON line (and LSL outlet) names its stream; a stream that stalls,
 reconnects, fails or fails the quality gate changes only its own windows.
+
+A source at another rate than the bundle's spec is resampled to the model's rate (polyphase, anti-aliased)
+as long as it is above twice the band's upper edge; a slower one is refused, naming the minimum. The rate
+seen is logged and written to the summary (--adapt-rate, which used to be needed for this, is a no-op).
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from typing import Any
 
 from edge_bridge.commands._options import (
     bundle_dir,
+    deprecated,
     fraction,
     input_file,
     open_fraction,
@@ -83,8 +88,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--labels", type=Path, metavar="FILE",
                    help="label sidecar {annotations: [{onset, duration, label}]} to score predictions; found "
                         "automatically next to a playback file as FILE.labels.json")
-    p.add_argument("--adapt-rate", action="store_true",
-                   help="accept a source at another rate than the model's input rate (filter and resample)")
+    p.add_argument("--adapt-rate", action=deprecated(argparse._StoreTrueAction,
+                                                     "nothing: any source rate above the band's minimum is "
+                                                     "now resampled by default"),
+                   help=argparse.SUPPRESS)
     p.add_argument("--no-watch", action="store_true", help="do not pick up newly published bridges")
     p.add_argument("--demo-minutes", type=positive, default=5.0,
                    help="length of the demo recording when --source is not given (default 5)")
@@ -324,7 +331,6 @@ def run(args: argparse.Namespace) -> int:
 
         config = LiveConfig(smoothing=args.smoothing, alpha=args.alpha, majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
-                            adapt_rate=args.adapt_rate,
                             bundle_check=trust.recheck if trust.verified is not None else None,
                             **_watch_options(args))
         inputs: list[StreamInput] = []

@@ -19,7 +19,6 @@ rate, the one resampling path host and device share.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
@@ -42,6 +41,19 @@ LABELS_SIDECAR = ".labels.json"  # deploy's sidecar: {"annotations": [{"onset", 
 
 
 # --- maps ---------------------------------------------------------------------------------------------------
+def _toml_loads(text: str, where: str) -> Any:
+    """TOML via the standard library (3.11+) or ``tomli``; the Jetson's Python 3.10 has neither built in."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:
+        try:
+            import tomli as tomllib  # type: ignore[no-redef]
+        except ModuleNotFoundError:
+            raise RecordingError(f"{where}: reading TOML needs Python 3.11+ or the tomli package "
+                                 "(pip install tomli); or give the map as JSON or KEY=VALUE pairs") from None
+    return tomllib.loads(text)
+
+
 def parse_map(text: str | os.PathLike[str] | Mapping[str, Any] | None, flag: str) -> dict[str, Any]:
     """``k=v,k=v`` text, a JSON/TOML file of such pairs, or a mapping, as a plain dict.
 
@@ -66,11 +78,11 @@ def parse_map(text: str | os.PathLike[str] | Mapping[str, Any] | None, flag: str
             where = f"{flag} {path}"
             try:
                 if path.suffix.lower() == ".toml":
-                    import tomllib
-
-                    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+                    raw = _toml_loads(path.read_text(encoding="utf-8"), where)
                 else:
                     raw = json.loads(path.read_text(encoding="utf-8"))
+            except RecordingError:
+                raise
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 kind = path.suffix[1:].upper() or "JSON"
                 raise RecordingError(f"{where}: not valid {kind} ({exc})") from None
@@ -318,15 +330,12 @@ def spec_at_rate(spec: Preprocessing, rate: float, where: str) -> Preprocessing:
         When ``rate`` cannot carry the spec: below twice the band's upper edge or the notch, windows or hop
         not a whole number of samples, or no small rational ratio to the output rate.
     """
-    if abs(rate - spec.input_rate) < 1e-9:
-        return spec
     try:
-        return dataclasses.replace(spec, input_rate=rate)
+        return spec.at_rate(rate)  # the one re-basing (edge_bridge.signals), minimum rate named there
     except EdgeBridgeError as exc:
         band = f" above twice the band's {spec.bandpass[1]:g} Hz edge" if spec.bandpass else ""
-        raise RecordingError(f"{where}: {spec.modality} sampled at {rate:g} Hz cannot be brought to the "
-                             f"task's {spec.output_rate:g} Hz ({exc}); record at {spec.input_rate:g} Hz, or "
-                             f"at a rate{band} that gives whole samples per {spec.hop_s:g} s hop") from None
+        raise RecordingError(f"{where}: {exc}; record at {spec.input_rate:g} Hz, or at a rate{band} that "
+                             f"gives whole samples per {spec.hop_s:g} s hop") from None
 
 
 def conform(rec: Recording, spec: Preprocessing, cmap: Mapping[str, Any] | None = None,

@@ -116,15 +116,16 @@ def _raw_windows(rec: Recording, spec: Preprocessing) -> tuple[np.ndarray, np.nd
     if abs(rate - spec.input_rate) > 1e-6:
         raise SignalError(
             f"{rec.meta.get('source_file', 'recording')}: {list(spec.channels)} are sampled at {rate:g} Hz "
-            f"but the {spec.modality} spec expects {spec.input_rate:g} Hz; use a spec with "
-            f"input_rate={rate:g} (the pipeline resamples to output_rate)"
+            f"but the {spec.modality} spec expects {spec.input_rate:g} Hz; pass spec.at_rate({rate:g}) (the "
+            "same model input, resampled from that rate)"
         )
     raw, starts = cut_windows(data, spec)
     return raw, starts / rate
 
 
-def _gate(raw: np.ndarray, spec: Preprocessing) -> np.ndarray:
-    return (assess_quality(raw, spec.quality) == 0).all(axis=1)
+def _gate(raw: np.ndarray, spec: Preprocessing, physiology: bool = False) -> np.ndarray:
+    """Windows that pass the gate: broken-signal checks, plus the physiological ones (LOW_SQI) when asked."""
+    return (assess_quality(raw, spec if physiology else spec.quality) == 0).all(axis=1)
 
 
 def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str] = (),
@@ -136,12 +137,15 @@ def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str]
 
 
 def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
-                   classes: Sequence[str] = (), label_map: Mapping[str, str] | None = None) -> Windows:
+                   classes: Sequence[str] = (), label_map: Mapping[str, str] | None = None, *,
+                   physiology: bool = False) -> Windows:
     """Time-aligned windows of the source and target modality of one recording.
 
     Both specs must use the same window and hop in seconds, so that window *k* covers the same span of
     time in both modalities. Windows where either modality fails the quality gate are left out. Labels are
     indices into ``classes`` after renaming annotations with ``label_map`` (see ``Task.label_map``).
+    ``physiology=True`` (what calibration uses, like the live loop) also leaves out windows whose ECG/PPG
+    beats fail the beat-template index (LOW_SQI); host training keeps them, as it always has.
 
     Returns
     -------
@@ -159,7 +163,7 @@ def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
     raw_s, raw_t, t_s, t_t = raw_s[:n], raw_t[:n], t_s[:n], t_t[:n]
     if not np.allclose(t_s, t_t, atol=0.5 / min(source.input_rate, target.input_rate)):
         raise SignalError("source and target windows do not start at the same times; check the rates")
-    good = _gate(raw_s, source) & _gate(raw_t, target)
+    good = _gate(raw_s, source, physiology) & _gate(raw_t, target, physiology)
     return _finish(rec, {"source": (raw_s, source), "target": (raw_t, target)}, t_s, good, classes,
                    source.window_s, label_map)
 
@@ -203,7 +207,7 @@ def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], 
     return Windows(x, labels, starts.astype(np.float64), subjects, tuple(classes), skipped, reasons)
 
 
-def diagnose_quality(rec: Recording, specs: Mapping[str, Preprocessing]) -> str:
+def diagnose_quality(rec: Recording, specs: Mapping[str, Preprocessing], *, physiology: bool = False) -> str:
     """Why windows fail the gate, per role: e.g. ``"target ppg flat in 35 of 35 windows"``."""
     from edge_bridge.signals.quality import Quality
 
@@ -213,9 +217,10 @@ def diagnose_quality(rec: Recording, specs: Mapping[str, Preprocessing]) -> str:
         raw, _ = cut_windows(data, spec)
         if not len(raw):
             continue
-        flags = np.bitwise_or.reduce(assess_quality(raw, spec), axis=1)
+        flags = np.bitwise_or.reduce(assess_quality(raw, spec if physiology else spec.quality), axis=1)
         for flag, word in ((Quality.FLAT, "flat"), (Quality.NONFINITE, "non-finite"),
-                           (Quality.CLIPPED, "clipped"), (Quality.AMPLITUDE, "out of range")):
+                           (Quality.CLIPPED, "clipped"), (Quality.AMPLITUDE, "out of range"),
+                           (Quality.LOW_SQI, "without a regular heartbeat (low_sqi)")):
             k = int(((flags & int(flag)) != 0).sum())
             if k:
                 name = role if role == spec.modality else f"{role} {spec.modality}"

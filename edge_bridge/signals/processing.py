@@ -21,36 +21,15 @@ this small demo bundle on these subjects, so the disagreement is the firm figure
 
 from __future__ import annotations
 
-from functools import lru_cache
-
 import numpy as np
 from scipy import signal as sps
 
 from edge_bridge.errors import QualityError, SignalError
-from edge_bridge.signals.quality import assess_quality, describe_flags
+from edge_bridge.signals.filters import filter_sos
+from edge_bridge.signals.quality import Quality, assess_quality, describe_flags
 from edge_bridge.signals.spec import Preprocessing
 
-NOTCH_Q = 30.0  # quality factor of the powerline notch: ~2 Hz wide at 50 Hz
-
-
-@lru_cache(maxsize=64)
-def _filter_sos(
-    rate: float, bandpass: tuple[float, float] | None, notch: float | None, order: int
-) -> np.ndarray | None:
-    """Second-order sections of the band-pass (and notch) at ``rate``; cached because specs repeat."""
-    sections = []
-    if bandpass is not None:
-        lo, hi = bandpass
-        if lo > 0:
-            sections.append(sps.butter(order, [lo, hi], btype="bandpass", fs=rate, output="sos"))
-        else:
-            sections.append(sps.butter(order, hi, btype="lowpass", fs=rate, output="sos"))
-    if notch is not None:
-        b, a = sps.iirnotch(notch, NOTCH_Q, fs=rate)
-        sections.append(sps.tf2sos(b, a))
-    if not sections:
-        return None
-    return np.concatenate(sections, axis=0)
+_filter_sos = filter_sos  # the name stream.py imports (the design lives in edge_bridge.signals.filters)
 
 
 def cut_windows(data: np.ndarray, spec: Preprocessing) -> tuple[np.ndarray, np.ndarray]:
@@ -87,8 +66,11 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
     spec : Preprocessing
         The modality's spec.
     check_quality : bool
-        If True (default), refuse any window that fails the quality gate; callers that want to skip bad
-        windows run :func:`assess_quality` first and pass only the good ones.
+        If True (default), refuse any broken window (NaN, flat, clipped, out of range: the limits' checks).
+        This is the last guard, not the selector: callers choose windows with ``assess_quality(windows,
+        spec)``, whose physiological checks (LOW_SQI, MOTION) judge whether a window is worth a decision,
+        and pass the good ones, with ``check_quality=False`` when they gated already. A non-finite window
+        is refused either way.
 
     Returns
     -------
@@ -113,8 +95,11 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
                           "StreamPreprocessor on a stream")
     if len(x) == 0:
         return np.empty((0, *spec.input_shape), dtype=np.float32)
-    flags = assess_quality(x, spec.quality)
-    bad_mask = (flags != 0) if check_quality else (flags & 1).astype(bool)
+    if check_quality:  # a broken window (NaN, flat, clipped, out of range) must never reach a model
+        flags = assess_quality(x, spec.quality)
+    else:  # the caller gated already; only a NaN must never be filtered into the model's input
+        flags = np.where(np.isfinite(x).all(axis=-1), 0, int(Quality.NONFINITE)).astype(np.uint8)
+    bad_mask = flags != 0
     if bad_mask.any():
         k = int(np.flatnonzero(bad_mask.any(axis=1))[0])
         raise QualityError(
@@ -123,9 +108,10 @@ def process_windows(windows: np.ndarray, spec: Preprocessing, *, check_quality: 
             flags=flags,
         )
 
-    sos = _filter_sos(float(spec.input_rate), spec.bandpass, spec.notch, spec.filter_order)
-    if sos is not None:
-        x = sps.sosfiltfilt(sos, x, axis=-1)
+    sos = filter_sos(float(spec.input_rate), spec.bandpass, spec.notch, spec.filter_order)
+    if sos is not None:  # padding in samples only when re-based on another rate (spec.pad_s), else scipy's
+        pad = None if spec.pad_s is None else min(spec.filter_padding(), spec.window_samples - 1)
+        x = sps.sosfiltfilt(sos, x, axis=-1, padlen=pad)
     up, down = spec.resample_ratio
     if (up, down) != (1, 1):
         x = sps.resample_poly(x, up, down, axis=-1)

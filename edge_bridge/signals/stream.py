@@ -29,6 +29,7 @@ class StreamWindower:
 
     def __init__(self, spec: Preprocessing) -> None:
         self.spec = spec
+        self._window = spec.window_samples  # asked on every poll of every stream: computed once
         self._buf = np.empty((spec.n_channels, 0), dtype=np.float64)
         self._buf_start = 0  # absolute index of _buf[:, 0]
         self._next_start = 0  # absolute index where the next window starts
@@ -56,6 +57,15 @@ class StreamWindower:
             self._buf = self._buf[:, keep_from:]
             self._buf_start += keep_from
         return out
+
+    @property
+    def samples_to_next_window(self) -> int:
+        """Samples still to push before :meth:`push` returns the next window (at least 1).
+
+        A loop serving many streams reads a stream only once this many have arrived: reading sooner only
+        buffers them here.
+        """
+        return max(self._next_start + self._window - self.samples_seen, 1)
 
     def reset(self) -> None:
         """Forget buffered samples (after a gap: a window must never straddle one)."""

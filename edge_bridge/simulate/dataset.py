@@ -82,7 +82,8 @@ def subject_rng(task: str, subject: str, seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), zlib.crc32(task.encode()), zlib.crc32(subject.encode())])
 
 
-def simulate_subject(task: str, subject: str, minutes: float, seed: int) -> Recording:
+def simulate_subject(task: str, subject: str, minutes: float, seed: int, *,
+                     motion: float | None = None) -> Recording:
     """Simulate one subject of a task.
 
     Parameters
@@ -96,6 +97,11 @@ def simulate_subject(task: str, subject: str, minutes: float, seed: int) -> Reco
         Length, rounded to whole seconds (stress) or down to whole 30 s epochs (sleep).
     seed : int
         Dataset seed (>= 0). Same arguments, same arrays.
+    motion : float or None
+        ``None`` (default): the recording as always, no accelerometer. A number adds sustained movement of
+        that intensity (0 = still, 1 = brisk stair climbing) and three wrist accelerometer channels
+        (:func:`edge_bridge.simulate.motion.add_motion`); the artefact has its own random stream, so the
+        signals underneath are the ``motion=None`` recording's.
 
     Returns
     -------
@@ -110,7 +116,17 @@ def simulate_subject(task: str, subject: str, minutes: float, seed: int) -> Reco
     """
     _check(task, minutes, seed=seed)
     make = SIMULATORS[task][0]
-    return make(subject, float(minutes), subject_rng(task, subject, seed))
+    rec = make(subject, float(minutes), subject_rng(task, subject, seed))
+    if motion is not None:
+        from edge_bridge.simulate.motion import add_motion
+
+        if not (isinstance(motion, int | float) and math.isfinite(motion) and motion >= 0):
+            raise SimulationError(f"motion must be an intensity >= 0 (0 = still, 1 = stair climbing), "
+                                  f"got {motion!r}")
+        rng = np.random.default_rng([int(seed), zlib.crc32(task.encode()), zlib.crc32(subject.encode()),
+                                     zlib.crc32(b"motion")])
+        add_motion(rec, float(motion), rng)
+    return rec
 
 
 def _heart_rate_per_class(rec: Recording) -> dict[str, float]:
@@ -146,14 +162,15 @@ def _describe(rec: Recording, file: str) -> dict[str, Any]:
 
 
 def simulate_dataset(out_dir: str | os.PathLike[str], task: str = "stress", subjects: int = 10,
-                     minutes: float = 10, seed: int = 0, progress: bool = False) -> list[Path]:
+                     minutes: float = 10, seed: int = 0, progress: bool = False, *,
+                     motion: float | None = None) -> list[Path]:
     """Write ``subjects`` simulated recordings as EDF+ (``S01.edf``, ``S02.edf``, ...) and ``dataset.json``.
 
     Parameters
     ----------
     out_dir : path-like
         Created if missing. Files of the same names are replaced (atomically).
-    task, minutes, seed
+    task, minutes, seed, motion
         As in :func:`simulate_subject`.
     subjects : int
         Number of subjects (>= 1).
@@ -182,7 +199,7 @@ def simulate_dataset(out_dir: str | os.PathLike[str], task: str = "stress", subj
     classes: list[str] = []
     for k in tqdm(range(1, subjects + 1), desc=f"simulate {task}", unit="subject", disable=not progress):
         code = f"S{k:0{width}d}"
-        rec = simulate_subject(task, code, minutes, seed)
+        rec = simulate_subject(task, code, minutes, seed, motion=motion)
         path = write_edf(rec, out / f"{code}.edf")
         paths.append(path)
         described.append(_describe(rec, path.name))
@@ -199,6 +216,7 @@ def simulate_dataset(out_dir: str | os.PathLike[str], task: str = "stress", subj
         "classes": classes,
         "seed": int(seed),
         "minutes": float(minutes),
+        **({"motion": float(motion)} if motion is not None else {}),
         "channels": channels,
         "notes": NOTES,
         "subjects": described,

@@ -33,9 +33,9 @@ def _flat_target(rec):
     return [rec]
 
 
-def _mismatched_rate(rec):
+def _too_slow(rec):  # 16 Hz cannot carry the PPG band up to 8 Hz (any faster rate is resampled)
     ppg = rec.channel("PPG")
-    rec.channels[rec.channel_names.index("PPG")] = Channel("PPG", resample_poly(ppg.data, 2, 1), 128.0, "ppg")
+    rec.channels[rec.channel_names.index("PPG")] = Channel("PPG", resample_poly(ppg.data, 1, 4), 16.0, "ppg")
     return [rec]
 
 
@@ -62,7 +62,7 @@ CASES = {
     "too little data": (_too_little, ["too little paired data", "Record at least"]),
     "one modality missing": (_missing_modality, ["one modality missing", "target signal (ppg)"]),
     "flat target": (_flat_target, ["quality gate", "target ppg flat in"]),
-    "mismatched rates": (_mismatched_rate, ["128 Hz", "expects 64 Hz"]),
+    "rate too low for the band": (_too_slow, ["16 Hz is too slow", "above 16 Hz"]),
     "no time overlap": (_no_overlap, ["do not overlap in time"]),
     "overlap shorter than a window": (_short_overlap, ["overlap by only 5.0 s"]),
     "no start time to align by": (_no_start_time, ["no start time"]),

@@ -30,8 +30,9 @@ def test_check_channels_by_name_modality_and_rate():
     specs = {"source": TASK.source, "target": TASK.target}
     with pytest.raises(CalibrationError, match="no source signal"):
         check_channels([_ch("PPG1", "ppg")], 64.0, specs, "b")
-    with pytest.raises(CalibrationError, match=r"samples at 250 Hz.*expects 64 Hz"):
-        check_channels([_ch("ECG", "ecg"), _ch("PPG", "ppg")], 250.0, specs, "b")
+    check_channels([_ch("ECG", "ecg"), _ch("PPG", "ppg")], 250.0, specs, "b")  # 250 Hz PPG: resampled
+    with pytest.raises(CalibrationError, match=r"at 64 Hz, too slow for the bundle.s source.*above 80 Hz"):
+        check_channels([_ch("ECG", "ecg"), _ch("PPG", "ppg")], 64.0, specs, "b")
     one_rate = {"target": TASK.target}
     check_channels([_ch("wrist", "ppg")], 64.0, one_rate, "b")  # by modality when the name differs
 

@@ -131,10 +131,12 @@ def test_gap_index():
 
 
 def test_rate_and_channel_mismatch_are_clear(bundle_dir):
-    with pytest.raises(LiveError, match=r"needs ppg at 64 Hz but the source delivers 250 Hz.*--adapt-rate"):
-        _pipe(bundle_dir, FakeSource(np.zeros(10), rate=250.0))
-    pipe, _, runner = _pipe(bundle_dir, FakeSource(ppg_like(8, rate=128), rate=128.0), adapt_rate=True)
-    assert pipe.spec.input_rate == 128 and pipe.run().predicted == 5
+    with pytest.raises(LiveError, match=r"needs ppg above 16 Hz; the source delivers 12 Hz.*too slow"):
+        _pipe(bundle_dir, FakeSource(np.zeros(10), rate=12.0))
+    pipe, _, runner = _pipe(bundle_dir, FakeSource(ppg_like(8, rate=128), rate=128.0))  # resampled by default
+    summary = pipe.run()
+    assert pipe.spec.input_rate == 128 and summary.predicted == 5 and summary.source_rate_hz == 128
+    assert "at 128 Hz" in "\n".join(summary.lines())
     runner.close()
     with pytest.raises(LiveError, match=r"needs channel 'PPG'.*ECG \(ecg\)"):
         _pipe(bundle_dir, FakeSource(np.zeros(10), name="ECG", modality="ecg"))

@@ -193,12 +193,12 @@ def c_no_sidecar(d, rec):
     return [str(_chest(d, rec)), str(w)], [], ["wrist.csv", "sidecar"]
 
 
-def c_rate_mismatch(d, rec):
+def c_rate_too_low(d, rec):  # any rate above twice the band's edge is resampled; 16 Hz cannot carry 8 Hz
     from scipy.signal import resample_poly
 
     x, _ = _ppg(rec)
-    w = csv(d / "wrist.csv", [("Wrist", resample_poly(x, 2, 1), "ppg")], 128.0)
-    return [str(_chest(d, rec)), str(w)], [], ["wrist.csv", "128 Hz", "64 Hz"]
+    w = csv(d / "wrist.csv", [("Wrist", resample_poly(x, 1, 4), "ppg")], 16.0)
+    return [str(_chest(d, rec)), str(w)], [], ["wrist.csv", "16 Hz is too slow", "above 16 Hz"]
 
 
 def c_empty_file(d, rec):
@@ -254,7 +254,7 @@ CALIBRATE_CASES: dict[str, Callable] = {
     "NaN in the target channel": c_nan_target,
     "CSV row of the wrong width": c_wrong_columns,
     "CSV without its sidecar": c_no_sidecar,
-    "target at another rate than the bundle": c_rate_mismatch,
+    "target too slow for the band": c_rate_too_low,
     "0-byte CSV": c_empty_file,
     "0-byte EDF": c_zero_byte_edf,
     "EDF cut inside its header": c_truncated_edf,

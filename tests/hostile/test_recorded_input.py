@@ -326,8 +326,8 @@ def _edf_wrong_modality(d: Path) -> Path:
     return edf(d, modality="ecg")
 
 
-def _edf_wrong_rate(d: Path) -> Path:
-    return edf(d, rate=100.0)
+def _edf_rate_too_low(d: Path) -> Path:  # any rate above twice the band's 8 Hz edge works; not 12 Hz
+    return edf(d, rate=12.0)
 
 
 def _edf_too_short(d: Path) -> Path:
@@ -461,7 +461,7 @@ CASES = [
     Case("edf-not-edf", _edf_garbage),
     Case("edf-zero-bytes", _edf_empty),
     Case("edf-no-channel-of-the-model", _edf_wrong_modality),
-    Case("edf-wrong-rate", _edf_wrong_rate),
+    Case("edf-rate-too-low", _edf_rate_too_low),
     Case("edf-too-short", _edf_too_short),
     Case("edf-bad-header-field", _edf_bad_header_field),
     Case("byte-order-mark", _bom, line=1),
@@ -483,7 +483,7 @@ CULPRIT = {"labels-sidecar-broken": ".labels.json", "labels-sidecar-nan-onset": 
            "labels-file-missing": "no-such-labels.json", "labels-file-is-a-directory": "--labels",
            "labels-edf-truncated": "labels.edf"}
 #: refused only after the stream opened (the rate is the source's, checked against the model)
-NOT_A_FILE_ERROR = {"edf-wrong-rate"}
+NOT_A_FILE_ERROR = {"edf-rate-too-low"}
 
 
 def _check_refusal(case: Case, target: Path, rc: int, err: str, elapsed: float) -> None:
@@ -517,7 +517,7 @@ def test_deploy_refuses_recorded_input(case: Case, bundle, sentinel, tmp_path, c
 
 
 CONVERT_CASES = [c for c in CASES if c.name.startswith("edf-") and c.name not in
-                 ("edf-wrong-rate", "edf-too-short", "edf-no-channel-of-the-model")]
+                 ("edf-rate-too-low", "edf-too-short", "edf-no-channel-of-the-model")]
 CONVERT_CASES += [c for c in CASES if c.name in ("directory", "missing-file", "fifo", "zero-bytes", "binary",
                                                  "non-numeric-field", "timestamps-backwards")]
 

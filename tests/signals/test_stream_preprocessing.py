@@ -137,3 +137,19 @@ def test_spec_filtering_round_trip_and_zero_phase_api_refuses_a_causal_spec():
         dataclasses.replace(PPG, filtering="acausal")
     with pytest.raises(SignalError, match="process_recording"):
         process_windows(cut_windows(_signal(PPG, 10), PPG)[0], PPG)
+
+
+def test_windower_says_how_many_samples_complete_the_next_window():
+    spec = PPG
+    sw = StreamWindower(spec)
+    assert sw.samples_to_next_window == spec.window_samples
+    sw.push(np.zeros((1, 100)))
+    assert sw.samples_to_next_window == spec.window_samples - 100
+    left = sw.samples_to_next_window
+    assert sw.push(np.zeros((1, left - 1))) == [] and sw.samples_to_next_window == 1
+    assert len(sw.push(np.zeros((1, 1)))) == 1
+    assert sw.samples_to_next_window == spec.hop_samples  # the next window is one hop later
+    sw.push(np.zeros((1, 5 * spec.hop_samples)))  # a backlog: several windows at once, then a hop again
+    assert sw.samples_to_next_window == spec.hop_samples
+    sw.reset()
+    assert sw.samples_to_next_window == spec.window_samples
