@@ -126,8 +126,13 @@ def windows(ecg: np.ndarray, ppg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             process_windows(rt[ok], TARGET, check_quality=False))
 
 
-def build_bundle(root: Path, *, seed: int = 0, reference: bool = True) -> Path:
-    """Write a verified tiny paired bundle at ``root`` (with ``reference.npz`` unless told otherwise)."""
+def build_bundle(root: Path, *, seed: int = 0, reference: bool = True, baseline_bias: float = 0.0) -> Path:
+    """Write a verified tiny paired bundle at ``root`` (with ``reference.npz`` unless told otherwise).
+
+    ``baseline_bias`` is added to the head's first logit: with a large one the source model (and so the
+    composite) decides "baseline" almost always, the paired minutes show one state, and calibrate (with
+    ``--min-states 1``) judges a refit on the alignment loss alone, which the refit lowers: the way to a
+    published bridge that the auto-calibrate test needs from a model with random features."""
     from edge_bridge.export.golden import write_golden
     from edge_bridge.export.reference import reference_arrays
 
@@ -143,6 +148,7 @@ def build_bundle(root: Path, *, seed: int = 0, reference: bool = True) -> Path:
     wb = rng.standard_normal((T * D_OUT, 3)).astype(np.float32)
     wb /= (zf - zf.mean(0)).std(0)[:, None] * np.sqrt(T * D_OUT) + 1e-6
     b = -(zf.mean(0) @ wb).astype(np.float32)
+    b[0] += baseline_bias
     sb = _model([helper.make_node("Reshape", ["z", "shape"], ["flat"]),
                  helper.make_node("MatMul", ["flat", "Wb"], ["mm"]),
                  helper.make_node("Add", ["mm", "b"], ["logits"])],

@@ -164,7 +164,8 @@ def test_unshifted_user_no_drift_and_paired_agreement_by_hand(paired_bundle, tmp
     csv = playback_file(tmp_path / "clean.csv", ecg, ppg, speed=SPEED)
     _pipe, summary, records = _live(paired_bundle, csv)
     preds = [r for r in records if "class" in r and r.get("valid")]
-    assert summary.windows == (len(ecg) // int(RATE) - 10) // 5 + 1 and len(preds) == summary.windows
+    assert summary.windows == (len(ecg) // int(RATE) - 10) // 5 + 1 and len(preds) == summary.predicted
+    assert summary.predicted + summary.skipped == summary.windows
     assert not _events(records, "drift")
     status = summary.watch["streams"]["0"]
     assert status["drift"]["windows"] == summary.predicted and status["drift"]["max_score"] < \
