@@ -176,7 +176,7 @@ def emulate_fp32(qdq: onnx.ModelProto, float_model: onnx.ModelProto, nodes: set[
 def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLike[str],
                    errors: list[NodeError], measure_file: Callable[[Path], dict[str, Any]],
                    work: str | os.PathLike[str], *, threshold: float, max_steps: int,
-                   pool: int = GREEDY_POOL) -> list[NodeError]:
+                   pool: int = GREEDY_POOL, first_round: int = FIRST_ROUND) -> list[NodeError]:
     """``errors`` reordered by what keeping nodes in FP32 does to the caller's measure, greedily.
 
     Each step tries every remaining node in FP32 on top of those already picked (on :func:`emulate_fp32`,
@@ -184,8 +184,10 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
     the lowest SQNR; it stops when the emulated measure reaches ``threshold`` or after ``max_steps``. The
     first step measures the ``FIRST_ROUND`` lowest-SQNR nodes; later steps only the ``pool`` best of the
     first step and the ``pool`` lowest SQNRs (a few hundred cheap runs at most). The rest follow in the
-    order of the first step. Noise that only hurts in combination (a LayerNorm reading a
-    quantized residual stream) is found this way where one-at-a-time scores miss it.
+    order of the first step. Noise that only hurts in combination (a LayerNorm reading a quantized residual
+    stream) is found this way where one-at-a-time scores miss it. ``max_steps=1`` is the cheap one-pass
+    ranking: each of the ``first_round`` lowest-SQNR nodes alone in FP32, ordered by its effect
+    (``first_round`` runs).
     """
     qdq, flt = onnx.load(str(qdq_path)), onnx.load(str(float_path))
     path = Path(work) / "emulated.onnx"
@@ -194,8 +196,8 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
         return (-r["agreement"], float(r.get("mean_logit_drift") or 0.0), e.sqnr_db)
 
     chosen: list[NodeError] = []
-    remaining = list(errors[:FIRST_ROUND])  # ``errors`` come lowest SQNR first (node_errors)
-    rest = list(errors[FIRST_ROUND:])
+    remaining = list(errors[:first_round])  # ``errors`` come lowest SQNR first (node_errors)
+    rest = list(errors[first_round:])
     first: dict[str, tuple[float, float, float]] = {}
     while remaining and len(chosen) < max_steps:
         scored = []
@@ -252,7 +254,7 @@ class SearchResult:
 
 
 def fewest_fp32_nodes(ranked: list[NodeError], measure: Measure, threshold: float, *,
-                      max_nodes: int) -> SearchResult:
+                      max_nodes: int, prune: bool = True) -> SearchResult:
     """The shortest set of ``ranked`` nodes in FP32 for which ``measure`` reaches ``threshold``.
 
     Parameters
@@ -266,6 +268,11 @@ def fewest_fp32_nodes(ranked: list[NodeError], measure: Measure, threshold: floa
     max_nodes : int
         Never keep more than this many nodes in FP32; beyond it the part falls back whole (the caller's
         last resort).
+    prune : bool
+        After the bisection, each kept node is tried back in INT8, least suspect first (one measure per
+        kept node); with ``prune`` such rounds repeat until none can go back, without it (the cheap path)
+        there is one round. Either way each kept node's effect (the measure with it in INT8 too) is
+        recorded.
     """
     cache: dict[tuple[str, ...], dict[str, Any]] = {}
     trials: list[dict[str, Any]] = []
@@ -307,9 +314,9 @@ def fewest_fp32_nodes(ranked: list[NodeError], measure: Measure, threshold: floa
         else:
             lo = mid
     kept = order[:hi]
-    pruned = True
-    while pruned and len(kept) > 1:  # least suspect first: give back to INT8 what the guard does not need
-        pruned = False
+    pruned, rounds = True, 0
+    while pruned and len(kept) > 1 and (prune or rounds == 0):
+        pruned, rounds = False, rounds + 1  # least suspect first: back to INT8 what the guard does not need
         for node in reversed(list(kept)):
             if len(kept) > 1 and ok(run([x for x in kept if x != node])):
                 kept = [x for x in kept if x != node]

@@ -76,7 +76,9 @@ def hostile(tmp_path_factory):
 
 def _build(root, pre, x, exclude, target="cpu"):
     dst = root / f"{target}-{'-'.join(exclude) or 'all'}.onnx"
-    return quantize_part(pre, dst, WindowReader("x", x), QuantConfig.for_target(target),
+    # cpu: every op type (the Mul too: the default op set has no INT8 Mul, and the search is what is tested)
+    over = {"op_types": None} if target == "cpu" else {}
+    return quantize_part(pre, dst, WindowReader("x", x), QuantConfig.for_target(target, **over),
                          nodes_to_exclude=tuple(exclude), preprocessed=True)
 
 
@@ -147,10 +149,17 @@ def test_jetson_mixed_precision_still_passes_the_tensorrt_audit(hostile):
     assert _reads_dq(mixed, "mm1") and not _reads_dq(mixed, "mm2")
 
 
-# --- the exporter's record of it, on the tiny bundles of tests/export/conftest.py ---------------------
+# --- the exporter's record of it, on the tiny composite of tests/export/conftest.py ---------------------
+@pytest.fixture(scope="module")
+def searched(tiny, tmp_path_factory):
+    """The tiny composite exported with the default search (``int8_search="fast"``), cpu and jetson."""
+    root = tmp_path_factory.mktemp("searched")
+    return {t: tiny.export(root / f"{t}.bundle", target=t, int8_search="fast") for t in ("cpu", "jetson")}
+
+
 @pytest.mark.parametrize("target", ["cpu", "jetson"])
-def test_manifest_records_method_search_nodes_and_figures_per_part(bundles, target):
-    b = bundles[target]
+def test_manifest_records_method_search_nodes_and_figures_per_part(searched, target):
+    b = searched[target]
     q = b.manifest.quantization
     assert q["config"]["calibration_method"].startswith("per part")
     for part in ("target_front", "source_back", "source_front"):
@@ -169,10 +178,11 @@ def test_manifest_records_method_search_nodes_and_figures_per_part(bundles, targ
             assert kept["agreement_if_int8"] < r["search_target"]
 
 
-def test_report_lines_and_demo_precision_line(bundles):
+def test_report_lines_and_demo_precision_line(searched):
     from edge_bridge.commands.bundle import quantization_lines
     from edge_bridge.demo import precision_line
 
+    bundles = searched
     lines = quantization_lines(bundles["cpu"].manifest)
     assert lines[0].startswith("  per part")
     body = "\n".join(lines)
