@@ -191,3 +191,67 @@ def test_report_lines_and_demo_precision_line(searched):
     assert "agreement" in body and "kB" in body and "fp32 " in body and " ms" in body
     line = precision_line(bundles["cpu"])
     assert line.startswith("precision: target_front ") and "accuracy guard" in line and "degraded:" in line
+
+
+def _attention_graph(path):
+    """x -> MatMul(weight) -> h; s = h @ h^T (two activations); y = s @ h: one weight MatMul, two attention
+    MatMuls."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((D, D)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             helper.make_node("Transpose", ["h"], ["ht"], name="t", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["h", "ht"], ["s"], name="scores"),
+             helper.make_node("MatMul", ["s", "h"], ["y"], name="mix")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, D])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, D])
+    graph = helper.make_graph(nodes, "attention", [x], [y], [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("target", ["cpu", "jetson"])
+def test_activation_matmuls_stay_fp32_unless_asked(tmp_path, target):
+    from edge_bridge.export.quantize import activation_matmuls
+
+    pre = preprocess(_attention_graph(tmp_path / "fp32.onnx"), tmp_path / "pre.onnx")
+    assert sorted(activation_matmuls(onnx.load(str(pre)))) == ["mix", "scores"]
+    x = np.random.default_rng(3).standard_normal((32, 6, D)).astype(np.float32)
+    default = onnx.load(str(quantize_part(pre, tmp_path / "default.onnx", WindowReader("x", x),
+                                          QuantConfig.for_target(target), preprocessed=True)))
+    assert _reads_dq(default, "proj") and not _reads_dq(default, "scores") and not _reads_dq(default, "mix")
+    if target == "jetson":
+        assert audit_tensorrt(default).ok
+    asked = onnx.load(str(quantize_part(pre, tmp_path / "asked.onnx", WindowReader("x", x),
+                                        QuantConfig.for_target(target, activation_matmuls=True),
+                                        preprocessed=True)))
+    assert _reads_dq(asked, "scores") and _reads_dq(asked, "mix")
+
+
+def test_choices_follow_the_recorded_measurements(searched):
+    for target, b in searched.items():
+        for part, r in b.manifest.quantization["parts"].items():
+            sets, target_agreement = r["op_sets"], r["search_target"]
+            passing = [k for k, v in sets.items() if v["agreement"] >= target_agreement]
+            if target == "jetson":
+                assert list(sets) == ["configured"]  # TensorRT's placement: compute inputs only
+            elif passing:  # the fewest nodes after ONNX Runtime's optimisation among those that pass
+                assert r["op_set"] in passing
+                assert sets[r["op_set"]]["optimised_nodes"] == min(sets[k]["optimised_nodes"] for k in passing)
+            else:
+                assert sets[r["op_set"]]["agreement"] == max(v["agreement"] for v in sets.values())
+            methods = r["calibration_methods"]
+            if not r["fp32_nodes"]:
+                assert methods[r["calibration_method"]]["agreement"] == max(
+                    v["agreement"] for v in methods.values())
+            model = onnx.load(str(b.part_path(part)))
+            for rule in r["fp32_by_rule"]:  # attention's MatMuls: listed, and really FP32
+                assert not _reads_dq(model, rule["node"])
+        rules = b.manifest.quantization["parts"]["source_back"]["fp32_by_rule"]
+        assert len(rules) == 2  # the tiny source_back is one transformer block: q k^T and softmax . v
+
+
+def test_search_off_is_the_configured_flavour_with_minmax(bundles):
+    for b in bundles.values():
+        for r in b.manifest.quantization["parts"].values():
+            assert r["op_set"] == "configured" and r["calibration_method"] == "MinMax"
+            assert set(r["calibration_methods"]) == {"MinMax"} and "search" not in r
