@@ -236,7 +236,8 @@ def test_choices_follow_the_recorded_measurements(searched):
                 assert list(sets) == ["configured"]  # TensorRT's placement: compute inputs only
             elif passing:  # the fewest nodes after ONNX Runtime's optimisation among those that pass
                 assert r["op_set"] in passing
-                assert sets[r["op_set"]]["optimised_nodes"] == min(sets[k]["optimised_nodes"] for k in passing)
+                fewest = min(sets[k]["optimised_nodes"] for k in passing)
+                assert sets[r["op_set"]]["optimised_nodes"] == fewest
             else:
                 assert sets[r["op_set"]]["agreement"] == max(v["agreement"] for v in sets.values())
             methods = r["calibration_methods"]
