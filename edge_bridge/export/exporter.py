@@ -484,6 +484,7 @@ class _Job:
         self._upstream: dict[tuple[str, Path], np.ndarray] = {}  # fixed parts' outputs during a search
         self.int8_search = "fast"  # one of INT8_SEARCHES (see _mixed_int8)
         self.qcfg_given = False  # the caller's QuantConfig: its op set only
+        self._hidden: set[str] = set()  # parts _score reads in FP32 although an INT8 file exists
         self._readers: dict[str, WindowReader] = {}
         self._built = 0
 
@@ -613,6 +614,8 @@ class _Job:
         own = self.session(path) if cache else ort_session(path)
 
         def file(p: str) -> Path:
+            if p in self._hidden:
+                return self.files[p][Precision.FP32]
             return self.files[p].get(Precision.INT8, self.files[p][Precision.FP32])
 
         def load(p: str) -> Any:
@@ -865,16 +868,28 @@ class _Job:
         })
 
     def _search_harder(self, levels: dict[str, Precision], failed: dict[str, Any]) -> dict[str, Any]:
-        """The mixed composite fails on the held-out subjects although each search passed with headroom
-        on the calibration windows: search target_front and source_back again for full agreement there
-        (more FP32 nodes, still INT8) before any part falls back whole. Logged and recorded."""
+        """The mixed composite fails on the held-out subjects: search target_front and source_back again
+        for full agreement on the calibration windows (more FP32 nodes, still INT8) before any part falls
+        back whole; a part whose first search already missed its target is not searched again (the same node
+        budget cannot reach more). Logged and recorded."""
         logger.warning("accuracy guard: the mixed INT8 composite agrees %.4f < %.4f with FP32 on the "
                        "held-out windows; searching target_front and source_back again for agreement 1.0 on "
                        "the calibration windows before any whole-part fallback", failed["agreement"],
                        self.threshold)
         before = {p: (self.files[p][Precision.INT8], self.quant["parts"][p]) for p in CHAIN if p != "bridge"}
-        for p in ("target_front", "source_back"):
-            dst, rec = self._mixed_int8(p, self._readers[p], target=1.0)
+        # a part whose search missed even the headroom target cannot reach 1.0 with the same node budget
+        recs = self.quant["parts"]
+        again_parts = [p for p in ("target_front", "source_back")
+                       if recs[p]["calibration_agreement"] >= recs[p]["search_target"]]
+        if not again_parts:
+            return failed
+        for p in again_parts:
+            # as in the first pass, target_front is measured with source_back in FP32
+            self._hidden = {"source_back"} if p == "target_front" else set()
+            try:
+                dst, rec = self._mixed_int8(p, self._readers[p], target=1.0)
+            finally:
+                self._hidden = set()
             rec["escalated"] = {"held_out_agreement_before": failed["agreement"],
                                 "why": "held-out guard failed at the headroom target"}
             self.files[p][Precision.INT8] = dst
