@@ -344,6 +344,7 @@ def main() -> None:
         "agreement_ge_0.98": acc["argmax_agreement"] >= 0.98,
         "balanced_accuracy_drop_le_1_point": drop is not None and drop <= 1.0,
         "fp32_node_share_lt_10pct": acc["fp32_node_share"] < 0.10,
+        "fp32_node_share_with_attention_rule_lt_10pct": acc["fp32_node_share_with_rule"] < 0.10,
         "target_front_and_source_back_int8": all(acc["precisions"][p] == "int8"
                                                  for p in ("target_front", "source_back")),
     }

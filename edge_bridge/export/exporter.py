@@ -6,10 +6,13 @@
 1. one FP32 ONNX graph per part (:data:`~edge_bridge.export.onnx_export.PARTS`), each checked;
 2. parity of ONNX Runtime vs PyTorch per part and chained, on held-out windows (the run's test subjects);
 3. static INT8 (or FP16) of ``target_front``, ``source_back`` and ``source_front`` in the flavour of
-   ``target``, mixed precision: per part the calibration method with the best decision agreement on the
-   calibration windows (MinMax, Percentile, Entropy), then, if that part alone misses the guard's
-   threshold plus headroom there, the fewest nodes kept in FP32 (:mod:`edge_bridge.export.sensitivity`;
-   listed in the manifest with their measured effect). Calibration: target windows for ``target_front``,
+   ``target``, mixed precision, chosen per part by the guard's own measure (decision agreement with FP32)
+   on the calibration windows (``_Job._mixed_int8``; seconds per part): the op set (cpu: the ops with an
+   INT8 kernel, or the compute ops alone; the fewest nodes after ONNX Runtime's optimisation among those
+   that reach the guard's threshold plus headroom), the calibration method (MinMax, Percentile, Entropy),
+   then, if the part still misses it, the fewest nodes kept in FP32 (:mod:`edge_bridge.export.sensitivity`;
+   listed in the manifest with their measured effect). Attention's MatMuls of two activations stay FP32
+   by rule (:func:`~edge_bridge.export.quantize.activation_matmuls`; listed too). Calibration: target windows for ``target_front``,
    source windows for ``source_front``, and for ``source_back`` both things it is fed at run time: the
    bridge outputs ``z`` of the target windows
    (the live composite) and ``source_front``'s tokens of the source windows (on-site calibration reads the
