@@ -12,8 +12,9 @@
    that reach the guard's threshold plus headroom), the calibration method (MinMax, Percentile, Entropy),
    then, if the part still misses it, the fewest nodes kept in FP32 (:mod:`edge_bridge.export.sensitivity`;
    listed in the manifest with their measured effect). Attention's MatMuls of two activations stay FP32
-   by rule (:func:`~edge_bridge.export.quantize.activation_matmuls`; listed too). Calibration: target windows for ``target_front``,
-   source windows for ``source_front``, and for ``source_back`` both things it is fed at run time: the
+   by rule (:func:`~edge_bridge.export.quantize.activation_matmuls`; listed too). Calibration: target
+   windows for ``target_front``, source windows for ``source_front``, and for ``source_back`` both things
+   it is fed at run time: the
    bridge outputs ``z`` of the target windows
    (the live composite) and ``source_front``'s tokens of the source windows (on-site calibration reads the
    source model's decisions through it; calibrating on bridge outputs alone clipped the real tokens and
@@ -105,7 +106,7 @@ GREEDY_STEPS = 4  # "thorough": emulated greedy steps; the real-build prefix sea
 SEARCHED_METHODS = 2  # "thorough": the node search runs for the best two calibration methods at most
 # the default ("fast"): lowest-SQNR nodes measured alone in FP32 (emulated, each an ORT session over the
 # calibration windows) before the prefix search; "thorough" measures sensitivity.FIRST_ROUND
-FAST_ROUND = 12
+FAST_ROUND = 16
 INT8_SEARCHES = ("off", "fast", "thorough")
 
 

@@ -111,6 +111,7 @@ def node_errors(float_path: str | os.PathLike[str], qdq_path: str | os.PathLike[
         weights = compute_weight_error(create_weight_matching(str(float_path), str(qdq_path)))
     model = onnx.load(str(qdq_path))
     producer = {o: n for n in model.graph.node for o in n.output}
+    int32 = {t.name: t.data_type == onnx.TensorProto.INT32 for t in model.graph.initializer}
     fa, qa = acts["float"], acts["qdq"]
     result = []
     for n in quantized_nodes(model):
@@ -127,6 +128,9 @@ def node_errors(float_path: str | os.PathLike[str], qdq_path: str | os.PathLike[
                     if err < worst:
                         worst, where = err, x
             else:  # a weight: FP32 initializer vs its dequantized INT8 copy
+                if int32.get(dq.input[0]):
+                    continue  # an int32 bias: its rounding is far below the activations' (and a zero
+                    # bias, as initialised, gives a meaningless SQNR of -7 dB that ranked it first)
                 base = dq.input[0].removesuffix("_quantized")
                 if base in weights and weights[base] < worst:
                     worst, where = weights[base], base

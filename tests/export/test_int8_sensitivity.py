@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_bridge.export.audit import audit_tensorrt
@@ -256,3 +257,44 @@ def test_search_off_is_the_configured_flavour_with_minmax(bundles):
         for r in b.manifest.quantization["parts"].values():
             assert r["op_set"] == "configured" and r["calibration_method"] == "MinMax"
             assert set(r["calibration_methods"]) == {"MinMax"} and "search" not in r
+
+
+def test_an_outlier_channel_costs_one_fp32_node_not_the_part(tiny, tmp_path):
+    """A function-preserving outlier: source_back's LayerNorm gain x1000 on one channel and the attention
+    projection's matching input column /1000. FP32 outputs are unchanged, but the projection's input now has
+    one channel a thousand times the rest, and per-tensor INT8 rounds every other channel away. The default
+    search must keep exactly that MatMul in FP32 and ship source_back INT8, where every node INT8 misses
+    the search's target. (The tiny random model's other INT8 noise flips 2 of 64 decisions, hence the lower
+    threshold.) SQNR alone does not flag the node (per-channel weights round the tiny weight row to zero,
+    but it carries little of the weight's power); the one-pass emulated effect finds it."""
+    composite = tiny.composite()
+    block = composite.source.blocks[tiny.J]
+    x = torch.from_numpy(tiny.windows(8, 5).target)
+    with torch.no_grad():
+        before = composite(x)
+        block.ln1.weight[3] *= 1000.0
+        block.attn.in_proj_weight[:, 3] /= 1000.0
+        assert torch.allclose(composite(x), before, atol=1e-4)  # same model in FP32
+
+    from edge_bridge.export import export_composite
+
+    task = tiny.task()
+    searched = export_composite(composite, tmp_path / "fast.bundle", task="stress", classes=task.classes,
+                                source_spec=task.source, target_spec=task.target,
+                                holdout=tiny.windows(48, 1), calibration=tiny.windows(64, 2),
+                                precision="int8", target="cpu", int8_search="fast",
+                                agreement_threshold=0.9,  # the tiny random model's other noise: 2 of 64
+                                ).manifest.quantization
+    rec = searched["parts"]["source_back"]
+    assert searched["precisions"]["source_back"] == "int8" and not searched["degraded"]
+    assert [k["op_type"] for k in rec["fp32_nodes"]] == ["MatMul"]
+    kept = rec["fp32_nodes"][0]
+    assert kept["agreement_if_int8"] < rec["search_target"] <= rec["calibration_agreement"]
+    model = onnx.load(str(tmp_path / "fast.bundle" / "source_back.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == kept["node"])
+    assert producer[node.input[0]].op_type == "LayerNormalization"  # the projection reading the outlier
+    assert not _reads_dq(model, kept["node"])
+
+    # every node INT8 (the same op set and method, as measured before the node search) missed the target
+    assert rec["calibration_methods"][rec["calibration_method"]]["agreement"] < rec["search_target"]
