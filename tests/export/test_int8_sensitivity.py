@@ -265,8 +265,8 @@ def test_an_outlier_channel_costs_one_fp32_node_not_the_part(tiny, tmp_path):
     one channel a thousand times the rest, and per-tensor INT8 rounds every other channel away. The default
     search must keep exactly that MatMul in FP32 and ship source_back INT8, where every node INT8 misses
     the search's target. (The tiny random model's other INT8 noise flips 2 of 64 decisions, hence the lower
-    threshold.) SQNR alone does not flag the node (per-channel weights round the tiny weight row to zero,
-    but it carries little of the weight's power); the one-pass emulated effect finds it."""
+    threshold.) The whole-tensor SQNR of that input stays high (the outlier carries its power); the
+    per-channel one (:func:`channel_sqnr`) is low, which is checked too."""
     composite = tiny.composite()
     block = composite.source.blocks[tiny.J]
     x = torch.from_numpy(tiny.windows(8, 5).target)
@@ -295,6 +295,20 @@ def test_an_outlier_channel_costs_one_fp32_node_not_the_part(tiny, tmp_path):
     node = next(n for n in model.graph.node if n.name == kept["node"])
     assert producer[node.input[0]].op_type == "LayerNormalization"  # the projection reading the outlier
     assert not _reads_dq(model, kept["node"])
-
+    assert kept["sqnr_db"] < 10.0  # per channel; the whole tensor's is above 40 dB
     # every node INT8 (the same op set and method, as measured before the node search) missed the target
     assert rec["calibration_methods"][rec["calibration_method"]]["agreement"] < rec["search_target"]
+
+
+def test_channel_sqnr_sees_what_an_outlier_hides():
+    from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio as sqnr
+
+    from edge_bridge.export.sensitivity import channel_sqnr
+
+    x = np.random.default_rng(4).standard_normal((8, 6, D)).astype(np.float32)
+    x[..., 3] *= 1000.0
+    y = x.copy()
+    y[..., [c for c in range(D) if c != 3]] = 0.0  # every small channel rounded away
+    assert sqnr(x, y) > 40.0 and channel_sqnr(x, y) < 5.0
+    assert channel_sqnr(x, x + 1e-3) > 40.0
+
