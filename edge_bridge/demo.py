@@ -59,8 +59,9 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     from edge_bridge.export import export
     from edge_bridge.fitting import FitConfig
     from edge_bridge.runs import Run
+    from edge_bridge.selection.run import select_run
     from edge_bridge.simulate import simulate_dataset
-    from edge_bridge.splits import DEFAULT_FRACTIONS
+    from edge_bridge.splits import ROLES
     from edge_bridge.tasks import get_task
     from edge_bridge.train import TrainConfig
 
@@ -73,16 +74,21 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     s = settings
     say(f"building the demo bundle in {home} (first use only; a few minutes on 2 cores)")
 
+    steps: dict[str, float] = {}
+
     def step(k: int, text: str) -> None:
-        say(f"  [{k}/6] {text} ({time.perf_counter() - t0:.0f} s so far)")
+        now = time.perf_counter() - t0
+        steps[text.split(" ")[0]] = round(now, 1)  # when each step started, for bench/demo.py
+        say(f"  [{k}/6] {text} ({now:.0f} s so far)")
 
     step(1, f"simulating {s.subjects} subjects x {s.minutes:g} min of paired ECG + wrist PPG")
     data = work / "data"
     simulate_dataset(data, s.task, subjects=s.subjects, minutes=s.minutes, seed=s.seed, progress=progress)
     task = get_task(s.task).with_window(s.window_s, s.hop_s)
     # Run.open would bring back the preset's 60 s windows; write run.json, then use the short-window task
-    Run.open(work / "run", data=data, task=s.task, seed=s.seed)
-    run = Run(work / "run", task, data.resolve(), s.seed, dict(DEFAULT_FRACTIONS))
+    fractions = {r: n / s.subjects for r, n in zip(ROLES, s.roles, strict=True)}
+    Run.open(work / "run", data=data, task=s.task, seed=s.seed, fractions=fractions)
+    run = Run(work / "run", task, data.resolve(), s.seed, fractions)
     run.windows(progress=progress)
     step(2, "pretraining the target (PPG) backbone without labels")
     P.pretrain(run, FitConfig(epochs=s.pretrain_epochs, batch_size=64, seed=s.seed), config=s.target_config,
@@ -92,8 +98,8 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     # without it a small model memorises the beat positions of the few training subjects
     source_fit = FitConfig(epochs=s.source_epochs, seed=s.seed, lr=5e-4, weight_decay=0.05, augment=True)
     P.fit_source(run, source_fit, config=s.source_config, progress=progress)
-    step(4, "selecting the bridge positions")
-    sel = P.select(run, progress=progress)
+    step(4, f"selecting the bridge positions ({s.rule} rule)")
+    sel = select_run(run, rule=s.rule, progress=progress)
     step(5, f"training the bridge at i={sel.i}, j={sel.j}")
     P.train(run, TrainConfig(epochs=s.bridge_epochs, seed=s.seed), P.BridgeSettings(), progress=progress)
     step(6, f"exporting ({s.precision})")
@@ -102,7 +108,8 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     _set_live_hop(Bundle.load(out), s.live_hop_s)
     say(precision_line(Bundle.load(out)))
     (home / "settings.json").write_text(json.dumps({**dataclasses.asdict(s), "tool_version": __version__,
-                                                    "seconds": round(time.perf_counter() - t0, 1)}, indent=1))
+                                                    "seconds": round(time.perf_counter() - t0, 1),
+                                                    "step_started_at_s": steps}, indent=1))
     say(f"demo bundle ready: {out} ({time.perf_counter() - t0:.0f} s)")
     return out
 
