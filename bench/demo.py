@@ -39,7 +39,7 @@ def _parse_set(text: str) -> tuple[str, Any]:
     key, _, value = text.partition("=")
     if not value:
         raise argparse.ArgumentTypeError(f"--set wants KEY=VALUE, got {text!r}")
-    if key == "roles":
+    if key in ("roles", "trial_rungs"):
         return key, tuple(int(v) for v in value.split(","))
     try:
         return key, json.loads(value)

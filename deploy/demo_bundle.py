@@ -67,6 +67,8 @@ class DemoSettings:
     source_epochs: int = 20
     bridge_epochs: int = 60
     rule: str = "trial"
+    trial_shortlist: int = 4  # the trial rule's candidates and epochs after each halving rung
+    trial_rungs: tuple[int, ...] = (2, 4)
     target_config: dict[str, Any] | None = None
     source_config: dict[str, Any] | None = field(default_factory=lambda: {"dropout": 0.1})
     precision: str = "int8"

@@ -60,6 +60,7 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     from edge_bridge.fitting import FitConfig
     from edge_bridge.runs import Run
     from edge_bridge.selection.run import select_run
+    from edge_bridge.selection.trial import TrialSettings
     from edge_bridge.simulate import simulate_dataset
     from edge_bridge.splits import ROLES
     from edge_bridge.tasks import get_task
@@ -99,7 +100,8 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     source_fit = FitConfig(epochs=s.source_epochs, seed=s.seed, lr=5e-4, weight_decay=0.05, augment=True)
     P.fit_source(run, source_fit, config=s.source_config, progress=progress)
     step(4, f"selecting the bridge positions ({s.rule} rule)")
-    sel = select_run(run, rule=s.rule, progress=progress)
+    trials = TrialSettings(shortlist=s.trial_shortlist, rungs=tuple(s.trial_rungs), seed=s.seed)
+    sel = select_run(run, rule=s.rule, settings=trials if s.rule == "trial" else None, progress=progress)
     step(5, f"training the bridge at i={sel.i}, j={sel.j}")
     P.train(run, TrainConfig(epochs=s.bridge_epochs, seed=s.seed), P.BridgeSettings(), progress=progress)
     step(6, f"exporting ({s.precision})")
