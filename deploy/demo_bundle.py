@@ -63,18 +63,18 @@ class DemoSettings:
     hop_s: float = 5.0
     live_hop_s: float = 1.0
     seed: int = 0
-    pretrain_epochs: int = 6
-    source_epochs: int = 20
-    bridge_epochs: int = 60
+    pretrain_epochs: int = 2
+    source_epochs: int = 8
+    bridge_epochs: int = 20
     rule: str = "trial"
     trial_shortlist: int = 4  # the trial rule's candidates and epochs after each halving rung
     trial_rungs: tuple[int, ...] = (2, 4)
-    target_config: dict[str, Any] | None = None
+    target_config: dict[str, Any] | None = field(default_factory=lambda: {"widths": [16, 24, 32, 32]})
     source_config: dict[str, Any] | None = field(default_factory=lambda: {"dropout": 0.1})
     precision: str = "int8"
     # how export quantizes: part of the key, so a bundle cached under another recipe is rebuilt
     quantization: str = "export's default"
-    threads: int = 2
+    threads: int = 1
 
     @property
     def subjects(self) -> int:
