@@ -5,16 +5,16 @@ built. So the demo bundle is made from simulated data, with the same verbs a use
 
     simulate -> pretrain -> fit-source -> select -> train -> export
 
-with small backbones, 30 s windows (every 5 s in training, every 1 s live) and a few epochs, so it takes
-a few minutes on two CPU cores. This is host code (torch, the method packages); the device side
-(:mod:`deploy.demo_bundle`) only finds the cached bundle, names its folder (the settings' key) and writes
-the demo recording. The one documented command that builds it by hand::
+with the method's data and backbones (30 simulated subjects of 10 minutes, 60 s windows every 5 s in
+training, every 1 s live) and the epochs cut to where they pay (:class:`deploy.demo_bundle.DemoSettings`),
+so it takes a few minutes on two CPU cores and reports in steps as it goes. This is host code (torch, the
+method packages); the device side (:mod:`deploy.demo_bundle`) only finds the cached bundle, names its
+folder (the settings' key) and writes the demo recording. The one documented command that builds it by hand::
 
     python -c "from edge_bridge.commands._demo_bundle import ensure_demo_bundle; print(ensure_demo_bundle())"
 
-The export is INT8 with the accuracy guard's whole-part fallback (the per-node search, ``export
---int8-search``, did not rescue this model on held-out subjects and costs minutes); :func:`precision_line`
-is the line ``make demo`` prints about it, so a degraded bundle says so.
+The export is export's default (INT8 where the accuracy guard allows it); :func:`precision_line` is the
+line ``make demo`` prints about it, so a degraded bundle says so.
 """
 
 from __future__ import annotations
