@@ -3,9 +3,10 @@
 1. Build: the demo bundle from :class:`deploy.demo_bundle.DemoSettings` (the defaults, or ``--set`` changes
    to try another recipe), timed end to end (simulate, pretrain, fit-source, select, train, export) with the
    settings' thread count; the machine's load average is recorded before and after (shared machines).
-2. Accuracy of the shipped bundle: the composite (``target_front -> bridge -> source_back``, the bundle's
-   ONNX files through ONNX Runtime, the device's own engine) on ``--subjects`` simulated subjects from a
-   seed the build never used (the build uses ``settings.seed`` for its subjects, the demo recording seed
+2. Accuracy of the shipped bundle (:func:`edge_bridge.demo.score_bundle`): the composite
+   (``target_front -> bridge -> source_back``, the bundle's ONNX files through ONNX Runtime) and the
+   bundle's source model on the paired ECG, on ``--subjects`` simulated subjects from a seed the build
+   never used (the build uses ``settings.seed`` for its subjects, the demo recording seed
    1000), 3-class balanced accuracy per subject (mean, sd, min, max) and pooled over all their windows;
    windows that straddle a block change carry no label and are not scored.
 3. The demo subject (the recording ``make demo`` streams) scored as the live loop scores it (the same
@@ -32,8 +33,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 EVAL_SEED = 2025  # never a build seed (DemoSettings.seed = 0) nor the demo recording's (1000)
 
 
@@ -47,71 +46,6 @@ def _parse_set(text: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
-
-
-def _metrics(labels: np.ndarray, pred: np.ndarray, subjects: np.ndarray,
-             classes: list[str]) -> dict[str, Any]:
-    """Balanced accuracy per subject (mean, sd, min, max) and pooled; label -1 windows are not scored."""
-    from deploy.report import classification_report
-
-    keep = labels >= 0
-    per = {}
-    for subj in np.unique(subjects[keep]):
-        mask = keep & (subjects == subj)
-        r = classification_report([classes[k] for k in labels[mask]], [classes[k] for k in pred[mask]],
-                                  classes)
-        per[str(subj)] = {"balanced_accuracy": r["balanced_accuracy"], "windows": int(mask.sum()),
-                          "recall": r["recall"]}
-    pooled = classification_report([classes[k] for k in labels[keep]], [classes[k] for k in pred[keep]],
-                                   classes)
-    bas = np.array([v["balanced_accuracy"] for v in per.values()])
-    return {"subjects": per, "pooled": pooled,
-            "per_subject": {"mean": float(bas.mean()), "sd": float(bas.std(ddof=1)) if len(bas) > 1 else 0.0,
-                            "min": float(bas.min()), "max": float(bas.max()), "n": len(bas)}}
-
-
-def _onnx(path: Path) -> Any:
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-
-
-def score_bundle(bundle_root: Path, recordings: list[Path], *, hop_s: float = 5.0,
-                 source_model: bool = True) -> dict[str, Any]:
-    """The bundle's composite (and, on the paired ECG, its source model) scored through ONNX Runtime.
-
-    The composite is the device's own :class:`deploy.runtime.CompositeRunner`; the source model is the
-    bundle's ``source_front -> source_back`` (what calibration runs), so a weak composite can be told apart
-    from a weak source model.
-    """
-    from deploy.runtime import CompositeRunner
-    from edge_bridge.bundle import Bundle
-    from edge_bridge.recordings.paired import windows_from_files
-
-    bundle = Bundle.load(bundle_root)
-    m = bundle.manifest
-    target = dataclasses.replace(m.target, hop_s=hop_s)
-    source = dataclasses.replace(m.source, hop_s=hop_s)
-    classes = list(m.classes)
-    w = windows_from_files(recordings, source, target, classes)
-    runner = CompositeRunner(bundle, "cpu", threads=1)
-    try:
-        x = w.x["target"]
-        logits = np.concatenate([runner(x[s:s + 64]) for s in range(0, len(x), 64)])
-    finally:
-        runner.close()
-    out = _metrics(w.labels, logits.argmax(1), w.subjects, classes)
-    if source_model:
-        front, back = _onnx(bundle.part_path("source_front")), _onnx(bundle.part_path("source_back"))
-        xs = w.x["source"]
-        z = np.concatenate([front.run(None, {front.get_inputs()[0].name: xs[s:s + 64]})[0]
-                            for s in range(0, len(xs), 64)])
-        src = np.concatenate([back.run(None, {back.get_inputs()[0].name: z[s:s + 64]})[0]
-                              for s in range(0, len(z), 64)])
-        out["source_model"] = _metrics(w.labels, src.argmax(1), w.subjects, classes)
-    return out
 
 
 def main() -> None:
@@ -130,6 +64,7 @@ def main() -> None:
 
     from deploy.demo_bundle import DEMO_MINUTES, DEMO_SEED, DEMO_SUBJECT, DemoSettings
     from edge_bridge.bundle import Bundle
+    from edge_bridge.demo import score_bundle
     from edge_bridge.simulate import simulate_dataset, simulate_subject
 
     settings = dataclasses.replace(DemoSettings(), **dict(args.changes))

@@ -28,6 +28,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from edge_bridge import __version__
 from edge_bridge.bundle import Bundle, write_manifest
 
@@ -109,11 +111,80 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     export(run.path, out, calibration=data, precision=s.precision, target="cpu")
     _set_live_hop(Bundle.load(out), s.live_hop_s)
     say(precision_line(Bundle.load(out)))
+    # what a newcomer should expect on a subject the bundle never saw: the shipped bundle on fresh
+    # simulated subjects (a seed of their own), so the demo subject's figure can be read against it
+    say(f"  checking the bundle on {s.heldout_subjects} unseen simulated subjects")
+    files = simulate_dataset(work / "heldout", s.task, subjects=s.heldout_subjects, minutes=s.minutes,
+                             seed=s.heldout_seed)
+    held = score_bundle(out, files, source_model=False)
+    held["seed"] = s.heldout_seed
+    say(heldout_line(held))
     (home / "settings.json").write_text(json.dumps({**dataclasses.asdict(s), "tool_version": __version__,
                                                     "seconds": round(time.perf_counter() - t0, 1),
-                                                    "step_started_at_s": steps}, indent=1))
+                                                    "step_started_at_s": steps, "heldout": held}, indent=1))
     say(f"demo bundle ready: {out} ({time.perf_counter() - t0:.0f} s)")
     return out
+
+
+def score_bundle(bundle_root: Path, recordings: list[Path], *, hop_s: float = 5.0,
+                 source_model: bool = True) -> dict[str, Any]:
+    """3-class balanced accuracy of the bundle's composite on labelled recordings, per subject and pooled.
+
+    The shipped ONNX files run in ONNX Runtime (``target_front -> bridge -> source_back``, what the device
+    runs); with ``source_model`` also the bundle's source model on the paired source signal
+    (``source_front -> source_back``), so a weak composite can be told from a weak source model. Windows
+    every ``hop_s`` seconds; windows not inside one labelled block are not scored.
+    """
+    from edge_bridge.recordings.paired import windows_from_files
+
+    bundle = Bundle.load(bundle_root)
+    m = bundle.manifest
+    target = dataclasses.replace(m.target, hop_s=hop_s)
+    source = dataclasses.replace(m.source, hop_s=hop_s)
+    w = windows_from_files(recordings, source, target, m.classes)
+    front, bridge, back = (_session(bundle.part_path("target_front")), _session(bundle.bridge_path()),
+                           _session(bundle.part_path("source_back")))
+    logits = _run(back, _run(bridge, _run(front, w.x["target"])))
+    out = _metrics(w.labels, logits.argmax(1), w.subjects, len(m.classes))
+    if source_model:
+        src = _run(back, _run(_session(bundle.part_path("source_front")), w.x["source"]))
+        out["source_model"] = _metrics(w.labels, src.argmax(1), w.subjects, len(m.classes))
+    return out
+
+
+def heldout_line(held: dict[str, Any]) -> str:
+    """The line the demo prints about the bundle on unseen subjects (what to expect of the demo subject)."""
+    p = held["per_subject"]
+    return (f"on {p['n']} unseen simulated subjects (seed {held.get('seed', '?')}) this bundle scores "
+            f"balanced accuracy {held['pooled']['balanced_accuracy']:.2f} over all their windows; per "
+            f"subject mean {p['mean']:.2f}, sd {p['sd']:.2f}, range {p['min']:.2f}-{p['max']:.2f} "
+            "(chance: 0.33)")
+
+
+def _session(path: Path) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def _run(session: Any, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[k:k + batch]})[0] for k in range(0, len(x), batch)])
+
+
+def _metrics(labels: np.ndarray, pred: np.ndarray, subjects: np.ndarray, n_classes: int) -> dict[str, Any]:
+    from edge_bridge.evaluate import classification_metrics
+
+    keep = labels >= 0
+    per = {str(subj): classification_metrics(labels[keep & (subjects == subj)],
+                                             pred[keep & (subjects == subj)], n_classes)
+           for subj in np.unique(subjects[keep])}
+    bas = np.array([v["balanced_accuracy"] for v in per.values()])
+    return {"subjects": per, "pooled": classification_metrics(labels[keep], pred[keep], n_classes),
+            "per_subject": {"mean": float(bas.mean()), "sd": float(bas.std(ddof=1)) if len(bas) > 1 else 0.0,
+                            "min": float(bas.min()), "max": float(bas.max()), "n": len(bas)}}
 
 
 def _set_live_hop(bundle: Bundle, hop_s: float) -> None:
