@@ -24,11 +24,15 @@ endif
 install: $(VENV)/.installed
 
 # The main job on the embedded default: build the demo bundle from simulated data on first use (cached),
-# then stream an unseen simulated subject through BrainFlow's playback board for DEMO_SECONDS and summarise.
-DEMO_SECONDS ?= 150
+# then stream an unseen simulated subject through BrainFlow's playback board in real time and summarise.
+# The recording (DEMO_MINUTES, default 5) holds a block of every class; deploy stops at its end, so the run
+# covers all of them. DEMO_SECONDS=N stops sooner (and may end before the last class's block).
+DEMO_MINUTES ?= 5
+DEMO_SECONDS ?=
 demo: $(VENV)/.installed
 	@mkdir -p $(DEMO_DIR)
-	$(VENV)/bin/edge-bridge deploy --device cpu --duration $(DEMO_SECONDS) --out $(DEMO_DIR)/predictions.jsonl \
+	$(VENV)/bin/edge-bridge deploy --device cpu --demo-minutes $(DEMO_MINUTES) \
+		$(if $(DEMO_SECONDS),--duration $(DEMO_SECONDS),) --out $(DEMO_DIR)/predictions.jsonl \
 		--summary-json $(DEMO_DIR)/summary.json
 
 test: $(VENV)/.installed

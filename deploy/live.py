@@ -51,6 +51,7 @@ import numpy as np
 
 from deploy.autocal import AutoCalibrateConfig, AutoCalibrator
 from deploy.drift import DEFAULT_FALSE_ALARMS_PER_DAY
+from deploy.report import WindowScores
 from deploy.runtime import CompositeRunner, softmax
 from deploy.sinks import Sink
 from deploy.stats import LatencyStats, real_time_factor
@@ -281,6 +282,8 @@ class LiveSummary:
     stop_reason: str = ""
     #: drift, paired watch and auto-calibrate figures (deploy.watch.LiveWatch.summary)
     watch: dict[str, Any] = field(default_factory=dict)
+    #: every predicted window of a labelled recording (deploy.report: balanced accuracy, recall, confusion)
+    scores: WindowScores | None = None
     #: per stream id, the same figures for that stream alone (the fields above are the totals)
     streams: dict[str, LiveSummary] = field(default_factory=dict)
 
@@ -289,12 +292,14 @@ class LiveSummary:
         return self.matched / self.labelled if self.labelled else None
 
     def to_dict(self) -> dict[str, Any]:
-        streams, self.streams = self.streams, {}
+        streams, self.streams, scores, self.scores = self.streams, {}, self.scores, None
         try:
             d = dataclasses.asdict(self)
         finally:
-            self.streams = streams
+            self.streams, self.scores = streams, scores
         d["match_rate"] = self.match_rate
+        d.pop("scores")
+        d["labels_report"] = scores.report() if scores is not None else None
         d["streams"] = {k: v.to_dict() for k, v in self.streams.items()}
         return d
 
@@ -349,6 +354,8 @@ class LiveSummary:
         if self.straddling:
             out.append(f"straddling a label change: {self.straddling} window(s), left out of the match rate")
         out += self.watch.get("lines", [])
+        if self.scores is not None:
+            out += self.scores.lines()
         if len(self.streams) > 1:
             out.insert(0, f"streams: {len(self.streams)} in one process, windows batched per hop "
                           "(figures below are totals; per stream after them)")
@@ -1012,6 +1019,10 @@ class LivePipeline:
         elif truth is not None:
             self._count(st, "labelled")
             self._count(st, "matched", int(truth == self.classes[k]))
+        for s in (st.summary, self.summary):  # per stream and pooled, like the counts
+            if s.scores is None:
+                s.scores = WindowScores(list(self.classes))
+            s.scores.add(start_s, end_s, truth, straddles, self.classes[k], record["probabilities"])
 
     def _emit(self, record: dict[str, Any]) -> None:
         for sink in self.sinks:

@@ -7,8 +7,10 @@ both, like the CLI.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from deploy.demo_bundle import DemoSettings, demo_bundle_dir, find_demo_bundle
 from edge_bridge.bundle import Bundle
@@ -23,10 +25,13 @@ def ensure_demo_bundle(settings: DemoSettings | None = None, *, report: Callable
     found = find_demo_bundle(settings)
     if found is not None:
         if report:
-            from edge_bridge.demo import precision_line
+            from edge_bridge.demo import heldout_line, precision_line
 
             report(f"demo bundle: {found} (cached)")
             report(precision_line(Bundle.load(found)))
+            held = _built(settings).get("heldout")
+            if held:
+                report(heldout_line(held))
     else:
         from edge_bridge.demo import build_demo_bundle
 
@@ -37,6 +42,14 @@ def ensure_demo_bundle(settings: DemoSettings | None = None, *, report: Callable
     if report:
         report(f"demo bundle signed by {signer}")
     return found
+
+
+def _built(settings: DemoSettings) -> dict[str, Any]:
+    """What the build recorded beside the bundle (``settings.json``), or ``{}``."""
+    try:
+        return dict(json.loads((demo_bundle_dir(settings) / "settings.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
 
 
 def demo_recording(bundle: Bundle, **kwargs: object) -> tuple[Path, Path]:

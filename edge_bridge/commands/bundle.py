@@ -144,7 +144,8 @@ def _info(b: object) -> str:
 
 
 def quantization_lines(m: object) -> list[str]:
-    """Per quantized part: precision, calibration, nodes kept in FP32, held-out agreement, max logit drift,
+    """Per quantized part: precision, calibration, op set, nodes kept in FP32 (by the guard; attention's
+    activation MatMuls by rule), held-out agreement, max logit drift,
     file size and batch-1 latency shipped vs FP32 (measured on the exporting CPU, one thread).
 
     Read from the manifest only (no onnx, no torch), so ``bundle info`` runs on the device too.
@@ -163,6 +164,11 @@ def quantization_lines(m: object) -> list[str]:
         kept = r.get("fp32_nodes") or []
         total = r.get("quantized_nodes")
         nodes = f"{len(kept)} of {total} nodes FP32" if total is not None else "-"
+        rule = r.get("fp32_by_rule") or []
+        if rule and total is not None:
+            nodes += f" (+{len(rule)} attention MatMuls FP32 by rule)"
+        if r.get("op_set") and r["op_set"] != "configured":
+            nodes += f", ops {r['op_set']}"
         if r.get("precision") != "int8" and total is not None:  # fell back whole: the search did not ship
             nodes = f"(mixed INT8 not shipped: {nodes})"
         lat = r.get("latency_ms_batch1") or {}

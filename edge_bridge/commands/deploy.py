@@ -395,7 +395,7 @@ def run(args: argparse.Namespace) -> int:
         runner.close()
         scratch.cleanup()
 
-    lines = [*summary.lines(), trust.summary_line]
+    lines = [*summary.lines(), *_timelines(summary, inputs, args.out), trust.summary_line]
     out = sys.stdout if args.out else sys.stderr
     print("\nsummary", file=out)
     for line in lines:
@@ -471,6 +471,27 @@ def _watch_options(args: argparse.Namespace) -> dict[str, Any]:
                                    margin=args.auto_calibrate_margin)
     return {"drift_false_alarms_per_day": None if args.no_drift else args.drift_false_alarms_per_day,
             "paired_watch": not args.no_paired_watch, "auto_calibrate": auto}
+
+
+def _timelines(summary: Any, inputs: list[Any], out: Path | None) -> list[str]:
+    """Draw the labelled streams' timelines beside the predictions file (``deploy.report``); summary lines."""
+    if out is None or str(out) == "-":
+        return []
+    from deploy.report import ReportError, timeline_path, write_timeline
+
+    lines = []
+    for inp in inputs:
+        s = summary.streams.get(inp.id, summary) if len(inputs) > 1 else summary
+        if inp.labels is None or s.scores is None:
+            continue
+        path = timeline_path(out, inp.id if len(inputs) > 1 else None)
+        try:
+            write_timeline(path, s.scores, inp.labels.spans, title=f"stream {inp.id}")
+        except (ReportError, OSError) as exc:
+            lines.append(f"timeline: not drawn ({exc})")
+            continue
+        lines.append(f"timeline: {path} (true blocks and predicted class probabilities over time)")
+    return lines
 
 
 def _summary_json(summary: Any, args: argparse.Namespace) -> dict[str, Any]:

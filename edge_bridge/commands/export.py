@@ -68,11 +68,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="signed bundle name, the key of deploy's version record (default: the task)")
     p.add_argument("--bundle-version", type=positive_int, default=None, metavar="N",
                    help="signed bundle version, higher than any earlier release (default: UTC time)")
-    p.add_argument("--int8-search", action="store_true",
-                   help="when a part fails the accuracy guard, search the calibration method (MinMax, "
-                        "Percentile, Entropy) and the fewest nodes to keep in FP32 before falling back whole "
-                        "(slower: minutes for a small model; off by default until it pays on the default "
-                        "bundle)")
+    p.add_argument("--int8-search", choices=("fast", "thorough", "off"), default="fast",
+                   help="how INT8 parts are chosen by the accuracy guard's measure: 'fast' (default, "
+                        "seconds per part): op set and calibration method (MinMax, Percentile, Entropy), "
+                        "then the fewest nodes kept in FP32 from a one-pass per-node ranking; 'thorough': "
+                        "greedy per-node steps and a second method too (minutes); 'off': every node INT8 "
+                        "with MinMax, whole-part fallback only. Example: --int8-search thorough")
     p.add_argument("--report", action="store_true",
                    help="print per part: precision, nodes kept in FP32 and why, agreement, max logit "
                         "drift, size and batch-1 latency INT8 vs FP32 on this CPU")
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     bundle = export(args.run, args.out, calibration=args.calibration_data, precision=args.precision,
                     target=args.device, agreement_threshold=args.agreement_threshold, overwrite=args.force,
                     golden_windows=args.golden_windows, source_weights=args.source_weights,
-                    sensitivity=args.int8_search)
+                    int8_search=args.int8_search)
     m = bundle.manifest
     q = m.quantization
     acc = (q.get("accuracy") or {}).get("shipped") or {}

@@ -6,13 +6,24 @@ pre-processing (symbolic shape inference and graph optimisation, which the quant
 
 ``cpu``
     QDQ, int8 per-channel weights, uint8 (asymmetric) activations: what ONNX Runtime's x86/ARM CPU kernels
-    run fastest and most accurately.
+    run fastest and most accurately. Only ops with an INT8 kernel in ONNX Runtime's CPU provider get Q/DQ
+    (:data:`INT8_FLOW_OPS`, or the compute ops alone, :data:`COMPUTE_OPS`; the exporter picks per part
+    by measurement): a LayerNorm, Gelu or Softmax between a DQ and a Q runs as DQ -> FP32 kernel -> Q, which
+    costs two extra passes over the tensor at batch 1 and rounds the residual stream for nothing. A MatMul's
+    output is left FP32 (ONNX Runtime then fuses it into ``MatMulIntegerToFloat``, one node instead of a
+    QLinearMatMul and a DQ) unless the next op quantizes it anyway.
 ``jetson``
     what TensorRT accepts as explicit quantization: symmetric int8 for weights *and* activations (zero
     points 0), no int32 bias Q/DQ (biases stay FP32; TensorRT fuses them), Q/DQ only in front of Conv,
     MatMul and Gemm. ONNX Runtime still routes some non-compute consumers (a residual Add) through a DQ it
     made for a Conv, so :func:`detach_float_consumers` gives those back the FP32 tensor; the audit
     (:mod:`edge_bridge.export.audit`) then checks the rules on the file.
+
+In both flavours a MatMul of two activations (attention's ``q k^T`` and ``softmax . v``) stays FP32
+(:func:`activation_matmuls`): both operands need per-tensor ranges fitted to the calibration windows, the
+attention logits' outliers make that range coarse, and at the sizes we ship (tens of tokens) the INT8
+kernel and its Q/DQ cost more time than the FP32 MatMul (ORT profile of the demo's source_back: the
+QLinearSoftmax between the two alone took 4x the FP32 Softmax). The manifest lists them as FP32 by rule.
 
 Calibration windows arrive as ``{input name: array}`` feeds through :class:`WindowReader`, the one-method
 ``CalibrationDataReader`` protocol. Too few windows raise (never a quiet drop to fewer); fewer than the
@@ -23,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import io
 import logging
 import os
 import shutil
@@ -42,6 +54,9 @@ from edge_bridge.export.errors import ExportError
 logger = logging.getLogger(__name__)
 
 COMPUTE_OPS = ("Conv", "MatMul", "Gemm")
+# ops with an INT8 kernel on ONNX Runtime's CPU provider (QLinearAdd, fused Relu/Clip, QLinear pools and
+# Concat): quantizing them keeps a conv net's activations INT8 between convolutions
+INT8_FLOW_OPS = (*COMPUTE_OPS, "Add", "Relu", "Clip", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat")
 FP16_BLOCKED_OPS = ("Gelu",)
 
 
@@ -93,6 +108,8 @@ class QuantConfig:
         Whether biases become int32 Q/DQ; TensorRT wants FP32 biases.
     op_types : tuple of str or None
         Op types to quantize; ``None`` means every op ONNX Runtime can quantize.
+    activation_matmuls : bool
+        Quantize MatMuls of two activations too (off: they stay FP32, see the module docstring).
     exclude_output_quantization : tuple of str
         Op types whose outputs get no Q/DQ (TensorRT places Q/DQ on compute inputs only).
     dedicated_qdq_pairs : bool
@@ -116,6 +133,7 @@ class QuantConfig:
     quantize_bias: bool
     op_types: tuple[str, ...] | None
     exclude_output_quantization: tuple[str, ...] = ()
+    activation_matmuls: bool = False
     dedicated_qdq_pairs: bool = False
     calibration_method: CalibrationMethod = CalibrationMethod.MinMax
     min_windows: int = 16
@@ -129,7 +147,8 @@ class QuantConfig:
         target = parse_enum(Target, target, "target")
         if target is Target.CPU:
             base = cls(target, QuantType.QUInt8, QuantType.QInt8, per_channel=True,
-                       symmetric_activations=False, symmetric_weights=True, quantize_bias=True, op_types=None)
+                       symmetric_activations=False, symmetric_weights=True, quantize_bias=True,
+                       op_types=INT8_FLOW_OPS, exclude_output_quantization=("MatMul",))
         else:
             base = cls(target, QuantType.QInt8, QuantType.QInt8, per_channel=True, symmetric_activations=True,
                        symmetric_weights=True, quantize_bias=False, op_types=COMPUTE_OPS,
@@ -178,6 +197,7 @@ class QuantConfig:
                 "symmetric_weights": self.symmetric_weights, "quantize_bias": self.quantize_bias,
                 "op_types": list(self.op_types) if self.op_types else "all",
                 "exclude_output_quantization": list(self.exclude_output_quantization),
+                "activation_matmuls": "int8" if self.activation_matmuls else "fp32",
                 "calibration_method": self.calibration_method.name}
 
 
@@ -281,7 +301,13 @@ def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], read
         try:
             if not preprocessed:
                 preprocess(src, pre)
-            with _root_logger_quiet():  # ORT logs per-channel notes on LayerNorm weights to the root logger
+            if not config.activation_matmuls:
+                nodes_to_exclude = (*nodes_to_exclude,
+                                    *(n for n in activation_matmuls(onnx.load(str(pre)))
+                                      if n not in nodes_to_exclude))
+            # ORT logs per-channel notes on LayerNorm weights to the root logger and prints its histogram
+            # calibrators' progress (Percentile, Entropy) to stdout: neither is for our user
+            with _root_logger_quiet(), contextlib.redirect_stdout(io.StringIO()):
                 quantize_static(str(pre), str(out), reader, nodes_to_exclude=list(nodes_to_exclude),
                                 calibration_cache_path=None if calibration_cache is None else str(
                                     calibration_cache), **config.ort_kwargs())
@@ -296,6 +322,23 @@ def quantize_part(src: str | os.PathLike[str], dst: str | os.PathLike[str], read
         onnx.save(model, str(out))
         shutil.move(str(out), dst)
     return dst
+
+
+def activation_matmuls(model: onnx.ModelProto) -> list[str]:
+    """Names of the MatMul nodes of ``model`` none of whose inputs is a weight (an initializer or a
+    Constant, possibly behind a Transpose/Reshape/Cast): attention's products (see the module docstring)."""
+    g = model.graph
+    producer = {o: n for n in g.node for o in n.output}
+    consts = {t.name for t in g.initializer}
+
+    def constant(name: str) -> bool:
+        n = producer.get(name)
+        while n is not None and n.op_type in ("Transpose", "Reshape", "Cast", "DequantizeLinear"):
+            name = n.input[0]
+            n = producer.get(name)
+        return name in consts or (n is not None and n.op_type == "Constant")
+
+    return [n.name for n in g.node if n.op_type == "MatMul" and not any(constant(i) for i in n.input)]
 
 
 @contextlib.contextmanager

@@ -5,10 +5,12 @@ Softmax whose input has outliers, a projection with a wide range). This module f
 TensorRT's per-layer precision and ONNX Runtime's QDQ debugging tools do:
 
 1. :func:`node_errors` runs the FP32 and the QDQ graph on calibration windows with every intermediate tensor
-   saved (ONNX Runtime's ``qdq_loss_debug``: ``modify_model_output_intermediate_tensors``,
-   ``collect_activations``, ``create_weight_matching``) and gives each quantized node the signal-to-
+   saved (:func:`intermediate_tensors`; ONNX Runtime's ``qdq_loss_debug`` for the SQNR and the weight
+   matching, ``create_weight_matching``) and gives each quantized node the signal-to-
    quantization-noise ratio (SQNR, dB) of the worst of its quantized inputs (activations and weights): the
-   noise INT8 injects right there. Lowest SQNR first is the order in which nodes are tried in FP32.
+   noise INT8 injects right there. An activation's SQNR is the lower of the whole tensor's and the median
+   per-channel one (:func:`channel_sqnr`: an outlier channel hides the other channels' loss in the first).
+   Lowest SQNR first is the order in which nodes are tried in FP32.
 2. :func:`fewest_fp32_nodes` then measures, with the caller's own measure (the accuracy guard's decision
    agreement with FP32 on the calibration windows), growing prefixes of that order (1, 2, 4, ...), bisects
    to the shortest passing prefix and prunes it: a node whose removal still passes goes back to INT8. Every
@@ -22,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -93,24 +94,20 @@ def node_errors(float_path: str | os.PathLike[str], qdq_path: str | os.PathLike[
         Feeds; it is iterated twice (once per graph), so it must support ``rewind()``.
     """
     from onnxruntime.quantization.qdq_loss_debug import (
-        collect_activations,
         compute_signal_to_quantization_noice_ratio,
         compute_weight_error,
         create_weight_matching,
-        modify_model_output_intermediate_tensors,
     )
 
     sqnr = compute_signal_to_quantization_noice_ratio
-    with tempfile.TemporaryDirectory(prefix="edge-bridge-qdq-debug-") as work:
-        acts = {}
-        for name, path in (("float", float_path), ("qdq", qdq_path)):
-            aug = str(Path(work) / f"{name}.onnx")
-            modify_model_output_intermediate_tensors(str(path), aug)
-            reader.rewind()  # type: ignore[attr-defined]
-            acts[name] = collect_activations(aug, reader)
-        weights = compute_weight_error(create_weight_matching(str(float_path), str(qdq_path)))
+    acts = {name: intermediate_tensors(path, reader) for name, path in (("float", float_path),
+                                                                        ("qdq", qdq_path))}
+    weights = compute_weight_error(create_weight_matching(str(float_path), str(qdq_path)))
     model = onnx.load(str(qdq_path))
     producer = {o: n for n in model.graph.node for o in n.output}
+    int32 = {t.name: t.data_type == onnx.TensorProto.INT32 for t in model.graph.initializer}
+    zero = {t.name for t in onnx.load(str(float_path)).graph.initializer
+            if not np.any(onnx.numpy_helper.to_array(t))}
     fa, qa = acts["float"], acts["qdq"]
     result = []
     for n in quantized_nodes(model):
@@ -123,11 +120,14 @@ def node_errors(float_path: str | os.PathLike[str], qdq_path: str | os.PathLike[
             if q is not None and q.op_type == "QuantizeLinear":  # an activation: before vs after its Q/DQ
                 x = q.input[0]
                 if x in qa and i in qa:
-                    err = sqnr(qa[x], qa[i])
+                    err = min(sqnr(qa[x], qa[i]), channel_sqnr(qa[x], qa[i]))
                     if err < worst:
                         worst, where = err, x
             else:  # a weight: FP32 initializer vs its dequantized INT8 copy
                 base = dq.input[0].removesuffix("_quantized")
+                if int32.get(dq.input[0]) or base in zero:
+                    continue  # an int32 bias rounds far below the activations; an all-zero weight (a bias
+                    # as initialised) has nothing to lose but scored -7 dB, which ranked it first
                 if base in weights and weights[base] < worst:
                     worst, where = weights[base], base
         out = n.output[0] if n.output else ""
@@ -136,6 +136,61 @@ def node_errors(float_path: str | os.PathLike[str], qdq_path: str | os.PathLike[
             result.append(NodeError(n.name, n.op_type, float(worst), where, out_err))
     result.sort(key=lambda e: e.sqnr_db)
     return result
+
+
+def channel_sqnr(x: np.ndarray, y: np.ndarray) -> float:
+    """The SQNR (dB) of ``y`` vs ``x`` per channel, the median over channels, on the worse of the two axes a
+    channel can be (1 for ``(n, C, L)``, the last for ``(n, T, D)``).
+
+    Why beside the whole-tensor SQNR: one outlier channel carries most of a tensor's power, so the tensor
+    SQNR stays high while per-tensor INT8 rounds every other channel to nothing (a LayerNorm with one large
+    gain: 47.6 dB for the tensor, the other channels gone); per channel they count one each, and the
+    median is not lifted by the one clean channel as a mean would be."""
+    if x.ndim < 2 or x.shape != y.shape:
+        return float("inf")
+    eps = float(np.finfo(np.float32).eps)
+    a, b = x.astype(np.float64), y.astype(np.float64)
+    worst = float("inf")
+    for axis in {1, x.ndim - 1}:
+        other = tuple(k for k in range(x.ndim) if k != axis)
+        signal = np.sqrt((a ** 2).sum(axis=other))
+        noise = np.sqrt(((a - b) ** 2).sum(axis=other))
+        live = signal > eps  # an all-zero channel has nothing to lose
+        if live.any():
+            worst = min(worst, float(np.median(20 * np.log10(signal[live] / np.maximum(noise[live], eps)))))
+    return worst
+
+
+def intermediate_tensors(path: str | os.PathLike[str],
+                         reader: CalibrationDataReader) -> dict[str, np.ndarray]:
+    """Every float tensor the graph at ``path`` computes, over all of ``reader``'s feeds (stacked on the
+    batch axis), with ONNX Runtime's graph optimisations off (so each tensor is the node's own output).
+
+    Why not ``qdq_loss_debug.collect_activations``: its augmented graph saves every tensor behind a
+    Reshape to 1-D, and :func:`channel_sqnr` needs the channel axis. Here each tensor is a graph output
+    of its own, in its own shape."""
+    import onnxruntime as ort
+
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    known = {o.name for o in model.graph.output}
+    floats = {v.name for v in model.graph.value_info
+              if v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT}
+    for n in model.graph.node:
+        for o in n.output:
+            if o and o in floats and o not in known:
+                model.graph.output.append(onnx.helper.make_tensor_value_info(o, onnx.TensorProto.FLOAT, None))
+                known.add(o)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    names = [o.name for o in sess.get_outputs()]
+    got: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    reader.rewind()  # type: ignore[attr-defined]
+    while (feed := reader.get_next()) is not None:
+        for k, v in zip(names, sess.run(None, feed), strict=True):
+            got[k].append(np.asarray(v))
+    return {k: np.concatenate(v) for k, v in got.items() if v}
 
 
 def emulate_fp32(qdq: onnx.ModelProto, float_model: onnx.ModelProto, nodes: set[str]) -> onnx.ModelProto:
@@ -176,7 +231,7 @@ def emulate_fp32(qdq: onnx.ModelProto, float_model: onnx.ModelProto, nodes: set[
 def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLike[str],
                    errors: list[NodeError], measure_file: Callable[[Path], dict[str, Any]],
                    work: str | os.PathLike[str], *, threshold: float, max_steps: int,
-                   pool: int = GREEDY_POOL) -> list[NodeError]:
+                   pool: int = GREEDY_POOL, first_round: int = FIRST_ROUND) -> list[NodeError]:
     """``errors`` reordered by what keeping nodes in FP32 does to the caller's measure, greedily.
 
     Each step tries every remaining node in FP32 on top of those already picked (on :func:`emulate_fp32`,
@@ -184,8 +239,10 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
     the lowest SQNR; it stops when the emulated measure reaches ``threshold`` or after ``max_steps``. The
     first step measures the ``FIRST_ROUND`` lowest-SQNR nodes; later steps only the ``pool`` best of the
     first step and the ``pool`` lowest SQNRs (a few hundred cheap runs at most). The rest follow in the
-    order of the first step. Noise that only hurts in combination (a LayerNorm reading a
-    quantized residual stream) is found this way where one-at-a-time scores miss it.
+    order of the first step. Noise that only hurts in combination (a LayerNorm reading a quantized residual
+    stream) is found this way where one-at-a-time scores miss it. ``max_steps=1`` is the cheap one-pass
+    ranking: each of the ``first_round`` lowest-SQNR nodes alone in FP32, ordered by its effect
+    (``first_round`` runs).
     """
     qdq, flt = onnx.load(str(qdq_path)), onnx.load(str(float_path))
     path = Path(work) / "emulated.onnx"
@@ -194,8 +251,8 @@ def rank_by_effect(qdq_path: str | os.PathLike[str], float_path: str | os.PathLi
         return (-r["agreement"], float(r.get("mean_logit_drift") or 0.0), e.sqnr_db)
 
     chosen: list[NodeError] = []
-    remaining = list(errors[:FIRST_ROUND])  # ``errors`` come lowest SQNR first (node_errors)
-    rest = list(errors[FIRST_ROUND:])
+    remaining = list(errors[:first_round])  # ``errors`` come lowest SQNR first (node_errors)
+    rest = list(errors[first_round:])
     first: dict[str, tuple[float, float, float]] = {}
     while remaining and len(chosen) < max_steps:
         scored = []
@@ -252,7 +309,7 @@ class SearchResult:
 
 
 def fewest_fp32_nodes(ranked: list[NodeError], measure: Measure, threshold: float, *,
-                      max_nodes: int) -> SearchResult:
+                      max_nodes: int, prune: bool = True) -> SearchResult:
     """The shortest set of ``ranked`` nodes in FP32 for which ``measure`` reaches ``threshold``.
 
     Parameters
@@ -266,6 +323,11 @@ def fewest_fp32_nodes(ranked: list[NodeError], measure: Measure, threshold: floa
     max_nodes : int
         Never keep more than this many nodes in FP32; beyond it the part falls back whole (the caller's
         last resort).
+    prune : bool
+        After the bisection, each kept node is tried back in INT8, least suspect first (one measure per
+        kept node); with ``prune`` such rounds repeat until none can go back, without it (the cheap path)
+        there is one round. Either way each kept node's effect (the measure with it in INT8 too) is
+        recorded.
     """
     cache: dict[tuple[str, ...], dict[str, Any]] = {}
     trials: list[dict[str, Any]] = []
@@ -307,9 +369,9 @@ def fewest_fp32_nodes(ranked: list[NodeError], measure: Measure, threshold: floa
         else:
             lo = mid
     kept = order[:hi]
-    pruned = True
-    while pruned and len(kept) > 1:  # least suspect first: give back to INT8 what the guard does not need
-        pruned = False
+    pruned, rounds = True, 0
+    while pruned and len(kept) > 1 and (prune or rounds == 0):
+        pruned, rounds = False, rounds + 1  # least suspect first: back to INT8 what the guard does not need
         for node in reversed(list(kept)):
             if len(kept) > 1 and ok(run([x for x in kept if x != node])):
                 kept = [x for x in kept if x != node]
@@ -341,8 +403,10 @@ __all__ = [
     "CALIBRATION_METHODS",
     "NodeError",
     "SearchResult",
+    "channel_sqnr",
     "emulate_fp32",
     "fewest_fp32_nodes",
+    "intermediate_tensors",
     "node_errors",
     "quantized_nodes",
     "rank_by_effect",

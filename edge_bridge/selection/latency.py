@@ -210,8 +210,12 @@ class LatencyMeter:
     def _key(self, part: str, module: Any, in_shape: tuple[int, ...]) -> str:
         import onnxruntime as ort
 
+        from edge_bridge.export.quantize import QuantConfig
+
+        # the INT8 flavour is part of the key: a change of what export quantizes changes the latency
+        flavour = json.dumps(QuantConfig.for_target(self.device).to_dict(), sort_keys=True, default=str)
         where = f"{self.device}|{','.join(self.providers)}|ort {ort.__version__}|{platform.processor()}|" \
-                f"{platform.machine()}"
+                f"{platform.machine()}|{flavour}"
         return f"{part}|{structure_key(module, in_shape)}|{hashlib.sha256(where.encode()).hexdigest()[:12]}"
 
     # --- parts --------------------------------------------------------------------------------------------

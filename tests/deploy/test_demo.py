@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 import shutil
 
-from deploy.demo_bundle import DemoSettings, demo_bundle_dir, find_demo_bundle
+import pytest
+
+from deploy.demo_bundle import DEMO_MINUTES, DemoSettings, demo_bundle_dir, find_demo_bundle
 from deploy.live import LabelTrack
 from edge_bridge.bundle import Bundle
 from edge_bridge.commands._demo_bundle import demo_recording
@@ -22,9 +24,28 @@ def test_demo_recording_has_the_models_channels_and_labels(bundle_dir, tmp_path)
     assert demo_recording(bundle, minutes=3, cache=tmp_path) == (csv, labels)  # cached
 
 
+def test_default_demo_recording_holds_pure_windows_of_every_class(bundle_dir, tmp_path):
+    """What `make demo` streams (the whole default recording) covers every class of the task, each in a
+    block long enough for many windows of the demo bundle's length that lie inside it (pure windows)."""
+    bundle = Bundle.load(bundle_dir)
+    csv, labels = demo_recording(bundle, cache=tmp_path)
+    assert len(csv.read_text().splitlines()) == DEMO_MINUTES * 60 * 64
+    track = LabelTrack.load(labels)
+    window, hop = DemoSettings().window_s, DemoSettings().live_hop_s
+    pure: dict[str, int] = {}
+    t = 0.0
+    while t + window <= DEMO_MINUTES * 60:
+        label, straddles = track.classify(t, t + window)
+        if label is not None and not straddles:
+            pure[label] = pure.get(label, 0) + 1
+        t += hop
+    assert set(pure) == set(bundle.manifest.classes)
+    assert min(pure.values()) >= 10, pure
+
+
 def test_cached_demo_bundle_is_found_only_when_it_verifies(bundle_dir, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    settings = DemoSettings(subjects=3)
+    settings = DemoSettings(roles=(1, 1, 1, 1))
     assert find_demo_bundle(settings) is None
     home = demo_bundle_dir(settings)
     assert home.parent == tmp_path / "edge-bridge" and home != demo_bundle_dir(DemoSettings())
@@ -32,3 +53,38 @@ def test_cached_demo_bundle_is_found_only_when_it_verifies(bundle_dir, tmp_path,
     assert find_demo_bundle(settings) == home / "bundle"
     (home / "bundle" / "golden.npz").write_bytes(b"truncated")
     assert find_demo_bundle(settings) is None  # rebuilt on next use
+
+
+def test_score_bundle_runs_what_the_device_runs(bundle_dir, tmp_path):
+    """The build's held-out check and bench/demo.py score the shipped ONNX chain: the same decisions as
+    the device's CompositeRunner on the same windows, per subject and pooled."""
+    import dataclasses
+
+    import numpy as np
+
+    from deploy.runtime import CompositeRunner
+    from edge_bridge.demo import heldout_line, score_bundle
+    from edge_bridge.recordings.paired import windows_from_files
+    from edge_bridge.simulate import simulate_dataset
+
+    files = simulate_dataset(tmp_path / "unseen", "stress", subjects=2, minutes=3, seed=7)
+    scored = score_bundle(bundle_dir, files)
+    bundle = Bundle.load(bundle_dir)
+    m = bundle.manifest
+    w = windows_from_files(files, dataclasses.replace(m.source, hop_s=5.0),
+                           dataclasses.replace(m.target, hop_s=5.0), m.classes)
+    runner = CompositeRunner(bundle, "cpu")
+    try:
+        pred = runner(w.x["target"]).argmax(1)
+    finally:
+        runner.close()
+    keep = w.labels >= 0
+    for subj, got in scored["subjects"].items():
+        mask = keep & (w.subjects == subj)
+        recalls = [np.mean(pred[mask & (w.labels == c)] == c) for c in range(3)
+                   if np.any(mask & (w.labels == c))]
+        assert got["balanced_accuracy"] == pytest.approx(np.mean(recalls))
+        assert got["n"] == mask.sum()
+    per = scored["per_subject"]
+    assert per["n"] == 2 and per["min"] <= per["mean"] <= per["max"]
+    assert "source_model" in scored and "on 2 unseen simulated subjects" in heldout_line(scored)

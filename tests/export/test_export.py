@@ -138,6 +138,7 @@ def test_time_axis_declared_dynamic_is_caught(tmp_path):
     ({"precision": "int4"}, "precision must be one of int8, fp16, fp32"),
     ({"target": "jetsn"}, "did you mean 'jetson'"),
     ({"agreement_threshold": 2.0}, "agreement_threshold must be in"),
+    ({"int8_search": "exhaustive"}, "int8_search must be one of off, fast, thorough"),
 ])
 def test_bad_options_fail_early(tiny, tmp_path, kw, match):
     with pytest.raises(ExportError, match=match):

@@ -16,6 +16,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from edge_bridge.export.audit import audit_tensorrt
@@ -76,7 +77,9 @@ def hostile(tmp_path_factory):
 
 def _build(root, pre, x, exclude, target="cpu"):
     dst = root / f"{target}-{'-'.join(exclude) or 'all'}.onnx"
-    return quantize_part(pre, dst, WindowReader("x", x), QuantConfig.for_target(target),
+    # cpu: every op type (the Mul too: the default op set has no INT8 Mul, and the search is what is tested)
+    over = {"op_types": None} if target == "cpu" else {}
+    return quantize_part(pre, dst, WindowReader("x", x), QuantConfig.for_target(target, **over),
                          nodes_to_exclude=tuple(exclude), preprocessed=True)
 
 
@@ -147,10 +150,17 @@ def test_jetson_mixed_precision_still_passes_the_tensorrt_audit(hostile):
     assert _reads_dq(mixed, "mm1") and not _reads_dq(mixed, "mm2")
 
 
-# --- the exporter's record of it, on the tiny bundles of tests/export/conftest.py ---------------------
+# --- the exporter's record of it, on the tiny composite of tests/export/conftest.py ---------------------
+@pytest.fixture(scope="module")
+def searched(tiny, tmp_path_factory):
+    """The tiny composite exported with the default search (``int8_search="fast"``), cpu and jetson."""
+    root = tmp_path_factory.mktemp("searched")
+    return {t: tiny.export(root / f"{t}.bundle", target=t, int8_search="fast") for t in ("cpu", "jetson")}
+
+
 @pytest.mark.parametrize("target", ["cpu", "jetson"])
-def test_manifest_records_method_search_nodes_and_figures_per_part(bundles, target):
-    b = bundles[target]
+def test_manifest_records_method_search_nodes_and_figures_per_part(searched, target):
+    b = searched[target]
     q = b.manifest.quantization
     assert q["config"]["calibration_method"].startswith("per part")
     for part in ("target_front", "source_back", "source_front"):
@@ -169,10 +179,11 @@ def test_manifest_records_method_search_nodes_and_figures_per_part(bundles, targ
             assert kept["agreement_if_int8"] < r["search_target"]
 
 
-def test_report_lines_and_demo_precision_line(bundles):
+def test_report_lines_and_demo_precision_line(searched):
     from edge_bridge.commands.bundle import quantization_lines
     from edge_bridge.demo import precision_line
 
+    bundles = searched
     lines = quantization_lines(bundles["cpu"].manifest)
     assert lines[0].startswith("  per part")
     body = "\n".join(lines)
@@ -181,3 +192,123 @@ def test_report_lines_and_demo_precision_line(bundles):
     assert "agreement" in body and "kB" in body and "fp32 " in body and " ms" in body
     line = precision_line(bundles["cpu"])
     assert line.startswith("precision: target_front ") and "accuracy guard" in line and "degraded:" in line
+
+
+def _attention_graph(path):
+    """x -> MatMul(weight) -> h; s = h @ h^T (two activations); y = s @ h: one weight MatMul, two attention
+    MatMuls."""
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((D, D)).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["h"], name="proj"),
+             helper.make_node("Transpose", ["h"], ["ht"], name="t", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["h", "ht"], ["s"], name="scores"),
+             helper.make_node("MatMul", ["s", "h"], ["y"], name="mix")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6, D])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6, D])
+    graph = helper.make_graph(nodes, "attention", [x], [y], [numpy_helper.from_array(w, "w")])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+@pytest.mark.parametrize("target", ["cpu", "jetson"])
+def test_activation_matmuls_stay_fp32_unless_asked(tmp_path, target):
+    from edge_bridge.export.quantize import activation_matmuls
+
+    pre = preprocess(_attention_graph(tmp_path / "fp32.onnx"), tmp_path / "pre.onnx")
+    assert sorted(activation_matmuls(onnx.load(str(pre)))) == ["mix", "scores"]
+    x = np.random.default_rng(3).standard_normal((32, 6, D)).astype(np.float32)
+    default = onnx.load(str(quantize_part(pre, tmp_path / "default.onnx", WindowReader("x", x),
+                                          QuantConfig.for_target(target), preprocessed=True)))
+    assert _reads_dq(default, "proj") and not _reads_dq(default, "scores") and not _reads_dq(default, "mix")
+    if target == "jetson":
+        assert audit_tensorrt(default).ok
+    asked = onnx.load(str(quantize_part(pre, tmp_path / "asked.onnx", WindowReader("x", x),
+                                        QuantConfig.for_target(target, activation_matmuls=True),
+                                        preprocessed=True)))
+    assert _reads_dq(asked, "scores") and _reads_dq(asked, "mix")
+
+
+def test_choices_follow_the_recorded_measurements(searched):
+    for target, b in searched.items():
+        for part, r in b.manifest.quantization["parts"].items():
+            sets, target_agreement = r["op_sets"], r["search_target"]
+            passing = [k for k, v in sets.items() if v["agreement"] >= target_agreement]
+            if target == "jetson":
+                assert list(sets) == ["configured"]  # TensorRT's placement: compute inputs only
+            elif passing:  # the fewest nodes after ONNX Runtime's optimisation among those that pass
+                assert r["op_set"] in passing
+                fewest = min(sets[k]["optimised_nodes"] for k in passing)
+                assert sets[r["op_set"]]["optimised_nodes"] == fewest
+            else:
+                assert sets[r["op_set"]]["agreement"] == max(v["agreement"] for v in sets.values())
+            methods = r["calibration_methods"]
+            if not r["fp32_nodes"]:
+                assert methods[r["calibration_method"]]["agreement"] == max(
+                    v["agreement"] for v in methods.values())
+            model = onnx.load(str(b.part_path(part)))
+            for rule in r["fp32_by_rule"]:  # attention's MatMuls: listed, and really FP32
+                assert not _reads_dq(model, rule["node"])
+        rules = b.manifest.quantization["parts"]["source_back"]["fp32_by_rule"]
+        assert len(rules) == 2  # the tiny source_back is one transformer block: q k^T and softmax . v
+
+
+def test_search_off_is_the_configured_flavour_with_minmax(bundles):
+    for b in bundles.values():
+        for r in b.manifest.quantization["parts"].values():
+            assert r["op_set"] == "configured" and r["calibration_method"] == "MinMax"
+            assert set(r["calibration_methods"]) == {"MinMax"} and "search" not in r
+
+
+def test_an_outlier_channel_costs_one_fp32_node_not_the_part(tiny, tmp_path):
+    """A function-preserving outlier: source_back's LayerNorm gain x1000 on one channel and the attention
+    projection's matching input column /1000. FP32 outputs are unchanged, but the projection's input now has
+    one channel a thousand times the rest, and per-tensor INT8 rounds every other channel away. The default
+    search must keep exactly that MatMul in FP32 and ship source_back INT8, where every node INT8 misses
+    the search's target. (The tiny random model's other INT8 noise flips 2 of 64 decisions, hence the lower
+    threshold.) The whole-tensor SQNR of that input stays high (the outlier carries its power); the
+    per-channel one (:func:`channel_sqnr`) is low, which is checked too."""
+    composite = tiny.composite()
+    block = composite.source.blocks[tiny.J]
+    x = torch.from_numpy(tiny.windows(8, 5).target)
+    with torch.no_grad():
+        before = composite(x)
+        block.ln1.weight[3] *= 1000.0
+        block.attn.in_proj_weight[:, 3] /= 1000.0
+        assert torch.allclose(composite(x), before, atol=1e-4)  # same model in FP32
+
+    from edge_bridge.export import export_composite
+
+    task = tiny.task()
+    searched = export_composite(composite, tmp_path / "fast.bundle", task="stress", classes=task.classes,
+                                source_spec=task.source, target_spec=task.target,
+                                holdout=tiny.windows(48, 1), calibration=tiny.windows(64, 2),
+                                precision="int8", target="cpu", int8_search="fast",
+                                agreement_threshold=0.9,  # the tiny random model's other noise: 2 of 64
+                                ).manifest.quantization
+    rec = searched["parts"]["source_back"]
+    assert searched["precisions"]["source_back"] == "int8" and not searched["degraded"]
+    assert [k["op_type"] for k in rec["fp32_nodes"]] == ["MatMul"]
+    kept = rec["fp32_nodes"][0]
+    assert kept["agreement_if_int8"] < rec["search_target"] <= rec["calibration_agreement"]
+    model = onnx.load(str(tmp_path / "fast.bundle" / "source_back.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    node = next(n for n in model.graph.node if n.name == kept["node"])
+    assert producer[node.input[0]].op_type == "LayerNormalization"  # the projection reading the outlier
+    assert not _reads_dq(model, kept["node"])
+    assert kept["sqnr_db"] < 10.0  # per channel; the whole tensor's is above 40 dB
+    # every node INT8 (the same op set and method, as measured before the node search) missed the target
+    assert rec["calibration_methods"][rec["calibration_method"]]["agreement"] < rec["search_target"]
+
+
+def test_channel_sqnr_sees_what_an_outlier_hides():
+    from onnxruntime.quantization.qdq_loss_debug import compute_signal_to_quantization_noice_ratio as sqnr
+
+    from edge_bridge.export.sensitivity import channel_sqnr
+
+    x = np.random.default_rng(4).standard_normal((8, 6, D)).astype(np.float32)
+    x[..., 3] *= 1000.0
+    y = x.copy()
+    y[..., [c for c in range(D) if c != 3]] = 0.0  # every small channel rounded away
+    assert sqnr(x, y) > 40.0 and channel_sqnr(x, y) < 5.0
+    assert channel_sqnr(x, x + 1e-3) > 40.0
+
