@@ -231,6 +231,10 @@ class LiveConfig:
         Run the source model on streams that also carry the source modality (:mod:`deploy.watch`).
     auto_calibrate : AutoCalibrateConfig or None
         Recalibrate on drift (:mod:`deploy.autocal`); needs the bridge watcher and a single stream.
+    quality : {"physiology", "basic"}
+        The gate: ``"physiology"`` (default) adds the bundle spec's beat-template index and motion checks to
+        the broken-signal ones; ``"basic"`` keeps only NaN, flat, clipped and out-of-range (for sources
+        whose signal is not physiological, such as BrainFlow's synthetic board, or to see every decision).
     """
 
     smoothing: str = "none"
@@ -247,6 +251,7 @@ class LiveConfig:
     drift_false_alarms_per_day: float | None = DEFAULT_FALSE_ALARMS_PER_DAY
     paired_watch: bool = True
     auto_calibrate: AutoCalibrateConfig | None = None
+    quality: str = "physiology"
 
 
 @dataclass
@@ -544,6 +549,9 @@ class _Stream:
                        "the model sees other inputs than in training", self.id, self.config.filtering,
                        spec.filtering)
             spec = dataclasses.replace(spec, filtering=self.config.filtering)
+        if self.config.quality == "basic":  # broken-signal checks only: no beat index, no motion
+            spec = dataclasses.replace(spec, quality=dataclasses.replace(spec.quality, min_beat_sqi=0.0,
+                                                                         max_motion=None))
         self.rows = match_channels(self.source.channels, spec)
         chans = self.source.channels
         self.acc_rows = [i for i, c in enumerate(chans) if getattr(c, "modality", "") == "acc"

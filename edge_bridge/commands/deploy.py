@@ -92,6 +92,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                      "nothing: any source rate above the band's minimum is "
                                                      "now resampled by default"),
                    help=argparse.SUPPRESS)
+    p.add_argument("--quality", choices=["physiology", "basic"], default=None,
+                   help="the quality gate: physiology (default; broken signal, beats that do not repeat "
+                        "their shape, motion on an accelerometer) or basic (broken signal only: NaN, flat, "
+                        "clipped, out of range); --source synthetic defaults to basic, as BrainFlow's "
+                        "synthetic board's signals are not physiological, e.g. --source synthetic "
+                        "--quality basic")
     p.add_argument("--no-watch", action="store_true", help="do not pick up newly published bridges")
     p.add_argument("--demo-minutes", type=positive, default=5.0,
                    help="length of the demo recording when --source is not given (default 5)")
@@ -329,7 +335,16 @@ def run(args: argparse.Namespace) -> int:
         from firmware_interface import open_source
         from firmware_interface.errors import FirmwareError
 
-        config = LiveConfig(smoothing=args.smoothing, alpha=args.alpha, majority=args.majority,
+        quality = args.quality
+        if quality is None:
+            synthetic = all(st.spec.split(":", 1)[0].strip() == "synthetic" for st in streams)
+            quality = "basic" if synthetic else "physiology"
+            if synthetic:
+                _say("quality gate: basic (BrainFlow's synthetic board's signals are not physiological, "
+                     "so the beat and motion checks would skip every window; --quality physiology keeps "
+                     "them)")
+        config = LiveConfig(quality=quality, smoothing=args.smoothing, alpha=args.alpha,
+                            majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
                             bundle_check=trust.recheck if trust.verified is not None else None,
                             **_watch_options(args))

@@ -155,3 +155,21 @@ def test_frame_emulator_over_loopback(bundle_dir):
 def test_bad_duration(bundle_dir, bad, capsys):
     assert main(["deploy", "--bundle", str(bundle_dir), "--duration", bad]) == 2
     assert "--duration must be" in capsys.readouterr().err
+
+
+def test_synthetic_board_gets_the_basic_gate_unless_asked(bundle_dir, tmp_path, capsys):
+    """BrainFlow's synthetic PPG is no pulse: the physiological gate would skip it all, so deploy says it uses
+    the basic gate there; asked for the physiological gate, it skips windows for physiological reasons."""
+    out = tmp_path / "s.json"
+    assert main(["deploy", "--bundle", str(bundle_dir), "--source", "synthetic", "--duration", "7",
+                 "--summary-json", str(out), "--no-watch", "--no-drift"]) == 0
+    assert "quality gate: basic" in capsys.readouterr().err
+    basic = json.loads(out.read_text())
+    assert basic["predicted"] > 0
+    assert not any("low_sqi" in r or "motion" in r for r in basic.get("skipped_reasons", {}))
+    assert main(["deploy", "--bundle", str(bundle_dir), "--source", "synthetic", "--duration", "7",
+                 "--summary-json", str(out), "--no-watch", "--no-drift", "--quality", "physiology"]) == 0
+    assert "quality gate: basic" not in capsys.readouterr().err
+    phys = json.loads(out.read_text())
+    reasons = phys.get("skipped_reasons", {})
+    assert phys["skipped"] > 0 and reasons and all("low_sqi" in r or "motion" in r for r in reasons), reasons
