@@ -157,14 +157,18 @@ def prepare_bundle(src: Path, out: Path, subjects: int, minutes: float, seed: in
         hs.append(h)
         logits.append(run_session(sess["source_back"], "source_back",
                                   run_session(sess["bridge"], "bridge", h)))
-    arrays = reference_arrays(np.concatenate(hs), np.concatenate(logits), block=block_for(m.target.hop_s))
+    groups = np.repeat(np.arange(len(hs)), [len(x) for x in hs])  # per subject: the within-session null
+    arrays = reference_arrays(np.concatenate(hs), np.concatenate(logits), block=block_for(m.target.hop_s),
+                              groups=groups)
     write_golden(out / REFERENCE, arrays)
     m.reference = {"file": REFERENCE, "sha256": sha256_file(out / REFERENCE)}
     write_manifest(out, m)
     Bundle.load(out)
     return out, {"held_out_subjects": subjects, "minutes_each": minutes, "windows": int(arrays["windows"]),
                  "block": int(arrays["block"]), "shrinkage": float(arrays["shrinkage"]),
-                 "d_in": int(arrays["mean"].size), "target_spec": m.target.to_dict()}
+                 "d_in": int(arrays["mean"].size), "target_spec": m.target.to_dict(),
+                 "session_null_blocks": int(len(arrays.get("session_diffs", ()))),
+                 "session_shrinkage": float(arrays.get("session_shrinkage", np.nan))}
 
 
 # --- one session ------------------------------------------------------------------------------------------
