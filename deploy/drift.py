@@ -29,7 +29,9 @@ score cannot see it at a once-a-day budget; it moves ``h`` far more than one use
 spread. So each stream also keeps its own *baseline*: the mean ``h`` of its first ``session_baseline``
 gate-passing windows after start (or after a bridge swap, :meth:`DriftMonitor.rebase`), and scores the
 mean of the last ``block`` windows after the baseline against it, weighed with the *within-subject*
-precision:
+precision. The held-out sessions that give the null were only so long (``session_span`` windows), and a
+user's state wanders further the longer one waits, so once a session is longer than that the baseline
+slides forward: it is the oldest ``session_baseline`` of the last ``session_span`` windows.
 
     session score = (m - b)^T Pw (m - b) / d      b: baseline mean, Pw: within-subject precision
 
@@ -185,6 +187,7 @@ class DriftReference:
         self.session_precision: np.ndarray | None = None
         self.session_diffs: np.ndarray | None = None
         self.session_baseline = self.block
+        self.session_span = 0
         if "session_precision" in arrays and "session_diffs" in arrays:
             sp = np.asarray(arrays["session_precision"], np.float64)
             sd = np.asarray(arrays["session_diffs"], np.float64)
@@ -195,7 +198,9 @@ class DriftReference:
             if not (np.all(np.isfinite(sp)) and np.all(np.isfinite(sd))):
                 raise ValueError("the drift reference's session statistics hold NaN or inf; re-export the "
                                  "bundle")
+            span = int(_scalar(arrays.get("session_span", 10**9)))
             self.session_precision, self.session_diffs, self.session_baseline = sp, sd, sb
+            self.session_span = max(span, sb + self.block)
         rate = _scalar(arrays.get("gate_pass_rate", np.nan))
         self.gate_pass_rate = rate if np.isfinite(rate) else None
         if self.precision.shape != (d, d) or self.block_means.ndim != 2 or self.block_means.shape[1] != d:
@@ -272,9 +277,9 @@ class DriftMonitor:
         self.mean = reference.mean.copy()  # moved by rebase() after a calibration
         self._h: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
         self._p: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
-        self._base: list[np.ndarray] = []
+        span = min(reference.session_span, 10**6) if self.session_threshold is not None else 0
+        self._hist: collections.deque[np.ndarray] = collections.deque(maxlen=max(span, 1))
         self.baseline: np.ndarray | None = None
-        self._after_base = 0  # windows since the baseline was complete
         self.score: float | None = None
         self.session_score: float | None = None
         self.prior_shift: float | None = None
@@ -323,20 +328,19 @@ class DriftMonitor:
         return None
 
     def _update_session(self, hc: np.ndarray) -> None:
-        """Grow the baseline, or score the last ``block`` windows after it against it."""
+        """Score the last ``block`` windows against the oldest ``session_baseline`` of the history, once
+        the two do not overlap (the history holds at most ``session_span`` windows: see the module)."""
         if self.session_threshold is None or self.reference.session_precision is None:
             return
-        if self.baseline is None:
-            self._base.append(hc)
-            if len(self._base) == self.reference.session_baseline:
-                self.baseline = np.mean(self._base, axis=0)
-                self._base = []
+        self._hist.append(hc)
+        nb = self.reference.session_baseline
+        if len(self._hist) < nb + self.block:
             return
-        self._after_base += 1
-        if self._after_base >= self.block:  # the recent block lies wholly after the baseline
-            m = np.mean(self._h, axis=0)
-            self.session_score = float(drift_score(m, self.baseline, self.reference.session_precision))
-            self.max_session_score = max(self.max_session_score, self.session_score)
+        hist = np.asarray(self._hist)
+        self.baseline = hist[:nb].mean(axis=0)
+        m = hist[-self.block:].mean(axis=0)
+        self.session_score = float(drift_score(m, self.baseline, self.reference.session_precision))
+        self.max_session_score = max(self.max_session_score, self.session_score)
 
     def _scores(self) -> dict[str, tuple[float, float]]:
         """(score, threshold) per detector that has a score now."""
@@ -363,9 +367,8 @@ class DriftMonitor:
             self.mean = new
         self._h.clear()
         self._p.clear()
-        self._base = []
+        self._hist.clear()
         self.baseline = None
-        self._after_base = 0
         self.session_score = None
         self.drifting = False
 
@@ -380,6 +383,7 @@ class DriftMonitor:
                               "max_score": round(self.max_session_score, 4),
                               "threshold": round(self.session_threshold.value, 4),
                               "baseline_windows": self.reference.session_baseline,
+                              "span_windows": self.reference.session_span,
                               "baseline_ready": self.baseline is not None}
         return out
 

@@ -35,6 +35,9 @@ precision), never the windows themselves:
     ``session_diffs`` are, per held-out subject, the mean of every later run of ``block`` windows minus
     the mean of its first ``session_baseline`` windows (the "baseline" and "later" parts of one unshifted
     user: what the device compares, so their scores are the detector's null distribution).
+    ``session_span`` (the median held-out session's windows) caps how far back the device's baseline may
+    lie: the null only covers the lags the held-out sessions had, so in a longer session the baseline slides
+    forward and stays ``session_span`` windows behind.
 
 The file is ``reference.npz`` (plain arrays, loaded without pickle), hashed in the manifest and covered by
 the publisher's signature like every other base file.
@@ -116,7 +119,7 @@ def session_arrays(h: np.ndarray, groups: np.ndarray, block: int, baseline: int 
     """
     baseline = block if baseline is None else int(baseline)
     groups = np.asarray(groups).reshape(-1)
-    centred, diffs, used = [], [], 0
+    centred, diffs, lengths = [], [], []
     for g in dict.fromkeys(groups.tolist()):  # first-seen order
         hs = h[groups == g]
         if len(hs) < 2:
@@ -124,16 +127,17 @@ def session_arrays(h: np.ndarray, groups: np.ndarray, block: int, baseline: int 
         centred.append(hs - hs.mean(axis=0))
         if len(hs) < baseline + block:
             continue
-        used += 1
+        lengths.append(len(hs))
         base = hs[:baseline].mean(axis=0)
         later = hs[baseline:]
         csum = np.cumsum(np.vstack([np.zeros((1, h.shape[1])), later]), axis=0)
         diffs.append((csum[block:] - csum[:-block]) / block - base)
-    if used < 2:
+    if len(lengths) < 2:
         return None
     _cov, precision, shrink = _shrunk_covariance(np.concatenate(centred))
     return {"session_precision": precision, "session_baseline": np.int64(baseline),
-            "session_diffs": np.concatenate(diffs).astype(np.float32), "session_subjects": np.int64(used),
+            "session_diffs": np.concatenate(diffs).astype(np.float32),
+            "session_subjects": np.int64(len(lengths)), "session_span": np.int64(np.median(lengths)),
             "session_shrinkage": np.float64(shrink)}
 
 
