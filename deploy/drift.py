@@ -198,7 +198,8 @@ class DriftReference:
             if not (np.all(np.isfinite(sp)) and np.all(np.isfinite(sd))):
                 raise ValueError("the drift reference's session statistics hold NaN or inf; re-export the "
                                  "bundle")
-            span = int(_scalar(arrays.get("session_span", 10**9)))
+            # without a recorded span: the longest one held-out session could have given these diffs
+            span = int(_scalar(arrays.get("session_span", len(sd) + sb + self.block - 1)))
             self.session_precision, self.session_diffs, self.session_baseline = sp, sd, sb
             self.session_span = max(span, sb + self.block)
         rate = _scalar(arrays.get("gate_pass_rate", np.nan))
@@ -277,7 +278,7 @@ class DriftMonitor:
         self.mean = reference.mean.copy()  # moved by rebase() after a calibration
         self._h: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
         self._p: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
-        span = min(reference.session_span, 10**6) if self.session_threshold is not None else 0
+        span = reference.session_span if self.session_threshold is not None else 0
         self._hist: collections.deque[np.ndarray] = collections.deque(maxlen=max(span, 1))
         self.baseline: np.ndarray | None = None
         self.score: float | None = None
