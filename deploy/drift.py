@@ -23,9 +23,27 @@ hop; an alarm needs the score above the threshold, so the rate of alarms is at m
 exceedances), never below the largest null score seen. ``bench/drift.py`` measures the false alarms this
 gives on unshifted simulated users streamed through BrainFlow's playback board.
 
-An alarm is an event, not a state per window: ``drift`` when the score first exceeds the threshold, and
-``drift_cleared`` once it falls below half of it (hysteresis, so a score hovering at the threshold raises
-one event, not one per hop).
+Within-session score (when the reference has ``session_*`` arrays, i.e. it was exported with the held-out
+windows' subjects). A sensor change moves ``h`` less than one user differs from another, so the population
+score cannot see it at a once-a-day budget; it moves ``h`` far more than one user's own minute-to-minute
+spread. So each stream also keeps its own *baseline*: the mean ``h`` of its first ``session_baseline``
+gate-passing windows after start (or after a bridge swap, :meth:`DriftMonitor.rebase`), and scores the
+mean of the last ``block`` windows after the baseline against it, weighed with the *within-subject*
+precision. The held-out sessions that give the null were only so long (``session_span`` windows), and a
+user's state wanders further the longer one waits, so once a session is longer than that the baseline
+slides forward: it is the oldest ``session_baseline`` of the last ``session_span`` windows.
+
+    session score = (m - b)^T Pw (m - b) / d      b: baseline mean, Pw: within-subject precision
+
+Its null distribution is the same comparison on the held-out users (their first minutes vs each later
+minute, ``session_diffs``), and its threshold comes from the same budget by the same scaled chi-square
+fit. Each detector thus spends the budget once, so the two together raise at most twice the budget's
+false alarms (a union bound); ``bench/drift.py`` measures the rate of both together.
+
+An alarm is an event, not a state per window: ``drift`` when a score first exceeds its threshold (the
+event's ``detector`` names which: ``population``, ``session`` or both), and ``drift_cleared`` once every
+score is below half of its threshold (hysteresis, so a score hovering at the threshold raises one event,
+not one per hop).
 
 Only windows that passed the quality gate ever reach :meth:`DriftMonitor.update` (the live loop feeds it
 the model's rows, and bad windows never reach the model); a row whose ``h`` or logits are not finite is
@@ -128,9 +146,11 @@ class DriftThreshold:
     dof: float
     null_max: float
     null_blocks: int
+    detector: str = "population"
 
     def describe(self) -> str:
-        return (f"threshold {self.value:.3g} for {self.false_alarms_per_day:g} false alarm(s)/day "
+        return (f"{self.detector} threshold {self.value:.3g} for {self.false_alarms_per_day:g} false "
+                f"alarm(s)/day "
                 f"(p {self.p_per_decision:.2g} per hop; null of {self.null_blocks} held-out blocks fitted as "
                 f"{self.scale:.3g} x chi2({self.dof:.1f}), largest null score {self.null_max:.3g})")
 
@@ -164,6 +184,24 @@ class DriftReference:
                              f"for {d} features")
         self.low, self.high = (center - clip * spread, center + clip * spread) if np.isfinite(clip) else (
             np.full(d, -np.inf), np.full(d, np.inf))
+        self.session_precision: np.ndarray | None = None
+        self.session_diffs: np.ndarray | None = None
+        self.session_baseline = self.block
+        self.session_span = 0
+        if "session_precision" in arrays and "session_diffs" in arrays:
+            sp = np.asarray(arrays["session_precision"], np.float64)
+            sd = np.asarray(arrays["session_diffs"], np.float64)
+            sb = int(_scalar(arrays.get("session_baseline", self.block)))
+            if sp.shape != (d, d) or sd.ndim != 2 or sd.shape[1] != d or len(sd) < 2 or sb < 1:
+                raise ValueError(f"the drift reference's session statistics do not fit: precision {sp.shape},"
+                                 f" diffs {sd.shape}, baseline {sb} for {d} features")
+            if not (np.all(np.isfinite(sp)) and np.all(np.isfinite(sd))):
+                raise ValueError("the drift reference's session statistics hold NaN or inf; re-export the "
+                                 "bundle")
+            # without a recorded span: the longest one held-out session could have given these diffs
+            span = int(_scalar(arrays.get("session_span", len(sd) + sb + self.block - 1)))
+            self.session_precision, self.session_diffs, self.session_baseline = sp, sd, sb
+            self.session_span = max(span, sb + self.block)
         rate = _scalar(arrays.get("gate_pass_rate", np.nan))
         self.gate_pass_rate = rate if np.isfinite(rate) else None
         if self.precision.shape != (d, d) or self.block_means.ndim != 2 or self.block_means.shape[1] != d:
@@ -179,20 +217,44 @@ class DriftReference:
         return drift_score(self.block_means, self.mean, self.precision)
 
     def threshold(self, false_alarms_per_day: float, hop_s: float) -> DriftThreshold:
-        """The score above which an unshifted user raises ``false_alarms_per_day`` alarms (see the module)."""
-        if not false_alarms_per_day > 0:
-            raise ValueError(f"the false-alarm budget must be > 0 per day, got {false_alarms_per_day!r}")
-        null = self.null_scores()
-        mean, var = float(null.mean()), float(null.var())
-        p = min(false_alarms_per_day * hop_s / SECONDS_PER_DAY, 0.5)
-        if var <= 0 or mean <= 0:  # a degenerate reference: only the largest null score is evidence
-            scale, dof, value = 0.0, 0.0, float(null.max())
-        else:
-            dof = max(2.0 * mean * mean / var, 0.5)
-            scale = var / (2.0 * mean)
-            value = scale * chi2_isf(p, dof)
-        value = max(value, float(null.max()))
-        return DriftThreshold(value, float(false_alarms_per_day), p, scale, dof, float(null.max()), len(null))
+        """The population score above which an unshifted user raises ``false_alarms_per_day`` alarms."""
+        return fit_threshold(self.null_scores(), false_alarms_per_day, hop_s, "population")
+
+    @property
+    def has_session(self) -> bool:
+        """Whether the reference carries the within-session detector's statistics."""
+        return self.session_precision is not None
+
+    def session_null_scores(self) -> np.ndarray:
+        """The held-out users' later minutes scored against their own first minutes (the session null)."""
+        if self.session_precision is None or self.session_diffs is None:
+            raise ValueError("the drift reference has no within-session statistics; re-export the bundle")
+        return drift_score(self.session_diffs, np.zeros(self.mean.size), self.session_precision)
+
+    def session_threshold(self, false_alarms_per_day: float, hop_s: float) -> DriftThreshold:
+        """The session score's threshold for the same budget (see the module)."""
+        return fit_threshold(self.session_null_scores(), false_alarms_per_day, hop_s, "session")
+
+
+def fit_threshold(null: np.ndarray, false_alarms_per_day: float, hop_s: float,
+                  detector: str = "population") -> DriftThreshold:
+    """The score above which ``null`` (scores of unshifted users) exceeds ``false_alarms_per_day`` times a
+    day at one decision per ``hop_s``: a moment-matched scaled chi-square's upper quantile, never below the
+    largest null score seen (see the module)."""
+    if not false_alarms_per_day > 0:
+        raise ValueError(f"the false-alarm budget must be > 0 per day, got {false_alarms_per_day!r}")
+    null = np.asarray(null, np.float64).reshape(-1)
+    mean, var = float(null.mean()), float(null.var())
+    p = min(false_alarms_per_day * hop_s / SECONDS_PER_DAY, 0.5)
+    if var <= 0 or mean <= 0:  # a degenerate reference: only the largest null score is evidence
+        scale, dof, value = 0.0, 0.0, float(null.max())
+    else:
+        dof = max(2.0 * mean * mean / var, 0.5)
+        scale = var / (2.0 * mean)
+        value = scale * chi2_isf(p, dof)
+    value = max(value, float(null.max()))
+    return DriftThreshold(value, float(false_alarms_per_day), p, scale, dof, float(null.max()), len(null),
+                          detector)
 
 
 class DriftMonitor:
@@ -202,20 +264,31 @@ class DriftMonitor:
     ----------
     reference : DriftReference
     threshold : DriftThreshold
+        The population score's.
+    session_threshold : DriftThreshold, optional
+        The within-session score's; None (or a reference without session statistics) leaves it off.
     """
 
-    def __init__(self, reference: DriftReference, threshold: DriftThreshold) -> None:
+    def __init__(self, reference: DriftReference, threshold: DriftThreshold,
+                 session_threshold: DriftThreshold | None = None) -> None:
         self.reference = reference
         self.threshold = threshold
+        self.session_threshold = session_threshold if reference.has_session else None
         self.block = reference.block
         self.mean = reference.mean.copy()  # moved by rebase() after a calibration
         self._h: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
         self._p: collections.deque[np.ndarray] = collections.deque(maxlen=self.block)
+        span = reference.session_span if self.session_threshold is not None else 0
+        self._hist: collections.deque[np.ndarray] = collections.deque(maxlen=max(span, 1))
+        self.baseline: np.ndarray | None = None
         self.score: float | None = None
+        self.session_score: float | None = None
         self.prior_shift: float | None = None
         self.max_score = 0.0
+        self.max_session_score = 0.0
         self.drifting = False
         self.alarms = 0
+        self.by_detector: dict[str, int] = {}
         self.updates = 0
         self.ignored = 0
 
@@ -226,9 +299,11 @@ class DriftMonitor:
         if not (np.all(np.isfinite(h)) and np.all(np.isfinite(probs))) or h.size != self.mean.size:
             self.ignored += 1
             return None
-        self._h.append(np.clip(h, self.reference.low, self.reference.high))
+        hc = np.clip(h, self.reference.low, self.reference.high)
+        self._h.append(hc)
         self._p.append(probs)
         self.updates += 1
+        self._update_session(hc)
         if len(self._h) < self.block:
             return None
         m = np.mean(self._h, axis=0)
@@ -236,17 +311,49 @@ class DriftMonitor:
         self.max_score = max(self.max_score, self.score)
         if self.reference.prior.size == probs.size:
             self.prior_shift = float(0.5 * np.abs(np.mean(self._p, axis=0) - self.reference.prior).sum())
-        tau = self.threshold.value
-        if not self.drifting and self.score > tau:
+        scores = self._scores()
+        over = [name for name, (x, tau) in scores.items() if x > tau]
+        if not self.drifting and over:
             self.drifting = True
             self.alarms += 1
-            return {"event": "drift", "score": round(self.score, 4), "threshold": round(tau, 4),
-                    "prior_shift": _round(self.prior_shift), "alarm": self.alarms}
-        if self.drifting and self.score < 0.5 * tau:
+            detector = "+".join(over)
+            self.by_detector[detector] = self.by_detector.get(detector, 0) + 1
+            x, tau = scores[over[0]]
+            return {"event": "drift", "detector": detector, "score": round(x, 4), "threshold": round(tau, 4),
+                    **self._both(scores), "prior_shift": _round(self.prior_shift), "alarm": self.alarms}
+        if self.drifting and all(x < 0.5 * tau for x, tau in scores.values()):
             self.drifting = False
-            return {"event": "drift_cleared", "score": round(self.score, 4), "threshold": round(tau, 4),
-                    "prior_shift": _round(self.prior_shift)}
+            x, tau = scores["population"]
+            return {"event": "drift_cleared", "score": round(x, 4), "threshold": round(tau, 4),
+                    **self._both(scores), "prior_shift": _round(self.prior_shift)}
         return None
+
+    def _update_session(self, hc: np.ndarray) -> None:
+        """Score the last ``block`` windows against the oldest ``session_baseline`` of the history, once
+        the two do not overlap (the history holds at most ``session_span`` windows: see the module)."""
+        if self.session_threshold is None or self.reference.session_precision is None:
+            return
+        self._hist.append(hc)
+        nb = self.reference.session_baseline
+        if len(self._hist) < nb + self.block:
+            return
+        hist = np.asarray(self._hist)
+        self.baseline = hist[:nb].mean(axis=0)
+        m = hist[-self.block:].mean(axis=0)
+        self.session_score = float(drift_score(m, self.baseline, self.reference.session_precision))
+        self.max_session_score = max(self.max_session_score, self.session_score)
+
+    def _scores(self) -> dict[str, tuple[float, float]]:
+        """(score, threshold) per detector that has a score now."""
+        out = {"population": (float(self.score or 0.0), self.threshold.value)}
+        if self.session_threshold is not None and self.session_score is not None:
+            out["session"] = (self.session_score, self.session_threshold.value)
+        return out
+
+    @staticmethod
+    def _both(scores: dict[str, tuple[float, float]]) -> dict[str, Any]:
+        return {"scores": {k: round(x, 4) for k, (x, _t) in scores.items()},
+                "thresholds": {k: round(t, 4) for k, (_x, t) in scores.items()}}
 
     def recent_mean(self) -> np.ndarray | None:
         """Mean ``h`` of the windows in the sliding estimate (None before the first full block)."""
@@ -254,20 +361,32 @@ class DriftMonitor:
 
     def rebase(self, mean: np.ndarray | None = None) -> None:
         """Take ``mean`` (default: the recent mean) as the new normal, after a calibration kept a bridge
-        fitted to it: the user's features moved for good, so only a further move is drift."""
+        fitted to it: the user's features moved for good, so only a further move is drift. The session
+        baseline starts again from the next windows."""
         new = self.recent_mean() if mean is None else np.asarray(mean, np.float64).reshape(-1)
         if new is not None:
             self.mean = new
         self._h.clear()
         self._p.clear()
+        self._hist.clear()
+        self.baseline = None
+        self.session_score = None
         self.drifting = False
 
     def status(self) -> dict[str, Any]:
         """The figures for the summary."""
-        return {"score": _round(self.score), "max_score": round(self.max_score, 4),
-                "threshold": round(self.threshold.value, 4), "prior_shift": _round(self.prior_shift),
-                "alarms": self.alarms, "drifting": self.drifting, "windows": self.updates,
-                "ignored": self.ignored}
+        out = {"score": _round(self.score), "max_score": round(self.max_score, 4),
+               "threshold": round(self.threshold.value, 4), "prior_shift": _round(self.prior_shift),
+               "alarms": self.alarms, "alarms_by_detector": dict(self.by_detector), "drifting": self.drifting,
+               "windows": self.updates, "ignored": self.ignored}
+        if self.session_threshold is not None:
+            out["session"] = {"score": _round(self.session_score),
+                              "max_score": round(self.max_session_score, 4),
+                              "threshold": round(self.session_threshold.value, 4),
+                              "baseline_windows": self.reference.session_baseline,
+                              "span_windows": self.reference.session_span,
+                              "baseline_ready": self.baseline is not None}
+        return out
 
 
 def _scalar(x: Any) -> float:
@@ -283,4 +402,4 @@ def _round(x: float | None, n: int = 4) -> float | None:
 
 
 __all__ = ["DEFAULT_FALSE_ALARMS_PER_DAY", "DriftMonitor", "DriftReference", "DriftThreshold", "chi2_isf",
-           "drift_score", "normal_isf"]
+           "drift_score", "fit_threshold", "normal_isf"]

@@ -90,6 +90,7 @@ class LiveWatch:
         self.lines: list[str] = []
         self.reference: DriftReference | None = None
         self.threshold: DriftThreshold | None = None
+        self.session_threshold: DriftThreshold | None = None
         self.monitors: dict[str, DriftMonitor] = {}
         self.events: list[dict[str, Any]] = []
         if false_alarms_per_day is None:
@@ -113,13 +114,22 @@ class LiveWatch:
             ref = DriftReference(arrays)
             hop = float(bundle.manifest.target.hop_s)
             self.threshold = ref.threshold(budget, hop)
+            self.session_threshold = ref.session_threshold(budget, hop) if ref.has_session else None
         except (BundleError, ValueError) as exc:
             self.lines.append(f"drift: off ({exc})")
             return
         self.reference = ref
-        self.monitors = {st.id: DriftMonitor(ref, self.threshold) for st in self.streams}
+        self.monitors = {st.id: DriftMonitor(ref, self.threshold, self.session_threshold)
+                         for st in self.streams}
         self.lines.append(f"drift: on, mean h of the last {ref.block} gate-passing windows vs the bundle's "
                           f"reference; {self.threshold.describe()}")
+        if self.session_threshold is not None:
+            self.lines.append(f"drift (within session): the same mean vs the stream's own first "
+                              f"{ref.session_baseline} gate-passing windows (again after a bridge swap); "
+                              f"{self.session_threshold.describe()}")
+        else:
+            self.lines.append("drift (within session): off (the bundle's reference has no per-subject "
+                              "statistics; re-export it to have them)")
 
     # --- per chunk ------------------------------------------------------------------------------------
     def ingest(self, st: Any, chunk: Any) -> None:
@@ -188,8 +198,8 @@ class LiveWatch:
         ev = {"event": ev.pop("event"), "stream": st.id, "time": round(time.time(), 3),
               "window": c.record.get("window"), "end_s": c.record.get("end_s"), **ev}
         self._send(ev)
-        logger.warning("stream %s: %s at %.0f s: score %.3g vs threshold %.3g", st.id, ev["event"], c.end_s,
-                       ev["score"], ev["threshold"])
+        logger.warning("stream %s: %s (%s) at %.0f s: score %.3g vs threshold %.3g", st.id, ev["event"],
+                       ev.get("detector", "all below half"), c.end_s, ev["score"], ev["threshold"])
         if ev["event"] == "drift" and self.autocal is not None:
             self._cycle(self.autocal.on_drift(st.id, st.source, st.id in self.paired,
                                               float(st.source.sampling_rate)))
@@ -298,6 +308,8 @@ class LiveWatch:
                              "events": [e for e in self.events if e.get("event") != "paired_agreement"]}
         if self.threshold is not None:
             d["drift_threshold"] = dataclasses.asdict(self.threshold)
+        if self.session_threshold is not None:
+            d["drift_session_threshold"] = dataclasses.asdict(self.session_threshold)
         if self.autocal is not None:
             d["autocal"] = self.autocal.status()
         return d
@@ -312,6 +324,11 @@ class LiveWatch:
                 out.append(f"{tag}drift: {dr['alarms']} alarm(s), last score {dr['score']}, max "
                            f"{dr['max_score']} (threshold {dr['threshold']}), prior shift {dr['prior_shift']}"
                            f", on {dr['windows']} gate-passing windows")
+                if "session" in dr:
+                    ss = dr["session"]
+                    out.append(f"{tag}drift within session: last score {ss['score']}, max {ss['max_score']} "
+                               f"(threshold {ss['threshold']}); alarms by detector "
+                               f"{dr['alarms_by_detector'] or 'none'}")
             if "paired" in s:
                 pr = s["paired"]
                 per = ", ".join(f"{v} {x['agreement']:.3f} on {x['windows']}"

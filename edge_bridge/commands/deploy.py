@@ -114,10 +114,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run a signed bundle older than one this device ran (said in the summary)")
     drift = p.add_argument_group("drift and recalibration")
     drift.add_argument("--drift-false-alarms-per-day", type=positive, default=1.0, metavar="N",
-                       help="drift alarm budget: the threshold on the drift score (mean target features of "
-                            "the last minute of gate-passing windows vs the bundle's reference) is set so an "
-                            "unshifted user raises about N false alarms a day (default 1), e.g. "
-                            "--drift-false-alarms-per-day 0.5")
+                       help="drift alarm budget: the thresholds on the two drift scores (mean target "
+                            "features of the last minute of gate-passing windows vs the bundle's reference, "
+                            "and vs the stream's own first minute) are each set so an unshifted user raises "
+                            "about N false alarms a day (default 1), e.g. --drift-false-alarms-per-day 0.5")
     drift.add_argument("--no-drift", action="store_true", help="do not score drift")
     drift.add_argument("--no-paired-watch", action="store_true",
                        help="do not run the source model on a source that also carries the source modality "

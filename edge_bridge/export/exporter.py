@@ -126,6 +126,8 @@ class WindowSet:
     provenance : dict or None
         Where they come from, for the manifest: file or folder names and sha256, never a host path
         (:func:`provenance`); ``None`` records the origin with every absolute path cut to its last part.
+    subjects : ndarray or None
+        The subject of each window, when known: the drift reference's within-session null needs it.
     """
 
     target: np.ndarray
@@ -133,6 +135,7 @@ class WindowSet:
     labels: np.ndarray
     origin: str
     provenance: dict[str, Any] | None = None
+    subjects: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.target)
@@ -144,8 +147,10 @@ class WindowSet:
         if missing:
             raise ExportError(f"{origin}: windows lack the {missing} modality (have {sorted(w.x)}); export "
                               "needs paired source and target windows")
+        subjects = getattr(w, "subjects", None)
         return WindowSet(np.asarray(w.x["target"], np.float32), np.asarray(w.x["source"], np.float32),
-                         np.asarray(w.labels, np.int64), origin)
+                         np.asarray(w.labels, np.int64), origin,
+                         subjects=None if subjects is None else np.asarray(subjects))
 
     def head(self, n: int) -> WindowSet:
         return WindowSet(self.target[:n], self.source[:n], self.labels[:n], self.origin, self.provenance)
@@ -332,7 +337,8 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         if len(holdout) > holdout_max:
             idx = np.linspace(0, len(holdout) - 1, holdout_max).round().astype(int)
             holdout = WindowSet(holdout.target[idx], holdout.source[idx], holdout.labels[idx], holdout.origin,
-                                holdout.provenance)
+                                holdout.provenance,
+                                None if holdout.subjects is None else holdout.subjects[idx])
         if calibration is not None and not isinstance(calibration, WindowSet):
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
                                            exclude_subjects=tuple(run.splits()["test"]),
@@ -1021,7 +1027,8 @@ class _Job:
         # v0001's own expected outputs, as every later version has (a fresh start self-tests the current one)
         bv.golden_file, bv.golden_sha256 = write_bridge_golden(root, 1, arrays)
         self.report["golden"] = self._golden_report(arrays, g)
-        reference = write_reference(root, final, self.holdout.target, hop_s=target_spec.hop_s)  # drift
+        reference = write_reference(root, final, self.holdout.target, hop_s=target_spec.hop_s,  # drift
+                                    groups=self.holdout.subjects)
 
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         self.report.update({

@@ -27,6 +27,17 @@ precision), never the windows themselves:
     same means over every run of ``block`` consecutive held-out windows (a minute of features each, not
     raw signal). The device scores them with its own score function and sets its alarm threshold from
     their spread and the false-alarm budget (``deploy/drift.py``), so the score is written once.
+``session_precision``, ``session_baseline``, ``session_diffs`` (only when the rows name their subjects)
+    for the within-session detector: a sensor change moves ``h`` less than one user differs from another,
+    so the population score above cannot see it at a once-a-day budget, but it moves ``h`` far more than
+    a user's own minute-to-minute spread. ``session_precision`` is the principal-direction inverse of the
+    *within-subject* covariance (each subject's rows minus that subject's mean, Ledoit-Wolf as above);
+    ``session_diffs`` are, per held-out subject, the mean of every later run of ``block`` windows minus
+    the mean of its first ``session_baseline`` windows (the "baseline" and "later" parts of one unshifted
+    user: what the device compares, so their scores are the detector's null distribution).
+    ``session_span`` (the median held-out session's windows) caps how far back the device's baseline may
+    lie: the null only covers the lags the held-out sessions had, so in a longer session the baseline slides
+    forward and stays ``session_span`` windows behind.
 
 The file is ``reference.npz`` (plain arrays, loaded without pickle), hashed in the manifest and covered by
 the publisher's signature like every other base file.
@@ -84,47 +95,92 @@ def robust_limits(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return center, np.maximum(spread, floor)
 
 
+def _shrunk_covariance(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """Ledoit-Wolf on the standardised features: (covariance, principal precision, shrinkage).
+
+    Why standardised: shrinking the covariance itself would pull features of very different scales
+    towards one common variance, drowning the small-variance directions a sensor change moves.
+    """
+    from sklearn.covariance import LedoitWolf
+
+    scale = h.std(axis=0)
+    scale = np.where(scale > 1e-12 * max(float(scale.max()), 1e-30), scale, 1.0)
+    lw = LedoitWolf().fit(h / scale)
+    cov = lw.covariance_ * np.outer(scale, scale)
+    return cov, _principal_precision(lw.covariance_, VARIANCE) / np.outer(scale, scale), float(lw.shrinkage_)
+
+
+def session_arrays(h: np.ndarray, groups: np.ndarray, block: int, baseline: int | None = None
+                   ) -> dict[str, np.ndarray] | None:
+    """The within-session detector's statistics (see the module) of clipped features ``h`` (n, d) whose
+    rows belong to subjects ``groups`` (n,), in time order within each subject.
+
+    Returns None when fewer than two subjects have ``baseline + block`` windows (no null to speak of).
+    """
+    baseline = block if baseline is None else int(baseline)
+    groups = np.asarray(groups).reshape(-1)
+    centred, diffs, lengths = [], [], []
+    for g in dict.fromkeys(groups.tolist()):  # first-seen order
+        hs = h[groups == g]
+        if len(hs) < 2:
+            continue
+        centred.append(hs - hs.mean(axis=0))
+        if len(hs) < baseline + block:
+            continue
+        lengths.append(len(hs))
+        base = hs[:baseline].mean(axis=0)
+        later = hs[baseline:]
+        csum = np.cumsum(np.vstack([np.zeros((1, h.shape[1])), later]), axis=0)
+        diffs.append((csum[block:] - csum[:-block]) / block - base)
+    if len(lengths) < 2:
+        return None
+    _cov, precision, shrink = _shrunk_covariance(np.concatenate(centred))
+    return {"session_precision": precision, "session_baseline": np.int64(baseline),
+            "session_diffs": np.concatenate(diffs).astype(np.float32),
+            "session_subjects": np.int64(len(lengths)), "session_span": np.int64(np.median(lengths)),
+            "session_shrinkage": np.float64(shrink)}
+
+
 def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float | None = None,
-                     block: int = BLOCK) -> dict[str, np.ndarray]:
+                     block: int = BLOCK, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The reference statistics of held-out features ``h`` (n, d_in) and the composite's ``logits`` (n, K).
 
     Rows must be in time order within each subject (held-out windows are), so that runs of ``block``
     consecutive rows are what a device sees in ``block`` hops; a run that crosses from one subject to the
     next only widens the spread the threshold is set from (fewer false alarms, slower detection).
+    ``groups`` (the subject of each row) adds the within-session detector's statistics
+    (:func:`session_arrays`); without it the bundle has the population score only.
 
     Raises
     ------
     ValueError
         Fewer than ``block + 1`` finite rows (the null spread needs at least two runs).
     """
-    from sklearn.covariance import LedoitWolf
-
     h = np.asarray(h, np.float64).reshape(len(h), -1)
     logits = np.asarray(logits, np.float64)
     ok = np.isfinite(h).all(axis=1) & np.isfinite(logits).all(axis=1)
+    if groups is not None and len(groups) != len(ok):
+        raise ValueError(f"{len(groups)} subject ids for {len(ok)} held-out windows")
     h, logits = h[ok], logits[ok]
     if len(h) < block + 1:
         raise ValueError(f"reference statistics need at least {block + 1} held-out windows with finite "
                          f"features, got {len(h)}")
     center, spread = robust_limits(h)
     h = np.clip(h, center - CLIP * spread, center + CLIP * spread)
-    # shrink the correlation, not the covariance: features of very different scales would otherwise be
-    # pulled towards one common variance, drowning the small-variance directions a sensor change moves
-    scale = h.std(axis=0)
-    scale = np.where(scale > 1e-12 * max(float(scale.max()), 1e-30), scale, 1.0)
-    lw = LedoitWolf().fit(h / scale)
-    cov = lw.covariance_ * np.outer(scale, scale)
+    cov, precision, shrinkage = _shrunk_covariance(h)
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     k = logits.shape[1]
     csum = np.cumsum(np.vstack([np.zeros((1, h.shape[1])), h]), axis=0)
     block_means = (csum[block:] - csum[:-block]) / block
+    session = None if groups is None else session_arrays(h, np.asarray(groups)[ok], block)
     return {
+        **(session or {}),
         "mean": h.mean(axis=0),
         "covariance": cov,
-        "precision": _principal_precision(lw.covariance_, VARIANCE) / np.outer(scale, scale),
-        "shrinkage": np.float64(lw.shrinkage_),
+        "precision": precision,
+        "shrinkage": np.float64(shrinkage),
         "prior": p.mean(axis=0),
         "prior_argmax": np.bincount(p.argmax(axis=1), minlength=k) / len(p),
         "gate_pass_rate": np.float64(np.nan if gate_pass_rate is None else gate_pass_rate),
@@ -138,8 +194,8 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
 
 
 def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_target: np.ndarray, *,
-                    hop_s: float | None = None, gate_pass_rate: float | None = None
-                    ) -> dict[str, Any] | None:
+                    hop_s: float | None = None, gate_pass_rate: float | None = None,
+                    groups: np.ndarray | None = None) -> dict[str, Any] | None:
     """Run the shipped graphs on the held-out target windows and write ``root/reference.npz``.
 
     Parameters
@@ -150,6 +206,8 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
         Held-out target windows, preprocessed, in time order per subject.
     hop_s : float, optional
         The spec's hop: a drift estimate spans a minute of windows (:func:`block_for`).
+    groups : ndarray, optional
+        The subject of each window: adds the within-session detector (:func:`session_arrays`).
 
     Returns
     -------
@@ -164,16 +222,20 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     z = run_session(ort_session(files["bridge"]), "bridge", h)
     logits = run_session(ort_session(files["source_back"]), "source_back", z)
     try:
-        arrays = reference_arrays(h, logits, gate_pass_rate=gate_pass_rate, block=block_for(hop_s))
+        arrays = reference_arrays(h, logits, gate_pass_rate=gate_pass_rate, block=block_for(hop_s),
+                                  groups=groups)
     except ValueError as exc:
         logger.warning("no drift reference in the bundle: %s; deploy will run without drift detection", exc)
         return None
     path = Path(root) / REFERENCE
     write_golden(path, arrays)  # the same atomic, pickle-free .npz writer
     logger.info("drift reference: %d held-out windows, d_in %d, Ledoit-Wolf shrinkage %.3f, gate pass rate "
-                "%s", int(arrays["windows"]), arrays["mean"].size, float(arrays["shrinkage"]),
-                "unknown" if gate_pass_rate is None else f"{gate_pass_rate:.3f}")
+                "%s, within-session null: %s", int(arrays["windows"]), arrays["mean"].size,
+                float(arrays["shrinkage"]), "unknown" if gate_pass_rate is None else f"{gate_pass_rate:.3f}",
+                f"{len(arrays['session_diffs'])} later blocks of {int(arrays['session_subjects'])} subjects"
+                if "session_diffs" in arrays else "none (no subject ids or too few windows per subject)")
     return {"file": REFERENCE, "sha256": sha256_file(path)}
 
 
-__all__ = ["BLOCK", "BLOCK_S", "CLIP", "block_for", "reference_arrays", "robust_limits", "write_reference"]
+__all__ = ["BLOCK", "BLOCK_S", "CLIP", "block_for", "reference_arrays", "robust_limits", "session_arrays",
+           "write_reference"]

@@ -126,13 +126,17 @@ def windows(ecg: np.ndarray, ppg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             process_windows(rt[ok], TARGET, check_quality=False))
 
 
-def build_bundle(root: Path, *, seed: int = 0, reference: bool = True, baseline_bias: float = 0.0) -> Path:
+def build_bundle(root: Path, *, seed: int = 0, reference: bool = True, baseline_bias: float = 0.0,
+                 session: bool = True, population_spread: float = 1.0) -> Path:
     """Write a verified tiny paired bundle at ``root`` (with ``reference.npz`` unless told otherwise).
 
     ``baseline_bias`` is added to the head's first logit: with a large one the source model (and so the
     composite) decides "baseline" almost always, the paired minutes show one state, and calibrate (with
     ``--min-states 1``) judges a refit on the alignment loss alone, which the refit lowers: the way to a
-    published bridge that the auto-calibrate test needs from a model with random features."""
+    published bridge that the auto-calibrate test needs from a model with random features. ``session``
+    False writes the reference without subject ids (population score only, as older exports did);
+    ``population_spread`` widens the population null's block means about their mean (users that differ
+    from one another that much more: the population threshold rises, the within-session one does not)."""
     from edge_bridge.export.golden import write_golden
     from edge_bridge.export.reference import reference_arrays
 
@@ -184,7 +188,11 @@ def build_bundle(root: Path, *, seed: int = 0, reference: bool = True, baseline_
             hk = run(tf, {"x_target": xt_k})
             hs.append(hk)
             ls.append(run(sb, {"z": run(onnx_bytes, {"h": hk})}))
-        write_golden(root / REFERENCE, reference_arrays(np.concatenate(hs), np.concatenate(ls)))
+        groups = np.repeat(np.arange(len(hs)), [len(x) for x in hs]) if session else None
+        arrays = reference_arrays(np.concatenate(hs), np.concatenate(ls), groups=groups)
+        mu = arrays["mean"]
+        arrays["block_means"] = (mu + population_spread * (arrays["block_means"] - mu)).astype(np.float32)
+        write_golden(root / REFERENCE, arrays)
         ref = {"file": REFERENCE, "sha256": hashlib.sha256((root / REFERENCE).read_bytes()).hexdigest()}
 
     io = {"target_front": ([TensorSpec("x_target", [None, 1, TARGET.output_samples])],

@@ -10,12 +10,12 @@ import sys
 import numpy as np
 import pytest
 
-from deploy.drift import DriftMonitor, DriftReference, chi2_isf, drift_score, normal_isf
+from deploy.drift import DriftMonitor, DriftReference, chi2_isf, drift_score, fit_threshold, normal_isf
 from deploy.live import LiveConfig, LivePipeline
 from deploy.runtime import CompositeRunner
 from deploy.sinks import Sink
 from edge_bridge.bundle import REFERENCE, Bundle, BundleError, read_reference
-from edge_bridge.export.reference import block_for, reference_arrays
+from edge_bridge.export.reference import _principal_precision, block_for, reference_arrays, session_arrays
 
 from .drift_helpers import RATE, SOURCE, TARGET, build_bundle, playback_file, run, simulated
 
@@ -34,6 +34,13 @@ class ListSink(Sink):
 @pytest.fixture(scope="module")
 def paired_bundle(tmp_path_factory):
     return build_bundle(tmp_path_factory.mktemp("drift") / "paired.bundle")
+
+
+@pytest.fixture(scope="module")
+def blind_bundle(tmp_path_factory):
+    """Users differ from one another 50 times more than the reference subjects do: the population score's
+    threshold is far out of reach, so only the within-session score can see a sensor change."""
+    return build_bundle(tmp_path_factory.mktemp("drift") / "blind.bundle", population_spread=50.0)
 
 
 @pytest.fixture
@@ -229,6 +236,7 @@ def test_flat_and_clipped_windows_never_move_the_score(paired_bundle, tmp_path):
     dr = summary.watch["streams"]["0"]["drift"]
     assert dr["windows"] == summary.predicted  # only the model's windows reach the monitor
     assert not _events(records, "drift") and dr["max_score"] < dr["threshold"]
+    assert dr["session"]["max_score"] < dr["session"]["threshold"]
     # had they reached it, those windows would have been drift: the gate is what keeps the score still
     from edge_bridge.signals import process_windows
 
@@ -238,3 +246,112 @@ def test_flat_and_clipped_windows_never_move_the_score(paired_bundle, tmp_path):
     clipped = process_windows(bad[None, None, k:k + TARGET.window_samples], TARGET, check_quality=False)
     h = np.clip(run(tf, {"x_target": clipped}), mon_ref.low, mon_ref.high)
     assert drift_score(h[0], mon_ref.mean, mon_ref.precision) > dr["threshold"]
+
+
+# --- the within-session detector ------------------------------------------------------------------------
+def test_session_arrays_by_hand():
+    rng = np.random.default_rng(4)
+    d, block = 3, 4
+    a, b = rng.standard_normal((14, d)), rng.standard_normal((11, d)) + 2.0
+    h = np.concatenate([a, b, rng.standard_normal((5, d))])  # a third subject too short for any diff
+    groups = np.array(["A"] * 14 + ["B"] * 11 + ["C"] * 5)
+    s = session_arrays(h, groups, block)
+    assert int(s["session_baseline"]) == block and int(s["session_subjects"]) == 2
+    assert int(s["session_span"]) == 12  # median of the two sessions used (14, 11) -> 12
+    want = [x[block + k:2 * block + k].mean(0) - x[:block].mean(0) for x in (a, b)
+            for k in range(len(x) - 2 * block + 1)]
+    np.testing.assert_allclose(s["session_diffs"], np.array(want), rtol=1e-5, atol=1e-6)
+    assert s["session_precision"].shape == (d, d)
+    # the within-subject covariance ignores how far apart the subjects' means are
+    far = session_arrays(np.concatenate([a, b + 100.0, h[25:]]), groups, block)
+    np.testing.assert_allclose(far["session_precision"], s["session_precision"], rtol=1e-6)
+    assert session_arrays(h[:14], groups[:14], block) is None  # one subject: no null
+    full = reference_arrays(h, rng.standard_normal((len(h), 2)), block=block, groups=groups)
+    assert "session_diffs" in full and "session_diffs" not in reference_arrays(h, h[:, :2], block=block)
+    with pytest.raises(ValueError, match="subject ids"):
+        reference_arrays(h, h[:, :2], block=block, groups=groups[:-1])
+    np.testing.assert_allclose(_principal_precision(np.diag([4.0, 1.0]), 0.99), np.diag([0.25, 1.0]))
+
+
+def _session_ref(d=3, block=2, baseline=2, span=8, seed=5):
+    null = np.random.default_rng(seed).normal(0, 0.3, (200, d))
+    return DriftReference({"mean": np.zeros(d), "precision": np.eye(d), "prior": np.full(2, 0.5),
+                           "block": np.int64(block), "block_means": 100 * null,  # population: out of reach
+                           "session_precision": np.eye(d), "session_diffs": null,
+                           "session_baseline": np.int64(baseline), "session_span": np.int64(span)})
+
+
+def test_session_threshold_comes_from_the_budget():
+    ref = _session_ref()
+    assert ref.has_session
+    loose, strict = ref.session_threshold(24.0, 5.0), ref.session_threshold(0.1, 5.0)
+    null = ref.session_null_scores()
+    np.testing.assert_allclose(null, (ref.session_diffs ** 2).sum(1) / 3)
+    assert strict.value > loose.value >= loose.null_max == pytest.approx(null.max())
+    assert loose.detector == "session" and loose.p_per_decision == pytest.approx(24 * 5 / 86400)
+    assert loose.value == fit_threshold(null, 24.0, 5.0).value
+    budgets = [0.01, 0.1, 1.0, 10.0, 100.0]
+    values = [ref.session_threshold(b, 5.0).value for b in budgets]
+    assert values == sorted(values, reverse=True)  # a smaller budget never lowers the threshold
+    with pytest.raises(ValueError, match="session statistics"):
+        DriftReference({**{k: getattr(ref, k) for k in ("mean", "precision", "prior", "block_means")},
+                        "block": np.int64(2), "session_precision": np.eye(2), "session_diffs": null})
+
+
+def test_session_monitor_baseline_recent_and_sliding():
+    ref = _session_ref()
+    mon = DriftMonitor(ref, ref.threshold(1.0, 5.0), ref.session_threshold(1.0, 5.0))
+    probs = np.array([0.5, 0.5])
+    a, b = np.array([0.1, 0.0, 0.0]), np.array([2.0, 1.0, 0.0])
+    for _ in range(3):
+        mon.update(a, probs)
+    assert mon.session_score is None  # the baseline (2) and one recent block (2) do not fit yet
+    assert mon.update(np.full(3, np.nan), probs) is None and mon.session_score is None  # ignored
+    mon.update(a, probs)
+    assert mon.session_score == pytest.approx(0.0)
+    mon.update(b, probs)
+    mon.update(b, probs)
+    assert mon.session_score == pytest.approx(drift_score(b, a, np.eye(3)))
+    assert mon.alarms == 1 and mon.by_detector == {"session": 1} and mon.score < mon.threshold.value
+    for _ in range(6):  # the history (span 8) now holds b only: the baseline slid forward
+        mon.update(b, probs)
+    assert mon.session_score == pytest.approx(0.0) and not mon.drifting
+    mon.rebase()
+    assert mon.session_score is None and mon.baseline is None
+
+
+@linux
+def test_session_detector_sees_a_mid_session_change_the_population_cannot(blind_bundle, tmp_path):
+    change = 90.0
+    _ecg, ppg = simulated("U3", 4, 303, shift_at_s=change)
+    csv = playback_file(tmp_path / "shift.csv", None, ppg, speed=SPEED)
+    _pipe, summary, records = _live(blind_bundle, csv)
+    drift = _events(records, "drift")
+    dr = summary.watch["streams"]["0"]["drift"]
+    assert dr["max_score"] < dr["threshold"]  # the population score is blind here
+    assert len(drift) == 1 and drift[0]["detector"] == "session" and drift[0]["end_s"] > change
+    assert drift[0]["scores"]["session"] > drift[0]["thresholds"]["session"]
+    assert dr["alarms_by_detector"] == {"session": 1}
+    assert "drift_session_threshold" in summary.watch
+    assert any(line.startswith("drift within session:") for line in summary.lines())
+
+    _e, clean = simulated("U3", 4, 303)
+    csv = playback_file(tmp_path / "clean.csv", None, clean, speed=SPEED)
+    _pipe, summary, records = _live(blind_bundle, csv)
+    ss = summary.watch["streams"]["0"]["drift"]["session"]
+    assert not _events(records, "drift") and ss["baseline_ready"] and ss["max_score"] < ss["threshold"]
+
+
+@linux
+def test_bad_quality_stretches_never_move_the_session_score(blind_bundle, tmp_path):
+    _ecg, ppg = simulated("U3", 4, 303)
+    bad = ppg.copy()
+    a, b = round(100 * RATE), round(150 * RATE)
+    bad[a:b] = bad[a]  # detached for 50 s after the baseline
+    c, d = round(170 * RATE), round(200 * RATE)
+    bad[c:d] = np.clip(bad[c:d], None, np.percentile(bad[c:d], 40))  # then saturated
+    csv = playback_file(tmp_path / "bad.csv", None, bad, speed=SPEED)
+    _pipe, summary, records = _live(blind_bundle, csv)
+    dr = summary.watch["streams"]["0"]["drift"]
+    assert summary.skipped >= 10 and dr["windows"] == summary.predicted
+    assert not _events(records, "drift") and dr["session"]["max_score"] < dr["session"]["threshold"]
