@@ -16,20 +16,12 @@ import pytest
 from deploy.autocal import AutoCalibrateConfig
 from deploy.live import LiveConfig, LiveError, LivePipeline
 from deploy.runtime import CompositeRunner
-from deploy.sinks import Sink
 from edge_bridge.bundle import Bundle
 
 from .drift_helpers import RATE, build_bundle, playback_file, simulated
+from .list_sink import ListSink
 
 linux = pytest.mark.skipif(sys.platform != "linux", reason="BrainFlow's wheel carries Linux x86-64 libraries")
-
-
-class ListSink(Sink):
-    def __init__(self):
-        self.records = []
-
-    def write(self, record):
-        self.records.append(record)
 
 
 @pytest.fixture(scope="module")

@@ -13,22 +13,14 @@ import pytest
 from deploy.drift import DriftMonitor, DriftReference, chi2_isf, drift_score, fit_threshold, normal_isf
 from deploy.live import LiveConfig, LivePipeline
 from deploy.runtime import CompositeRunner
-from deploy.sinks import Sink
 from edge_bridge.bundle import REFERENCE, Bundle, BundleError, read_reference
 from edge_bridge.export.reference import _principal_precision, block_for, reference_arrays, session_arrays
 
 from .drift_helpers import RATE, SOURCE, TARGET, build_bundle, playback_file, run, simulated
+from .list_sink import ListSink
 
 linux = pytest.mark.skipif(sys.platform != "linux", reason="BrainFlow's wheel carries Linux x86-64 libraries")
 SPEED = 20.0  # playback this many times faster than real time (the windows are the same at any speed)
-
-
-class ListSink(Sink):
-    def __init__(self):
-        self.records = []
-
-    def write(self, record):
-        self.records.append(record)
 
 
 @pytest.fixture(scope="module")

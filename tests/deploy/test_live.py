@@ -12,12 +12,13 @@ import pytest
 
 from deploy.live import LabelTrack, LiveConfig, LiveError, LivePipeline, Smoother, _gap_index
 from deploy.runtime import CompositeRunner
-from deploy.sinks import JsonlSink, Sink
+from deploy.sinks import JsonlSink
 from deploy.stats import LatencyStats
 from edge_bridge.bundle import Bundle, publish_bridge
 from firmware_interface.source import Chunk, SourceStats
 
 from .conftest import TARGET, bridge_model, ppg_like
+from .list_sink import ListSink
 
 
 class FakeSource:
@@ -55,14 +56,6 @@ class FakeSource:
         self.stats.lost_samples += lost
         self.stats.gaps += int(lost > 0)
         return Chunk(data, ts, gaps=int(lost > 0), lost_samples=lost, finished=self.pos >= n)
-
-
-class ListSink(Sink):
-    def __init__(self):
-        self.records = []
-
-    def write(self, record):
-        self.records.append(record)
 
 
 def _pipe(bundle_dir, source, **cfg):
