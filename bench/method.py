@@ -455,6 +455,7 @@ def main() -> None:
     grid_one_class = np.zeros((n_seeds, n_t, n_s), dtype=bool)
     grid_pred = np.zeros((n_seeds, n_t * n_s, len(test)), dtype=np.int64)
     first_seed: dict[tuple[int, int], dict[str, Any]] = {}  # seed args.seed: the trials' seed and settings
+    histories: dict[str, list[list[dict[str, Any]]]] = {}  # "i,j" -> per seed, the val metrics per epoch
     for gi in range(n_t):
         tc = bridge_cache(target, source, paired.x["target"], paired.x["source"], gi)
         vc = bridge_cache(target, source, val.x["target"], val.x["source"], gi)
@@ -468,6 +469,7 @@ def main() -> None:
                 t_pair = time.perf_counter()
                 b = P.make_bridge(target, source, gi, gj, P.BridgeSettings(), paired.x["source"], gseed)
                 res = train_bridge(b, source, gj, tc, vc, gcfg)
+                histories.setdefault(f"{gi},{gj}", []).append(res.history)
                 if k == 0:
                     first_seed[(gi, gj)] = {"history": res.history,
                                             "seconds_per_epoch": (time.perf_counter() - t_pair) / gcfg.epochs}
@@ -519,6 +521,7 @@ def main() -> None:
         "note": "test_balanced_accuracy and val_alignment_loss are means over the training seeds; ranks "
                 "are taken on the means",
         "test_balanced_accuracy_per_seed": grid_ba_seeds.tolist(),
+        "histories_per_seed": histories,  # to replay other label-free rules offline, without training again
         "val_alignment_loss_per_seed": grid_loss_seeds.tolist(),
         "one_class_per_seed": grid_one_class.tolist(),
         "one_class_bridges": int(grid_one_class.sum()),
