@@ -56,14 +56,16 @@ class DemoSettings:
     points lower); 60 s windows, as in the paper; the source model's best epoch by validation came early
     (8 epochs gave the same model as 20); a longer trial selection and more bridge epochs bought nothing.
 
-    ``roles`` are the subjects per role (train / val / paired / test; the build scores no test subject,
-    so that role gets one). ``target_config`` / ``source_config`` change the task's default backbones
+    ``roles`` are the subjects per role (train / val / paired / test). The test subjects are the
+    held-out windows export checks the INT8 parts on and computes the drift reference from; the
+    within-session drift score's null needs at least two subjects, so that role gets two (with one, the
+    bundle shipped the population score only). ``target_config`` / ``source_config`` change the task's default backbones
     (``None``: the defaults, the method's). ``threads``: torch threads of the build (one leaves the other
     core to the user; the build is mostly single-threaded work at these sizes).
     """
 
     task: str = "stress"
-    roles: tuple[int, int, int, int] = (15, 5, 9, 1)
+    roles: tuple[int, int, int, int] = (15, 5, 9, 2)
     minutes: float = 10.0
     window_s: float = 60.0
     hop_s: float = 5.0
