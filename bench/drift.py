@@ -161,7 +161,7 @@ def prepare_bundle(src: Path, out: Path, subjects: int, minutes: float, seed: in
                                   run_session(sess["bridge"], "bridge", h)))
     groups = np.repeat(np.arange(len(hs)), [len(x) for x in hs])  # per subject: the within-session null
     arrays = reference_arrays(np.concatenate(hs), np.concatenate(logits), block=block_for(m.target.hop_s),
-                              groups=groups)
+                              groups=groups, hop_s=m.target.hop_s)
     write_golden(out / REFERENCE, arrays)
     m.reference = {"file": REFERENCE, "sha256": sha256_file(out / REFERENCE)}
     write_manifest(out, m)

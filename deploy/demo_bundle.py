@@ -59,9 +59,9 @@ class DemoSettings:
     ``roles`` are the subjects per role (train / val / paired / test). The test subjects are the
     held-out windows export checks the INT8 parts on and computes the drift reference from; the
     within-session drift score's null needs at least two subjects, so that role gets two (with one, the
-    bundle shipped the population score only). ``target_config`` / ``source_config`` change the task's default backbones
-    (``None``: the defaults, the method's). ``threads``: torch threads of the build (one leaves the other
-    core to the user; the build is mostly single-threaded work at these sizes).
+    bundle shipped the population score only). ``target_config`` / ``source_config`` change the task's
+    default backbones (``None``: the defaults, the method's). ``threads``: torch threads of the build (one
+    leaves the other core to the user; the build is mostly single-threaded work at these sizes).
     """
 
     task: str = "stress"

@@ -54,6 +54,7 @@ score. numpy and math only (no scipy or torch on this path).
 from __future__ import annotations
 
 import collections
+import copy
 import logging
 import math
 from dataclasses import dataclass
@@ -202,6 +203,8 @@ class DriftReference:
             span = int(_scalar(arrays.get("session_span", len(sd) + sb + self.block - 1)))
             self.session_precision, self.session_diffs, self.session_baseline = sp, sd, sb
             self.session_span = max(span, sb + self.block)
+        hop = _scalar(arrays.get("hop_s", np.nan))
+        self.hop_s: float | None = hop if np.isfinite(hop) and hop > 0 else None
         rate = _scalar(arrays.get("gate_pass_rate", np.nan))
         self.gate_pass_rate = rate if np.isfinite(rate) else None
         if self.precision.shape != (d, d) or self.block_means.ndim != 2 or self.block_means.shape[1] != d:
@@ -212,6 +215,27 @@ class DriftReference:
                              "means; it needs block >= 1 and at least 2 means")
         if not all(np.all(np.isfinite(a)) for a in (self.mean, self.precision, self.prior, self.block_means)):
             raise ValueError("the drift reference holds NaN or inf; re-export the bundle")
+
+    def at_hop(self, hop_s: float) -> DriftReference:
+        """This reference for a device that predicts every ``hop_s`` seconds.
+
+        The null was computed on held-out windows every ``self.hop_s`` seconds (the export spec's hop): a
+        block of ``block`` of them is a minute of signal. A device that predicts at another hop (the demo
+        answers every second from a model trained at 5 s hops) must average over the same *time*, else its
+        means span less signal than the null's and run wider than the null says: false alarms. So block,
+        session baseline and session span are rescaled to the same seconds; the null scores stay. A
+        reference without a recorded hop (older bundles) is returned unchanged.
+        """
+        if self.hop_s is None or not hop_s > 0 or abs(hop_s - self.hop_s) < 1e-9:
+            return self
+        f = self.hop_s / float(hop_s)
+        out = copy.copy(self)
+        out.block = max(1, round(self.block * f))
+        out.session_baseline = max(1, round(self.session_baseline * f))
+        if self.session_span:
+            out.session_span = max(round(self.session_span * f), out.session_baseline + out.block)
+        out.hop_s = float(hop_s)
+        return out
 
     def null_scores(self) -> np.ndarray:
         return drift_score(self.block_means, self.mean, self.precision)

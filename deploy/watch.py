@@ -111,8 +111,8 @@ class LiveWatch:
                 self.lines.append("drift: off (this bundle has no drift reference: it was exported before "
                                   "drift detection; re-export it to have one)")
                 return
-            ref = DriftReference(arrays)
             hop = float(bundle.manifest.target.hop_s)
+            ref = DriftReference(arrays).at_hop(hop)
             self.threshold = ref.threshold(budget, hop)
             self.session_threshold = ref.session_threshold(budget, hop) if ref.has_session else None
         except (BundleError, ValueError) as exc:
@@ -121,8 +121,9 @@ class LiveWatch:
         self.reference = ref
         self.monitors = {st.id: DriftMonitor(ref, self.threshold, self.session_threshold)
                          for st in self.streams}
-        self.lines.append(f"drift: on, mean h of the last {ref.block} gate-passing windows vs the bundle's "
-                          f"reference; {self.threshold.describe()}")
+        self.lines.append(f"drift: on, mean h of the last {ref.block} gate-passing windows "
+                          f"({ref.block * hop:g} s at this hop) vs the bundle's reference; "
+                          f"{self.threshold.describe()}")
         if self.session_threshold is not None:
             self.lines.append(f"drift (within session): the same mean vs the stream's own first "
                               f"{ref.session_baseline} gate-passing windows (again after a bridge swap); "

@@ -334,6 +334,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         wfile = run.path / "windows.npz"
         holdout.provenance = {"run": run.path.name, "subjects": subjects,
                               **({"windows_sha256": sha256_file(wfile)} if wfile.is_file() else {})}
+        every = holdout  # the drift reference wants every held-out window at the spec's hop (see below)
         if len(holdout) > holdout_max:
             idx = np.linspace(0, len(holdout) - 1, holdout_max).round().astype(int)
             holdout = WindowSet(holdout.target[idx], holdout.source[idx], holdout.labels[idx], holdout.origin,
@@ -353,7 +354,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                                 agreement_threshold=agreement_threshold, overwrite=overwrite,
                                 golden_windows=golden_windows, weights_sha256=weights,
                                 source_weights=source_weights, int8_search=int8_search,
-                                quant_config=quant_config,
+                                quant_config=quant_config, reference_windows=every,
                                 run_dir=str(run.path), label_map=run.task.label_map)
 
 
@@ -371,7 +372,8 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
                      quant_config: QuantConfig | None = None,
                      weights_sha256: dict[str, str] | None = None, parity_tolerance: float = PARITY_TOLERANCE,
                      run_dir: str | None = None, verbose: bool | int | str | None = None,
-                     label_map: dict[str, str] | None = None, int8_search: str = "fast") -> Bundle:
+                     label_map: dict[str, str] | None = None, int8_search: str = "fast",
+                     reference_windows: WindowSet | None = None) -> Bundle:
     """Export a :class:`~edge_bridge.composite.Composite` as a bundle (the work behind :func:`export`).
 
     Parameters are those of :func:`export`, plus the pieces a run directory would give: ``task``,
@@ -379,6 +381,9 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
     file each part comes from; otherwise a digest of its state dict is recorded) and an optional
     ``quant_config`` replacing the ``target`` flavour's defaults, and the task's ``label_map``
     (annotation -> class, recorded so the device can score annotated recordings against merged classes).
+    ``reference_windows``: the held-out windows the drift reference is computed from, when ``holdout`` is a
+    thinned subset (the guard's cost grows with its windows; the reference's minute means need every window
+    at the spec's hop, in time order per subject); default ``holdout``.
     """
     with _log_level(verbose):
         prec = parse_enum(Precision, precision, "precision")
@@ -405,6 +410,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
         if int8_search not in INT8_SEARCHES:
             raise ExportError(f"int8_search must be one of {', '.join(INT8_SEARCHES)}, got {int8_search!r}")
         job.int8_search = int8_search
+        job.reference_windows = reference_windows if reference_windows is not None else holdout
         job.qcfg_given = quant_config is not None
         t0 = time.perf_counter()
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -497,6 +503,7 @@ class _Job:
         self.qcfg_given = False  # the caller's QuantConfig: its op set only
         self._hidden: set[str] = set()  # parts _score reads in FP32 although an INT8 file exists
         self._readers: dict[str, WindowReader] = {}
+        self.reference_windows = holdout  # the drift reference's windows (every held-out one)
         self._built = 0
 
     def session(self, path: Path) -> Any:
@@ -1027,8 +1034,9 @@ class _Job:
         # v0001's own expected outputs, as every later version has (a fresh start self-tests the current one)
         bv.golden_file, bv.golden_sha256 = write_bridge_golden(root, 1, arrays)
         self.report["golden"] = self._golden_report(arrays, g)
-        reference = write_reference(root, final, self.holdout.target, hop_s=target_spec.hop_s,  # drift
-                                    groups=self.holdout.subjects)
+        ref = self.reference_windows
+        reference = write_reference(root, final, ref.target, hop_s=target_spec.hop_s,  # drift
+                                    groups=ref.subjects)
 
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         self.report.update({

@@ -142,14 +142,17 @@ def session_arrays(h: np.ndarray, groups: np.ndarray, block: int, baseline: int 
 
 
 def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float | None = None,
-                     block: int = BLOCK, groups: np.ndarray | None = None) -> dict[str, np.ndarray]:
+                     block: int = BLOCK, groups: np.ndarray | None = None,
+                     hop_s: float | None = None) -> dict[str, np.ndarray]:
     """The reference statistics of held-out features ``h`` (n, d_in) and the composite's ``logits`` (n, K).
 
     Rows must be in time order within each subject (held-out windows are), so that runs of ``block``
     consecutive rows are what a device sees in ``block`` hops; a run that crosses from one subject to the
     next only widens the spread the threshold is set from (fewer false alarms, slower detection).
     ``groups`` (the subject of each row) adds the within-session detector's statistics
-    (:func:`session_arrays`); without it the bundle has the population score only.
+    (:func:`session_arrays`); without it the bundle has the population score only. ``hop_s``, the rows'
+    spacing in seconds, is recorded (``hop_s``) so that a device predicting at another hop can take as
+    many windows per estimate as cover the same time (:meth:`deploy.drift.DriftReference.at_hop`).
 
     Raises
     ------
@@ -190,6 +193,7 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
         "clip_center": center,
         "clip_spread": spread,
         "clip": np.float64(CLIP),
+        **({"hop_s": np.float64(hop_s)} if hop_s is not None and hop_s > 0 else {}),
     }
 
 
@@ -223,7 +227,7 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     logits = run_session(ort_session(files["source_back"]), "source_back", z)
     try:
         arrays = reference_arrays(h, logits, gate_pass_rate=gate_pass_rate, block=block_for(hop_s),
-                                  groups=groups)
+                                  groups=groups, hop_s=hop_s)
     except ValueError as exc:
         logger.warning("no drift reference in the bundle: %s; deploy will run without drift detection", exc)
         return None

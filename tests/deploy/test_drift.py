@@ -347,3 +347,22 @@ def test_bad_quality_stretches_never_move_the_session_score(blind_bundle, tmp_pa
     dr = summary.watch["streams"]["0"]["drift"]
     assert summary.skipped >= 10 and dr["windows"] == summary.predicted
     assert not _events(records, "drift") and dr["session"]["max_score"] < dr["session"]["threshold"]
+
+
+def test_reference_at_another_hop_averages_the_same_seconds():
+    """A bundle exported at 5 s hops and run at 1 s (the demo) averages 5x the windows per estimate, so its
+    means span the minute the null's did; a reference without a recorded hop stays as it is."""
+    rng = np.random.default_rng(3)
+    h = rng.standard_normal((60, 4))
+    groups = np.repeat([0, 1], 30)
+    arrays = reference_arrays(h, h[:, :2], block=6, groups=groups, hop_s=5.0)
+    assert float(arrays["hop_s"]) == 5.0
+    ref = DriftReference(arrays)
+    fast = ref.at_hop(1.0)
+    assert (fast.block, fast.session_baseline, fast.hop_s) == (30, 30, 1.0)
+    assert fast.session_span == max(round(ref.session_span * 5), 60)
+    np.testing.assert_array_equal(fast.null_scores(), ref.null_scores())  # the null itself is unchanged
+    assert (ref.block, ref.hop_s) == (6, 5.0)  # a copy: the bundle's reference is not changed
+    assert ref.at_hop(5.0) is ref
+    old = DriftReference({k: v for k, v in arrays.items() if k != "hop_s"})
+    assert old.hop_s is None and old.at_hop(1.0).block == 6

@@ -54,3 +54,18 @@ def test_held_out_subjects_give_the_within_session_null(bundles, tiny, tmp_path)
     np.testing.assert_allclose(ref["session_diffs"], np.array(want), rtol=1e-4, atol=1e-5)
     one = {k: v.reshape(-1)[0] for k, v in ref.items() if v.size == 1}
     assert one["session_subjects"] == 2 and one["session_span"] == 24
+
+
+def test_reference_uses_every_held_out_window_when_the_guard_sees_a_thinned_set(tiny, tmp_path):
+    """The guard's held-out set may be thinned to bound its cost; the drift reference's minute means need
+    the windows at the spec's hop, so export computes it from every held-out window it was given."""
+    every = tiny.windows(80, 1)
+    bundle = tiny.export(tmp_path / "b.bundle", precision="fp32", holdout=every.head(40),
+                         reference_windows=every)
+    ref = read_reference(bundle)
+    assert int(ref["windows"][0]) == 80
+    assert float(ref["hop_s"][0]) == bundle.manifest.target.hop_s
+    h = run_session(ort_session(bundle.part_path("target_front")), "target_front", every.target)
+    lo = ref["clip_center"] - ref["clip"] * ref["clip_spread"]
+    hi = ref["clip_center"] + ref["clip"] * ref["clip_spread"]
+    np.testing.assert_allclose(ref["mean"], np.clip(h, lo, hi).mean(0), rtol=1e-5, atol=1e-6)
