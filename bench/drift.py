@@ -173,6 +173,92 @@ def prepare_bundle(src: Path, out: Path, subjects: int, minutes: float, seed: in
                  "session_shrinkage": float(arrays.get("session_shrinkage", np.nan))}
 
 
+# --- long unshifted sessions, replayed -----------------------------------------------------------------
+def replay_false_alarms(root: Path, users: int, minutes: float, seed: int, budget: float,
+                        chunk: int = 256) -> dict[str, Any]:
+    """Drift alarms of ``users`` unshifted users of ``minutes`` each, without the transport.
+
+    A once-a-day rate needs days of unshifted signal, more than playback sessions can give here. The
+    alarms depend only on the windows' features, so this replays exactly what the live loop computes on
+    a stream: the same windows at the live hop (:func:`edge_bridge.signals.process_windows`), the same
+    quality gate (the bundle spec's, physiology included), the bundle's ``target_front``, ``bridge`` and
+    ``source_back`` through ONNX Runtime, and the same :class:`deploy.drift.DriftMonitor` with the
+    thresholds :class:`deploy.watch.LiveWatch` sets from the budget. What it leaves out, the BrainFlow
+    transport, cannot change a window (the playback sessions count dropped windows: 0).
+    """
+    from deploy.drift import DriftMonitor, DriftReference
+    from edge_bridge.bundle import Bundle, read_reference
+    from edge_bridge.export.onnx_export import ort_session, run_session
+    from edge_bridge.signals import assess_quality, process_windows
+
+    bundle = Bundle.load(root)
+    m = bundle.manifest
+    hop = float(m.target.hop_s)
+    ref = DriftReference(read_reference(bundle)).at_hop(hop)
+    thr = ref.threshold(budget, hop)
+    sthr = ref.session_threshold(budget, hop) if ref.has_session else None
+    files = {p: bundle.part_path(p) for p in ("target_front", "source_back")}
+    files["bridge"] = bundle.bridge_path()
+    sess = {p: ort_session(f, threads=1) for p, f in files.items()}
+    n, step = m.target.window_samples, round(hop * RATE)
+    rows, t0 = [], time.perf_counter()
+    for u in range(users):
+        _rec, _ecg, ppg = user_signals(f"FA{u:03d}", minutes, seed + 20000 + u, None)
+        mon = DriftMonitor(ref, thr, sthr)
+        starts = np.arange(0, ppg.size - n + 1, step)
+        alarms: list[dict[str, Any]] = []
+        skipped = 0
+        for c in range(0, len(starts), chunk):
+            raw = np.stack([ppg[None, s:s + n] for s in starts[c:c + chunk]])
+            bad = assess_quality(raw, m.target).any(axis=1)
+            skipped += int(bad.sum())
+            if bad.all():
+                continue
+            x = process_windows(raw[~bad], m.target, check_quality=False)
+            h = run_session(sess["target_front"], "target_front", x)
+            z = run_session(sess["source_back"], "source_back", run_session(sess["bridge"], "bridge", h))
+            p = np.exp(z - z.max(axis=1, keepdims=True))
+            p /= p.sum(axis=1, keepdims=True)
+            good = starts[c:c + chunk][~bad]
+            for k in range(len(h)):
+                ev = mon.update(h[k], p[k])
+                if ev is not None and ev["event"] == "drift":
+                    alarms.append({"at_s": round(float(good[k] + n) / RATE, 1), "detector": ev["detector"],
+                                   "scores": ev["scores"], "thresholds": ev["thresholds"]})
+        st = mon.status()
+        ss = st.get("session")
+        rows.append({"user": u, "hours": round(ppg.size / RATE / 3600.0, 4), "windows": len(starts),
+                     "skipped_by_gate": skipped, "alarms": alarms,
+                     "max_score_over_threshold": round(st["max_score"] / st["threshold"], 4),
+                     "max_session_score_over_threshold": round(ss["max_score"] / ss["threshold"], 4)
+                     if ss else None})
+        r = rows[-1]
+        print(f"replay user {u}: {len(alarms)} alarm(s) in {r['hours']:.2f} h, max population "
+              f"{r['max_score_over_threshold']:.2f}, session {r['max_session_score_over_threshold']} of "
+              "threshold", file=sys.stderr, flush=True)
+    hours = sum(r["hours"] for r in rows)
+    count = sum(len(r["alarms"]) for r in rows)
+    by: dict[str, int] = collections.Counter(a["detector"] for r in rows for a in r["alarms"])
+    fracs = sorted(r["max_session_score_over_threshold"] or 0.0 for r in rows)
+    return {"users": users, "minutes_each": minutes, "hours": round(hours, 2), "count": count,
+            "per_24h": count / hours * 24 if hours else None,
+            "per_24h_poisson_95_upper": (_poisson_upper(count) / hours * 24) if hours else None,
+            "users_with_an_alarm": sum(bool(r["alarms"]) for r in rows), "by_detector": dict(by),
+            "thresholds": {"population": thr.value, "session": sthr.value if sthr else None},
+            "block_windows": ref.block, "hop_s": hop,
+            "max_population_over_threshold": max(r["max_score_over_threshold"] for r in rows),
+            "session_over_threshold_median_max_of_users": [fracs[len(fracs) // 2], fracs[-1]]
+            if fracs else None,
+            "wall_s": round(time.perf_counter() - t0, 1), "per_user": rows}
+
+
+def _poisson_upper(k: int, conf: float = 0.95) -> float:
+    """Exact upper confidence bound of a Poisson mean after ``k`` events (chi-square form)."""
+    from scipy.stats import chi2
+
+    return float(chi2.ppf(conf, 2 * (k + 1)) / 2)
+
+
 # --- one session ------------------------------------------------------------------------------------------
 class _Sink:
     """Keeps the records; with ``start_at_s``, starts the auto-calibrate cycle itself at that signal time if
@@ -262,6 +348,9 @@ def main() -> None:
     ap.add_argument("--budget", type=float, default=1.0, help="--drift-false-alarms-per-day")
     ap.add_argument("--force-after-minutes", type=float, default=1.5,
                     help="session 3: start the cycle this long after the change if no drift event did")
+    ap.add_argument("--replay-users", type=int, default=24,
+                    help="unshifted users replayed without the transport for the false-alarm rate (0: off)")
+    ap.add_argument("--replay-minutes", type=float, default=60.0, help="minutes per replayed user")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
 
@@ -373,6 +462,8 @@ def main() -> None:
             "balanced_accuracy": acc,
         })
 
+    replay = replay_false_alarms(root, args.replay_users, args.replay_minutes, args.seed, args.budget) \
+        if args.replay_users > 0 else None
     fa_24 = false_alarms / unshifted_hours * 24 if unshifted_hours else None
     figures: dict[str, Any] = {
         "detection_delay_s": {"median": _p(delays, 50), "p90": _p(delays, 90), "detected": len(delays),
@@ -385,6 +476,7 @@ def main() -> None:
                          "max_unshifted_session_score_over_threshold": round(max_sess, 3),
                          "by_detector": fa_by},
         "windows_dropped": dropped,
+        "false_alarms_replayed": {k: v for k, v in replay.items() if k != "per_user"} if replay else None,
     }
     if pooled["truth"]:
         truth = np.concatenate(pooled["truth"])
@@ -400,7 +492,14 @@ def main() -> None:
                                  "n_calibrating": len(lat_cal),
                                  "ratio": round(p_cal / p_idle, 3) if p_idle and p_cal else None}
     rec_acc = figures["balanced_accuracy_pooled"].get("recovery")
-    met = {"false_alarms_per_24h": fa_24 is not None and fa_24 <= TARGETS["false_alarms_per_24h"],
+    # the rate is judged on every unshifted hour there is: the playback sessions' and the replayed ones
+    all_hours = unshifted_hours + (replay["hours"] if replay else 0.0)
+    all_alarms = false_alarms + (replay["count"] if replay else 0)
+    fa_all = all_alarms / all_hours * 24 if all_hours else None
+    figures["false_alarms_all"] = {"count": all_alarms, "hours": round(all_hours, 2), "per_24h": fa_all,
+                                   "per_24h_poisson_95_upper": _poisson_upper(all_alarms) / all_hours * 24
+                                   if all_hours else None}
+    met = {"false_alarms_per_24h": fa_all is not None and fa_all <= TARGETS["false_alarms_per_24h"],
            "recovery": rec_acc is not None and rec_acc >= TARGETS["recovery"],
            "p99_ratio_calibrating_vs_idle": figures["latency_p99_ms"]["ratio"] is not None
            and figures["latency_p99_ms"]["ratio"] <= TARGETS["p99_ratio_calibrating_vs_idle"],
