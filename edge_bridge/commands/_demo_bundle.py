@@ -29,7 +29,7 @@ def ensure_demo_bundle(settings: DemoSettings | None = None, *, report: Callable
 
             report(f"demo bundle: {found} (cached)")
             report(precision_line(Bundle.load(found)))
-            held = _built(settings).get("heldout")
+            held = demo_heldout(settings)
             if held:
                 report(heldout_line(held))
     else:
@@ -42,6 +42,12 @@ def ensure_demo_bundle(settings: DemoSettings | None = None, *, report: Callable
     if report:
         report(f"demo bundle signed by {signer}")
     return found
+
+
+def demo_heldout(settings: DemoSettings | None = None) -> dict[str, Any] | None:
+    """The build's check of the demo bundle on unseen simulated subjects (``settings.json``), if recorded."""
+    held = _built(settings or DemoSettings()).get("heldout")
+    return held if isinstance(held, dict) else None
 
 
 def _built(settings: DemoSettings) -> dict[str, Any]:

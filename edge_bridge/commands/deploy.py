@@ -324,6 +324,7 @@ def run(args: argparse.Namespace) -> int:
 
         # 3. sources (+ labels for the demo)
         streams = stream_specs(args)
+        demo = not streams and args.bundle is None
         if not streams:
             from edge_bridge.commands._demo_bundle import demo_recording
 
@@ -411,6 +412,12 @@ def run(args: argparse.Namespace) -> int:
         scratch.cleanup()
 
     lines = [*summary.lines(), *_timelines(summary, inputs, args.out), trust.summary_line]
+    # like for like only: the whole demo recording, as long as the build's unseen subjects
+    demo_place = _demo_placement(summary, args.demo_minutes) if demo and args.duration is None else None
+    if demo_place is not None:
+        from edge_bridge.demo import placement_line
+
+        lines.append(placement_line(demo_place))
     out = sys.stdout if args.out else sys.stderr
     print("\nsummary", file=out)
     for line in lines:
@@ -420,6 +427,8 @@ def run(args: argparse.Namespace) -> int:
         from edge_bridge.fileio import atomic_write_text
 
         d = _summary_json(summary, args)
+        if demo_place is not None:
+            d["demo_placement"] = demo_place
         d["signature"] = trust.summary_line
         atomic_write_text(args.summary_json, json.dumps(d, indent=1) + "\n")
     return 130 if summary.stop_reason in ("SIGINT", "SIGTERM") else 0
@@ -507,6 +516,21 @@ def _timelines(summary: Any, inputs: list[Any], out: Path | None) -> list[str]:
             continue
         lines.append(f"timeline: {path} (true blocks and predicted class probabilities over time)")
     return lines
+
+
+def _demo_placement(summary: Any, minutes: float) -> dict[str, Any] | None:
+    """The demo subject's balanced accuracy beside the build's unseen subjects of ``minutes`` (or None)."""
+    from edge_bridge.commands._demo_bundle import demo_heldout
+    from edge_bridge.demo import placement
+
+    held = demo_heldout()
+    ba = summary.scores.report()["balanced_accuracy"] if summary.scores is not None else None
+    if held is None or ba is None or held.get("minutes") != minutes:
+        return None
+    try:
+        return placement(held, ba)
+    except ValueError:
+        return None
 
 
 def _summary_json(summary: Any, args: argparse.Namespace) -> dict[str, Any]:

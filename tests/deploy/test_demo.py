@@ -88,3 +88,45 @@ def test_score_bundle_runs_what_the_device_runs(bundle_dir, tmp_path):
     per = scored["per_subject"]
     assert per["n"] == 2 and per["min"] <= per["mean"] <= per["max"]
     assert "source_model" in scored and "on 2 unseen simulated subjects" in heldout_line(scored)
+
+
+def _held(scores: list[float], minutes: float = 5.0) -> dict:
+    return {"subjects": {f"U{k:02d}": {"balanced_accuracy": v} for k, v in enumerate(scores)},
+            "per_subject": {"n": len(scores)}, "minutes": minutes, "hop_s": 1.0}
+
+
+def test_placement_counts_the_unseen_subjects_at_or_above_the_recording():
+    from edge_bridge.demo import placement, placement_line
+
+    p = placement(_held([0.3, 0.5, 0.9, 1.0]), 0.9)
+    assert (p["subjects"], p["at_or_above"], p["inside_range"]) == (4, 2, True)
+    assert p["mean"] == pytest.approx(0.675) and (p["min"], p["max"]) == (0.3, 1.0)
+    assert "2 of 4 scored as well or better (inside their range 0.30-1.00)" in placement_line(p)
+    top = placement(_held([0.3, 0.5, 0.9]), 1.0)
+    assert (top["at_or_above"], top["inside_range"]) == (0, False)
+    assert "outside their range" in placement_line(top)
+    with pytest.raises(ValueError, match="no per-subject scores"):
+        placement({"subjects": {}}, 0.5)
+
+
+def test_demo_summary_places_the_recording_only_against_subjects_of_its_length(tmp_path, monkeypatch):
+    """deploy's demo summary reads the build's check from the cache and compares like for like."""
+    from deploy.report import WindowScores
+    from edge_bridge.commands.deploy import _demo_placement
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    home = demo_bundle_dir(DemoSettings())
+    home.mkdir(parents=True)
+    (home / "settings.json").write_text(json.dumps({"heldout": _held([0.2, 0.6, 0.8])}))
+
+    class Summary:
+        scores = WindowScores(["baseline", "stress"])
+
+    for k, (truth, pred) in enumerate([("baseline", "baseline"), ("stress", "baseline"),
+                                       ("stress", "stress")]):
+        Summary.scores.add(k, k + 60, truth, False, pred, {"baseline": 0.5, "stress": 0.5})
+    got = _demo_placement(Summary(), 5.0)  # recall 1.0 and 0.5: balanced accuracy 0.75
+    assert got is not None and got["balanced_accuracy"] == pytest.approx(0.75) and got["at_or_above"] == 1
+    assert _demo_placement(Summary(), 3.0) is None  # a shorter demo is not compared with 5 min subjects
+    Summary.scores = None
+    assert _demo_placement(Summary(), 5.0) is None
