@@ -57,9 +57,10 @@ class DemoSettings:
     (8 epochs gave the same model as 20); a longer trial selection and more bridge epochs bought nothing.
 
     ``roles`` are the subjects per role (train / val / paired / test). The build scores no test subject
-    (step 7 scores fresh ones), so that role gets one; export's drift reference then has the population
-    score only (the within-session null needs two). Measured with ``bench/demo.py`` (20 unseen subjects,
-    seeds 2025 / 3000): (15, 5, 9, 1) 0.589 / 0.645 pooled; (15, 5, 8, 2) 0.440 / 0.538 and (15, 5, 9, 2)
+    (step 7 scores fresh ones), so that role gets one; export's drift reference comes from
+    ``reference_subjects`` fresh ones instead (``export --reference-data``). Measured with
+    ``bench/demo.py`` (20 unseen subjects, seeds 2025 / 3000): (15, 5, 9, 1) 0.589 / 0.645 pooled;
+    (15, 5, 8, 2) 0.440 / 0.538 and (15, 5, 9, 2)
     0.450 / 0.577, because the trial selection then chose another target block (i=3 instead of 1).
     ``target_config`` / ``source_config`` change the task's default backbones (``None``: the defaults,
     the method's). ``threads``: torch threads
@@ -93,6 +94,12 @@ class DemoSettings:
     # (measured on 100 such subjects: sd 0.23, range 0.00-1.00, 6 % at or above 0.95), so 20 subjects
     # left the top of the range unseen; 40 cost about 20 s on two cores
     heldout_subjects: int = 40
+    # the drift reference: fresh simulated subjects (their own seed), not the run's one test subject, whose
+    # null made every new user look drifted (the demo raised a population alarm at 119 s); bench/drift.py
+    # measured no false alarm in 24 h of unseen users against 12 reference subjects
+    reference_subjects: int = 12
+    reference_minutes: float = 10.0
+    reference_seed: int = 6000
     heldout_minutes: float = DEMO_MINUTES
     heldout_seed: int = 3000
 

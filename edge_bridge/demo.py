@@ -106,9 +106,12 @@ def build_demo_bundle(settings: Any, home: Path, *, report: Report | None = None
     sel = select_run(run, rule=s.rule, settings=trials if s.rule == "trial" else None, progress=progress)
     step(5, f"training the bridge at i={sel.i}, j={sel.j}")
     P.train(run, TrainConfig(epochs=s.bridge_epochs, seed=s.seed), P.BridgeSettings(), progress=progress)
-    step(6, f"exporting ({s.precision})")
+    step(6, f"exporting ({s.precision}; drift reference from {s.reference_subjects} fresh subjects)")
     out = home / "bundle"
-    export(run.path, out, calibration=data, precision=s.precision, target="cpu")
+    reference = work / "reference"
+    simulate_dataset(reference, s.task, subjects=s.reference_subjects, minutes=s.reference_minutes,
+                     seed=s.reference_seed, progress=progress)
+    export(run.path, out, calibration=data, precision=s.precision, target="cpu", reference_data=reference)
     _set_live_hop(Bundle.load(out), s.live_hop_s)
     say(precision_line(Bundle.load(out)))
     # what a newcomer should expect on a subject the bundle never saw: the shipped bundle on fresh

@@ -19,6 +19,7 @@ UTC time YYYYMMDDHHMMSS), which must grow: deploy refuses a version older than i
 Example:
   edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --device cpu
   edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --sign keys/acme.key
+  edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --reference-data data/ref
 
 Old spellings (the run as a positional RUN, --target cpu|jetson) still work for one release, with a warning.
 """
@@ -49,6 +50,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--calibration-data", metavar="DIR", default=None,
                    help="folder of paired recordings (EDF+, BrainFlow CSV, ...; read with the run's "
                         "--channels and --label-map) or a windows .npz for INT8 calibration; needed for int8")
+    p.add_argument("--reference-data", metavar="DIR", default=None,
+                   help="recordings of subjects the run never trained on (EDF+ or BrainFlow CSV, paired as "
+                        "--calibration-data; labels not needed) to compute the drift reference from, "
+                        "instead of the run's test subjects; the more subjects, the fewer false drift "
+                        "alarms on new users (the reference's null is as wide as the subjects it saw)")
     p.add_argument("--precision", default="int8", choices=["int8", "fp16", "fp32"],
                    help="precision of target_front, source_back and source_front (default int8)")
     p.add_argument("--device", "--target", dest="device", default="cpu", choices=["cpu", "jetson"],
@@ -95,6 +101,7 @@ def preflight(args: argparse.Namespace) -> None:
     input_dir(args.run, "--run")
     output_dir(args.out, "-o/--out", must_be_new=True)
     input_path(args.calibration_data, "--calibration-data")
+    input_path(args.reference_data, "--reference-data")
     if args.sign is None and (args.bundle_name or args.bundle_version):
         raise OptionError("--bundle-name and --bundle-version name a signed release; give --sign KEY too")
     if args.sign is not None:  # a missing or unreadable key fails now, not after minutes of export
@@ -110,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     bundle = export(args.run, args.out, calibration=args.calibration_data, precision=args.precision,
                     target=args.device, agreement_threshold=args.agreement_threshold, overwrite=args.force,
                     golden_windows=args.golden_windows, source_weights=args.source_weights,
-                    int8_search=args.int8_search)
+                    int8_search=args.int8_search, reference_data=args.reference_data)
     m = bundle.manifest
     q = m.quantization
     acc = (q.get("accuracy") or {}).get("shipped") or {}

@@ -260,6 +260,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
            target: str = "cpu", agreement_threshold: float = DEFAULT_THRESHOLD, overwrite: bool = False,
            golden_windows: int = 4, holdout_max: int = 512, source_weights: bool = True,
            int8_search: str = "fast", quant_config: QuantConfig | None = None,
+           reference_data: str | os.PathLike[str] | WindowSet | None = None,
            verbose: bool | int | str | None = None) -> Bundle:
     """Export a trained run (``edge-bridge train`` done) as a bundle; see the module docstring.
 
@@ -295,6 +296,12 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         Ship the source model's weights (``source_model/``, safetensors) so that ``edge-bridge calibrate``
         can take gradient steps on the paper's objective on site without the training run. Off: the bundle
         is ONNX only and calibrate needs ``--run`` for gradient steps.
+    reference_data : path or WindowSet or None
+        Recordings (a directory, as ``calibration``) or windows of subjects the run never trained on, to
+        compute the drift reference from instead of the run's test subjects. Why: the reference's null
+        (how far an unshifted user's statistics stray) is only as wide as the subjects it saw, and a run
+        with one or two test subjects under-states it, so every new user looks drifted. Their subject
+        names give the within-session null; labels are not needed.
     verbose : bool, int, str or None
 
     Returns
@@ -344,6 +351,15 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
                                            exclude_subjects=tuple(run.splits()["test"]),
                                            label_map=run.task.label_map, channel_map=run.channel_map)
+        if reference_data is not None:
+            every = (reference_data if isinstance(reference_data, WindowSet) else
+                     load_calibration(reference_data, src_spec, tgt_spec, tuple(run.task.classes),
+                                      label_map=run.task.label_map, channel_map=run.channel_map))
+            if not len(every):
+                raise ExportError(f"{every.origin}: no window for the drift reference")
+            n_subj = len(set(every.subjects.tolist())) if every.subjects is not None else 0
+            logger.info("drift reference: %d windows of %d subject(s) from %s", len(every), n_subj,
+                        every.origin)
         weights = {"target_front": sha256_file(t_dir / "model.safetensors"),
                    "source_back": sha256_file(s_dir / "model.safetensors"),
                    "source_front": sha256_file(s_dir / "model.safetensors"),
@@ -1037,6 +1053,9 @@ class _Job:
         ref = self.reference_windows
         reference = write_reference(root, final, ref.target, hop_s=target_spec.hop_s,  # drift
                                     groups=ref.subjects)
+        self.report["drift_reference"] = {
+            "data": ref.record(), "windows": len(ref), "written": reference is not None,
+            "subjects": None if ref.subjects is None else len(set(ref.subjects.tolist()))}
 
         sizes = {str(p.relative_to(root)): p.stat().st_size for p in sorted(root.rglob("*")) if p.is_file()}
         self.report.update({

@@ -80,3 +80,35 @@ def test_export_errors_are_one_line(tmp_path, capsys):
     assert "Traceback" not in err and "run.json" in err
     assert main(["bundle", "verify", str(tmp_path)]) == 2
     assert "not an edge-bridge bundle" in capsys.readouterr().err
+
+
+def test_export_reference_data_replaces_the_test_subjects_for_the_drift_reference(tiny, tmp_path):
+    """--reference-data: the drift reference comes from the given subjects' windows (their number gives the
+    within-session null), not from the run's one test subject; the manifest names no host path."""
+    from edge_bridge.bundle import Bundle, read_reference
+
+    run = _make_run(tiny, tmp_path)
+    cal, ref_file = tmp_path / "cal.npz", tmp_path / "ref.npz"
+    _windows(tiny, ["s1", "s2", "s3", "s4"], 10, 6).save(cal)
+    _windows(tiny, ["r1", "r2", "r3"], 70, 7).save(ref_file)  # a minute is 30 hops
+    plain, with_ref = tmp_path / "plain.bundle", tmp_path / "ref.bundle"
+    for out, extra in ((plain, []), (with_ref, ["--reference-data", str(ref_file)])):
+        assert main(["export", "--run", str(run), "-o", str(out), "--calibration-data", str(cal),
+                     "--precision", "fp32", "-q", *extra]) == 0
+    # s4's 12 windows are too few for a reference at all: the bundle would run without drift detection
+    assert Bundle.load(plain).manifest.reference is None
+    assert Bundle.load(plain).manifest.report["drift_reference"] == {
+        "data": Bundle.load(plain).manifest.report["drift_reference"]["data"], "windows": 12,
+        "written": False, "subjects": 1}
+    ref = read_reference(Bundle.load(with_ref))
+    assert int(ref["windows"][0]) == 210 and int(ref["session_subjects"][0]) == 3
+    m = Bundle.load(with_ref).manifest
+    assert m.report["drift_reference"]["subjects"] == 3 and m.report["drift_reference"]["windows"] == 210
+    assert str(tmp_path) not in (with_ref / "manifest.json").read_text()
+
+
+def test_export_refuses_reference_data_that_does_not_exist(tiny, tmp_path, capsys):
+    run = _make_run(tiny, tmp_path)
+    code = main(["export", "--run", str(run), "-o", str(tmp_path / "b"), "--reference-data",
+                 str(tmp_path / "nowhere")])
+    assert code != 0 and "--reference-data" in capsys.readouterr().err
