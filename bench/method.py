@@ -246,7 +246,7 @@ def main() -> None:
                     help="train every grid pair with this many seeds and rank pairs by the mean; a pair's "
                          "test accuracy moves with the bridge's initialisation and batch order, and one seed "
                          "ranks that noise too (each seed adds the grid's time, ~7 min on one thread)")
-    ap.add_argument("--shortlist", type=int, default=8, help="trial rule: candidates of the first rung")
+    ap.add_argument("--shortlist", type=int, default=4, help="trial rule: candidates of the first rung")
     ap.add_argument("--trial-epochs", type=lambda t: [int(v) for v in t.split(",")], default=[2, 4, 8],
                     help="trial rule: total epochs after each halving rung (default 2,4,8)")
     ap.add_argument("--threads", type=int, default=1)

@@ -27,7 +27,7 @@ import itertools
 from edge_bridge.commands._method import add_run_arguments
 from edge_bridge.commands._options import positive, positive_int
 
-SHORTLIST, TRIAL_EPOCHS = 8, "2,4,8"  # edge_bridge.selection.trial.TrialSettings' defaults
+SHORTLIST, TRIAL_EPOCHS = 4, "2,4,8"  # edge_bridge.selection.trial.TrialSettings' defaults
 
 
 def trial_epochs(text: str) -> tuple[int, ...]:
