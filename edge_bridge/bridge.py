@@ -9,6 +9,17 @@ backbone's block-*i* output mean-pooled over tokens, shape ``(batch, d_in)``. Th
 with ``A`` (r x d_in) Kaiming-uniform, ``B`` ((P*T) x r) zeros and ``Pi`` (D_out x P) the prototypes.
 Trainable parameters: ``r*d_in + r*P*T + D_out*P``; the map is linear of rank <= r.
 
+Fused (multi-input) bridge: with K target modalities, each through its own frozen backbone cut after its
+own block ``i_k`` and pooled to ``h_k`` (width ``d_k``), ``PrototypeBridge(d_in=[d_1, ..., d_K], ...)``
+keeps one ``A_k`` (r x d_k) per modality and computes ``c = reshape(B (sum_k A_k h_k), (P, T))`` with the
+shared ``B`` and prototypes ``Pi``. Trainable parameters: ``r * sum_k d_k + r*P*T + D_out*P``, so a second
+modality costs only ``r * d_2``. Why one ``A_k`` each rather than one A over the concatenation: each is
+Kaiming-initialised for its own width, so a narrow modality is not drowned at the start by a wide one. The
+bridge takes the K features as a list or already concatenated (in modality order), which is what
+:class:`~edge_bridge.features.BridgeCache` holds, so training needs no second code path. K = 1 (an integer
+``d_in``) is the paper's bridge bit for bit: the same parameter ``A``, the same draws from the same seed,
+the same state-dict keys and config.
+
 Why this initialisation: with ``B = 0`` a fresh bridge outputs zeros, and on the first step only ``B`` gets a
 gradient (``dA`` is multiplied by ``B`` and ``dPi`` by ``c``, both zero), so training starts by choosing
 mixtures of prototypes rather than by moving them. The prototypes should therefore already look like real
@@ -26,6 +37,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,6 +63,15 @@ PROTOTYPE_INITS = ("kmeans", "sample", "random")
 
 class BridgeError(EdgeBridgeError, ValueError):
     """A bridge was configured or fed with sizes that do not fit."""
+
+
+def _input_dims(d_in: Any) -> tuple[int, ...]:
+    """``d_in`` as K input widths: an integer is K = 1 (the paper's bridge), a list/tuple is K >= 1."""
+    if isinstance(d_in, list | tuple):
+        if not d_in:
+            raise BridgeError("a fused bridge needs at least one target input width, got an empty list")
+        return tuple(_check_positive(f"d_in[{k}]", d) for k, d in enumerate(d_in))
+    return (_check_positive("d_in", d_in),)
 
 
 def _check_positive(name: str, value: Any) -> int:
@@ -135,31 +156,77 @@ class PrototypeBridge(Bridge):
 
     kind = "prototype"
 
-    def __init__(self, d_in: int, tokens: int, d_out: int, rank: int = 8, prototypes: int = 16) -> None:
-        super().__init__(d_in, tokens, d_out)
+    def __init__(self, d_in: int | Sequence[int], tokens: int, d_out: int, rank: int = 8,
+                 prototypes: int = 16) -> None:
+        dims = _input_dims(d_in)
+        super().__init__(sum(dims), tokens, d_out)
+        self.input_dims = dims
         self.rank = _check_positive("rank", rank)
         self.prototypes = _check_positive("prototypes", prototypes)
-        self.A = nn.Parameter(torch.empty(self.rank, self.d_in))  # (r, d_in)
+        if len(dims) == 1:  # the paper's bridge: parameter "A", as every saved bridge has it
+            self.A = nn.Parameter(torch.empty(self.rank, self.d_in))  # (r, d_in)
+        else:  # fused: one A_k per target modality, each initialised for its own width d_k
+            for k, d in enumerate(dims):
+                self.register_parameter(f"A_{k}", nn.Parameter(torch.empty(self.rank, d)))  # (r, d_k)
         self.B = nn.Parameter(torch.zeros(self.prototypes * self.tokens, self.rank))  # (P*T, r)
         self.Pi = nn.Parameter(torch.empty(self.d_out, self.prototypes))  # (D_out, P)
-        nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))  # nn.Linear's default, as in LoRA's A
+        for a in self.input_maps():
+            nn.init.kaiming_uniform_(a, a=math.sqrt(5))  # nn.Linear's default, as in LoRA's A
         nn.init.normal_(self.Pi)  # replaced by init_prototypes() from real source tokens
 
     @property
+    def n_inputs(self) -> int:
+        """K, the number of target modalities feeding the bridge (1 for the paper's bridge)."""
+        return len(self.input_dims)
+
+    def input_maps(self) -> list[nn.Parameter]:
+        """``[A]`` for K = 1, else ``[A_0, ..., A_{K-1}]`` (each ``(r, d_k)``), in modality order."""
+        if self.n_inputs == 1:
+            return [self.A]
+        return [getattr(self, f"A_{k}") for k in range(self.n_inputs)]
+
+    def input_matrix(self) -> torch.Tensor:
+        """``[A_0 | ... | A_{K-1}]``, ``(r, sum d_k)``: ``sum_k A_k h_k`` is this times the concatenated h."""
+        maps = self.input_maps()
+        return maps[0] if len(maps) == 1 else torch.cat(maps, dim=1)
+
+    @property
     def config(self) -> dict[str, Any]:
-        return {**super().config, "rank": self.rank, "prototypes": self.prototypes}
+        cfg = {**super().config, "rank": self.rank, "prototypes": self.prototypes}
+        if self.n_inputs > 1:  # K input widths; K = 1 keeps the integer every existing config holds
+            cfg["d_in"] = list(self.input_dims)
+        return cfg
 
     def expected_parameters(self) -> int:
+        """``r * sum_k d_k + r*P*T + D_out*P`` (K = 1: the paper's ``r*d_in + r*P*T + D_out*P``)."""
         r, p = self.rank, self.prototypes
-        return r * self.d_in + r * p * self.tokens + self.d_out * p
+        return r * sum(self.input_dims) + r * p * self.tokens + self.d_out * p
 
-    def coefficients(self, h: torch.Tensor) -> torch.Tensor:
-        """Mixture weights ``(batch, P, T)`` of the prototypes for each output token."""
+    def fuse_inputs(self, h: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """The K pooled target features as one ``(batch, sum d_k)`` tensor, in modality order."""
+        if isinstance(h, torch.Tensor):
+            return h
+        parts = list(h)
+        if len(parts) != self.n_inputs or any(
+                p.ndim != 2 or p.shape[1] != d for p, d in zip(parts, self.input_dims, strict=False)):
+            raise BridgeError(f"this bridge takes {self.n_inputs} pooled target feature tensors of widths "
+                              f"{list(self.input_dims)}, got shapes {[tuple(p.shape) for p in parts]}; pass "
+                              "them in the order of the bridge's target modalities")
+        return torch.cat(parts, dim=1)
+
+    def coefficients(self, h: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:
+        """Mixture weights ``(batch, P, T)`` of the prototypes for each output token.
+
+        ``h``: ``(batch, d_in)``, or for a fused bridge either the K features ``h_k`` ``(batch, d_k)`` or
+        their concatenation; ``sum_k A_k h_k`` equals ``[A_0 | ... | A_{K-1}]`` times the concatenation.
+        """
+        h = self.fuse_inputs(h)
         self._check(h)
-        c = (h @ self.A.T) @ self.B.T  # (N, P*T)
+        a = self.input_matrix()  # K = 1: self.A itself, the paper's arithmetic exactly
+        c = (h @ a.T) @ self.B.T  # (N, P*T)
         return c.view(-1, self.prototypes, self.tokens)  # (N, P, T)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor | Sequence[torch.Tensor]) -> torch.Tensor:  # type: ignore[override]
         c = self.coefficients(h)  # (N, P, T)
         z = torch.matmul(self.Pi, c)  # (N, D_out, T)
         return z.transpose(1, 2)  # (N, T, D_out)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,15 +138,36 @@ class BridgeCache:
         return BridgeCache(t["h"], t["y"])
 
 
-def bridge_cache(target: Backbone, source: Backbone, x_target: np.ndarray | torch.Tensor,
-                 x_source: np.ndarray | torch.Tensor, i: int, batch_size: int = 128,
+def bridge_cache(target: Backbone | Sequence[Backbone], source: Backbone,
+                 x_target: np.ndarray | torch.Tensor | Sequence[np.ndarray | torch.Tensor],
+                 x_source: np.ndarray | torch.Tensor, i: int | Sequence[int], batch_size: int = 128,
                  *, progress: bool = False) -> BridgeCache:
-    """Compute :class:`BridgeCache` for paired windows (one pass of each frozen model)."""
-    target.eval()
+    """Compute :class:`BridgeCache` for paired windows (one pass of each frozen model).
+
+    For a fused bridge pass K target backbones, their K window arrays (windowed in lockstep) and K
+    positions ``i_k``: ``h`` is then the concatenation ``[h_1 | ... | h_K]`` in that order, which is the
+    form :class:`~edge_bridge.bridge.PrototypeBridge` with ``d_in=[d_1, ..., d_K]`` reads, so training
+    and validation run unchanged.
+    """
     source.eval()
-    i = target.position(i)
-    (h,) = run_batched(lambda xb: target.pool(target.front(xb, i)), x_target, batch_size,
-                       progress=progress, desc="target front")
+    if isinstance(target, Backbone):
+        target.eval()
+        i = target.position(i)  # type: ignore[arg-type]
+        (h,) = run_batched(lambda xb: target.pool(target.front(xb, i)), x_target, batch_size,
+                           progress=progress, desc="target front")
+    else:
+        targets, xs, positions = list(target), list(x_target), list(i)  # type: ignore[arg-type]
+        if not (len(targets) == len(xs) == len(positions)) or not targets:
+            raise ValueError(f"a fused cache needs one window array and one position per target backbone, "
+                             f"got {len(targets)} backbones, {len(xs)} arrays, {len(positions)} positions")
+        parts = []
+        for k, (tb, xk, ik) in enumerate(zip(targets, xs, positions, strict=True)):
+            tb.eval()
+            ik = tb.position(ik)
+            (hk,) = run_batched(lambda xb, tb=tb, ik=ik: tb.pool(tb.front(xb, ik)), xk, batch_size,
+                                progress=progress, desc=f"target front {k}")
+            parts.append(hk)
+        h = torch.cat(parts, dim=1)
     (y,) = run_batched(lambda xb: source.to_tokens(source.front(xb, source.n_blocks - 1)), x_source,
                        batch_size, progress=progress, desc="source Y")
     return BridgeCache(h.contiguous(), y.contiguous())

@@ -126,19 +126,38 @@ def preset_positions(run: Run, name: str) -> tuple[Any, int, int]:
 
 
 # --- pretrain ---------------------------------------------------------------------------------------------
+def target_backbone_path(run: Run, key: str = "target") -> Path:
+    """Where the backbone of target window key ``key`` lives: the run's ``target_backbone`` for the main
+    target, ``target_backbone_<modality>`` beside it for an extra target of ``Task.extra_targets``."""
+    if key == "target":
+        return run.target_backbone
+    if key not in run.task.target_keys:
+        raise RunError(f"task {run.task.name!r} has no target {key!r}; its targets are "
+                       f"{', '.join(run.task.target_keys)}")
+    return run.target_backbone.with_name(f"{run.target_backbone.name}_{key}")
+
+
 def pretrain(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: dict[str, Any] | None = None,
-             progress: bool = False) -> dict[str, Any]:
-    """Self-supervised target backbone on the target signal of every non-test subject (no labels)."""
+             progress: bool = False, key: str = "target") -> dict[str, Any]:
+    """Self-supervised target backbone on the target signal of every non-test subject (no labels).
+
+    ``key``: which target (``"target"``, or an extra target's modality such as ``"eda"``); the same recipe
+    for every modality, saved at :func:`target_backbone_path`.
+    """
     from edge_bridge.pretrain import pretrain_contrastive
 
+    path = target_backbone_path(run, key)
+    spec = run.task.targets[run.task.target_keys.index(key)]
     torch.manual_seed(cfg.seed)
-    model = _new_backbone(run.task.target, backbone, config)
+    model = _new_backbone(spec, backbone, config)
     splits = run.splits()
-    x = run.windows().by_subjects(splits["train"] + splits["paired"]).x["target"]
-    xv = run.role("val").x["target"]
+    x = run.windows().by_subjects(splits["train"] + splits["paired"]).x[key]
+    xv = run.role("val").x[key]
     res = pretrain_contrastive(model, x, xv, cfg, progress=progress)
-    save_backbone(model, run.target_backbone,
-                  meta={**run.spec_meta("target"), "recipe": "contrastive", "fit": res.to_dict()})
+    meta = run.spec_meta("target")
+    if key != "target":
+        meta = {**meta, "modality": spec.modality, "preprocessing": spec.to_dict(), "target_key": key}
+    save_backbone(model, path, meta={**meta, "recipe": "contrastive", "fit": res.to_dict()})
     return {"windows": len(x), "best_epoch": res.best_epoch, "val_loss": -res.best_score,
             "seconds_per_epoch": res.seconds_per_epoch, "parameters": model.num_parameters()}
 
@@ -217,15 +236,25 @@ class BridgeSettings:
     prototype_init: str = "kmeans"
 
 
-def make_bridge(target: Backbone, source: Backbone, i: int, j: int, settings: BridgeSettings,
-                x_source: np.ndarray, seed: int = 0) -> Any:
-    """A fresh bridge sized for (i, j); prototypes from real source block-*j* tokens when it has them."""
+def make_bridge(target: Backbone | list[Backbone], source: Backbone, i: int | list[int], j: int,
+                settings: BridgeSettings, x_source: np.ndarray, seed: int = 0) -> Any:
+    """A fresh bridge sized for (i, j); prototypes from real source block-*j* tokens when it has them.
+
+    A list of K target backbones with K positions ``i_k`` gives a fused prototype bridge
+    (``d_in=[d_1, ..., d_K]``); a single backbone the paper's bridge, exactly as before.
+    """
     from edge_bridge.bridge import build_bridge, init_prototypes
     from edge_bridge.features import source_tokens
 
-    t_out, s_in = target.block_output(i), source.block_input(j)
+    s_in = source.block_input(j)
+    if isinstance(target, Backbone):
+        d_in: int | list[int] = target.block_output(i).features  # type: ignore[arg-type]
+    else:
+        if settings.kind != "prototype":
+            raise RunError(f"a fused bridge of several targets is a prototype bridge, got {settings.kind!r}")
+        d_in = [tb.block_output(ik).features for tb, ik in zip(target, i, strict=True)]  # type: ignore
     torch.manual_seed(seed)
-    kw: dict[str, Any] = {"d_in": t_out.features, "tokens": s_in.tokens, "d_out": s_in.features}
+    kw: dict[str, Any] = {"d_in": d_in, "tokens": s_in.tokens, "d_out": s_in.features}
     if settings.kind in ("prototype", "lowrank"):
         kw["rank"] = settings.rank
     if settings.kind == "prototype":
@@ -234,7 +263,9 @@ def make_bridge(target: Backbone, source: Backbone, i: int, j: int, settings: Br
     if settings.kind == "prototype":
         tokens = source_tokens(source, x_source, j).flatten(0, 1)  # (n*T, D_out)
         init_prototypes(bridge, tokens, settings.prototype_init, seed=seed)
-    bridge.meta.update({"i": i, "j": j, "target_kind": target.kind, "source_kind": source.kind})
+    kinds = target.kind if isinstance(target, Backbone) else [tb.kind for tb in target]
+    bridge.meta.update({"i": i if isinstance(i, int) else list(i), "j": j, "target_kind": kinds,
+                        "source_kind": source.kind})
     return bridge
 
 

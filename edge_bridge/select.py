@@ -32,6 +32,7 @@ import logging
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -281,3 +282,47 @@ def select_positions(target: Any, source: Any, x_target: np.ndarray, x_source: n
     sel.target_paths = target.block_paths
     sel.source_paths = source.block_paths
     return sel
+
+
+def select_fused(targets: Sequence[Any], source: Any, x_targets: Sequence[np.ndarray], x_source: np.ndarray,
+                 *, subjects: np.ndarray | None = None, folds: int = 5,
+                 batch_size: int = 128) -> dict[str, Any]:
+    """Label-free positions of a fused bridge: each ``i_k`` by its own stage-1 probe, one entry block j.
+
+    Each target backbone's ``i_k`` is the existing stage 1 (probe macro-F1 on the source model's
+    pseudo-labels, folds grouped by subject) on its own pooled block outputs; j is stage 2 (linear CKA)
+    on the *fused* features, the concatenation of the chosen ``h_k``, against each source block's pooled
+    input. Why one j by CKA on the fused features: the bridge feeds one source block from all modalities
+    together, so the block must suit their sum, not any one alone. Cost: one forward pass of each model.
+
+    Returns
+    -------
+    dict
+        ``{"i": [i_1..i_K], "j": j, "f1": [[...] per target], "cka": [...], "per_target": [Selection]}``
+        (JSON-ready except ``per_target``, whose ``to_dict()`` is).
+    """
+    from edge_bridge.features import pooled_boundaries
+
+    if source.head is None:
+        raise SelectionError("the source backbone has no head, so it gives no pseudo-labels; run fit-source")
+    if len(targets) != len(x_targets) or not targets:
+        raise SelectionError(f"need one window array per target backbone, got {len(targets)} backbones and "
+                             f"{len(x_targets)} arrays")
+    t0 = time.perf_counter()
+    s_pooled, logits = pooled_boundaries(source, x_source, batch_size)
+    labels = logits.argmax(1)
+    per_target, chosen = [], []
+    for tb, xk in zip(targets, x_targets, strict=True):
+        t_pooled, _ = pooled_boundaries(tb, xk, batch_size)
+        sel = select_from_features(t_pooled[1:], s_pooled[:-1], labels, groups=subjects, folds=folds)
+        sel.target_paths, sel.source_paths = tb.block_paths, source.block_paths
+        per_target.append(sel)
+        chosen.append(t_pooled[1:][sel.i])
+    fused = np.concatenate(chosen, axis=1)
+    cka = [linear_cka(fused, s) for s in s_pooled[:-1]]
+    j = int(np.argmax(cka))
+    logger.info("fused selection: i=%s, j=%d (CKA on fused features %s)", [s.i for s in per_target], j,
+                [round(v, 3) for v in cka])
+    return {"rule": "paper (stage 1 per target, stage 2 on fused features)", "i": [s.i for s in per_target],
+            "j": j, "f1": [s.f1 for s in per_target], "cka": cka, "per_target": per_target,
+            "seconds": time.perf_counter() - t0}

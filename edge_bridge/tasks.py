@@ -12,6 +12,9 @@ binary                                                    stress
 sleep      6 EEG 200 -> 200 Hz    ECG 200 -> 100 Hz       wake, sleep                        30 s / 30 s
 =========  =====================  ======================  =================================  ==========
 
+``stress+eda`` and ``stress-binary+eda`` are ``stress`` / ``stress-binary`` with wrist EDA (4 Hz, low-pass
+1 Hz, the same 60 s / 5 s windows) as a second target in ``Task.extra_targets``, for a fused bridge.
+
 (WESAD's chest ECG is 700 Hz; use :func:`Task.with_rates` to adapt a preset to another device's rate.)
 
 ``stress-binary`` reads the same recordings as ``stress`` and merges baseline and amusement into one class,
@@ -40,6 +43,32 @@ class Task:
     classes: tuple[str, ...]
     label_map: dict[str, str] = field(default_factory=dict)
     """Annotation label -> class, when a class gathers several annotated conditions; empty = identity."""
+    extra_targets: tuple[Preprocessing, ...] = ()
+    """Further target modalities worn beside ``target`` (e.g. wrist EDA beside PPG) for a fused bridge;
+    windowed in lockstep with ``target`` and keyed by their modality name. Empty (every preset but the
+    ``+eda`` ones): the single-target task, read exactly as before."""
+
+    def __post_init__(self) -> None:
+        names = [t.modality for t in self.extra_targets]
+        clash = sorted({n for n in names if names.count(n) > 1 or n in ("source", "target")})
+        if clash or any(t.modality == self.target.modality for t in self.extra_targets):
+            raise SpecError(f"task {self.name!r}: extra targets need distinct modalities other than the main "
+                            f"target's ({self.target.modality}), got {names}")
+        for t in self.extra_targets:
+            if abs(t.window_s - self.target.window_s) > 1e-9 or abs(t.hop_s - self.target.hop_s) > 1e-9:
+                raise SpecError(f"task {self.name!r}: extra target {t.modality} uses {t.window_s:g}/"
+                                f"{t.hop_s:g} s windows, the target {self.target.window_s:g}/"
+                                f"{self.target.hop_s:g} s; lockstep windows need the same window and hop")
+
+    @property
+    def targets(self) -> tuple[Preprocessing, ...]:
+        """Every target spec, main first: ``(target, *extra_targets)``."""
+        return (self.target, *self.extra_targets)
+
+    @property
+    def target_keys(self) -> tuple[str, ...]:
+        """Window keys of the targets in :attr:`targets` order: ``"target"``, then each extra's modality."""
+        return ("target", *(t.modality for t in self.extra_targets))
 
     def with_rates(self, *, source_rate: float | None = None, target_rate: float | None = None) -> Task:
         """The same task for a device whose raw rates differ (the output rates, i.e. the models, stay)."""
@@ -51,7 +80,8 @@ class Task:
         """The same task with another window and hop (e.g. shorter windows for a quick demo)."""
         src = dataclasses.replace(self.source, window_s=window_s, hop_s=hop_s)
         tgt = dataclasses.replace(self.target, window_s=window_s, hop_s=hop_s)
-        return dataclasses.replace(self, source=src, target=tgt)
+        extra = tuple(dataclasses.replace(t, window_s=window_s, hop_s=hop_s) for t in self.extra_targets)
+        return dataclasses.replace(self, source=src, target=tgt, extra_targets=extra)
 
 
 _STRESS = Task(
@@ -63,10 +93,21 @@ _STRESS = Task(
     classes=("baseline", "stress", "amusement"),
 )
 
+#: Wrist EDA (WESAD's E4: 4 Hz) as a second stress target: a 1 Hz low-pass keeps the tonic drift and the
+#: skin-conductance responses (rise ~1 s, decay seconds), whose rate is what stress raises; kept at 4 Hz
+#: (240 samples per 60 s window), with the PPG's window and hop so the two are windowed in lockstep.
+WRIST_EDA = Preprocessing("eda", ("EDA",), input_rate=4, output_rate=4, window_s=60, hop_s=5,
+                          bandpass=(0.0, 1.0))
+
 TASKS: dict[str, Task] = {
     "stress": _STRESS,
     "stress-binary": dataclasses.replace(
         _STRESS, name="stress-binary", classes=("non-stress", "stress"),
+        label_map={"baseline": "non-stress", "amusement": "non-stress", "stress": "stress"}),
+    # the same stress tasks with wrist EDA (WRIST_EDA) beside PPG, for a fused (PPG+EDA) bridge
+    "stress+eda": dataclasses.replace(_STRESS, name="stress+eda", extra_targets=(WRIST_EDA,)),
+    "stress-binary+eda": dataclasses.replace(
+        _STRESS, name="stress-binary+eda", classes=("non-stress", "stress"), extra_targets=(WRIST_EDA,),
         label_map={"baseline": "non-stress", "amusement": "non-stress", "stress": "stress"}),
     "sleep": Task(
         "sleep",

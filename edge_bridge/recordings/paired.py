@@ -138,7 +138,7 @@ def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str]
 
 def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
                    classes: Sequence[str] = (), label_map: Mapping[str, str] | None = None, *,
-                   physiology: bool = False) -> Windows:
+                   physiology: bool = False, extra_targets: Sequence[Preprocessing] = ()) -> Windows:
     """Time-aligned windows of the source and target modality of one recording.
 
     Both specs must use the same window and hop in seconds, so that window *k* covers the same span of
@@ -147,24 +147,52 @@ def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
     ``physiology=True`` (what calibration uses, like the live loop) also leaves out windows whose ECG/PPG
     beats fail the beat-template index (LOW_SQI); host training keeps them, as it always has.
 
+    ``extra_targets`` (a fused bridge's further target modalities, ``Task.extra_targets``) are windowed
+    in lockstep with the others: the same window start times, each through the same preprocessing path,
+    and a window is kept only when every modality passes the gate.
+
     Returns
     -------
     Windows
-        With ``x["source"]`` and ``x["target"]``.
+        With ``x["source"]`` and ``x["target"]``, and ``x[spec.modality]`` for each extra target.
     """
-    if abs(source.window_s - target.window_s) > 1e-9 or abs(source.hop_s - target.hop_s) > 1e-9:
-        raise SignalError(
-            f"paired windows need the same window and hop in both modalities, got source "
-            f"{source.window_s:g}/{source.hop_s:g} s and target {target.window_s:g}/{target.hop_s:g} s"
-        )
-    raw_s, t_s = _raw_windows(rec, source)
-    raw_t, t_t = _raw_windows(rec, target)
-    n = min(len(raw_s), len(raw_t))
-    raw_s, raw_t, t_s, t_t = raw_s[:n], raw_t[:n], t_s[:n], t_t[:n]
-    if not np.allclose(t_s, t_t, atol=0.5 / min(source.input_rate, target.input_rate)):
-        raise SignalError("source and target windows do not start at the same times; check the rates")
-    good = _gate(raw_s, source, physiology) & _gate(raw_t, target, physiology)
-    return _finish(rec, {"source": (raw_s, source), "target": (raw_t, target)}, t_s, good, classes,
+    if not extra_targets:  # the single-target path, exactly as it has always read
+        if abs(source.window_s - target.window_s) > 1e-9 or abs(source.hop_s - target.hop_s) > 1e-9:
+            raise SignalError(
+                f"paired windows need the same window and hop in both modalities, got source "
+                f"{source.window_s:g}/{source.hop_s:g} s and target {target.window_s:g}/{target.hop_s:g} s"
+            )
+        raw_s, t_s = _raw_windows(rec, source)
+        raw_t, t_t = _raw_windows(rec, target)
+        n = min(len(raw_s), len(raw_t))
+        raw_s, raw_t, t_s, t_t = raw_s[:n], raw_t[:n], t_s[:n], t_t[:n]
+        if not np.allclose(t_s, t_t, atol=0.5 / min(source.input_rate, target.input_rate)):
+            raise SignalError("source and target windows do not start at the same times; check the rates")
+        good = _gate(raw_s, source, physiology) & _gate(raw_t, target, physiology)
+        return _finish(rec, {"source": (raw_s, source), "target": (raw_t, target)}, t_s, good, classes,
+                       source.window_s, label_map)
+    roles = {"source": source, "target": target}
+    for spec in extra_targets:
+        if spec.modality in roles:
+            raise SignalError(f"extra target {spec.modality!r} clashes with another window key "
+                              f"({', '.join(roles)}); give each extra target its own modality")
+        roles[spec.modality] = spec
+    for role, spec in roles.items():
+        if abs(spec.window_s - source.window_s) > 1e-9 or abs(spec.hop_s - source.hop_s) > 1e-9:
+            raise SignalError(
+                f"paired windows need the same window and hop in every modality, got source "
+                f"{source.window_s:g}/{source.hop_s:g} s and {role} {spec.window_s:g}/{spec.hop_s:g} s")
+    cut = {role: _raw_windows(rec, spec) for role, spec in roles.items()}
+    n = min(len(raw) for raw, _ in cut.values())
+    t_s = cut["source"][1][:n]
+    slowest = min(spec.input_rate for spec in roles.values())
+    for role, (_, t) in cut.items():
+        if not np.allclose(t_s, t[:n], atol=0.5 / slowest):
+            raise SignalError(f"source and {role} windows do not start at the same times; check the rates")
+    good = np.ones(n, dtype=bool)
+    for role, spec in roles.items():
+        good &= _gate(cut[role][0][:n], spec, physiology)
+    return _finish(rec, {role: (cut[role][0][:n], spec) for role, spec in roles.items()}, t_s, good, classes,
                    source.window_s, label_map)
 
 
@@ -232,7 +260,8 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
                        target: Preprocessing | None = None, classes: Sequence[str] = (),
                        *, label_map: Mapping[str, str] | None = None,
                        channel_map: Mapping[str, Any] | None = None, progress: bool = False,
-                       report: list[dict[str, Any]] | None = None) -> Windows:
+                       report: list[dict[str, Any]] | None = None,
+                       extra_targets: Sequence[Preprocessing] = ()) -> Windows:
     """Read recordings of any supported format and cut windows (paired when ``target`` is given).
 
     Each file is read with :func:`edge_bridge.recordings.dataset.read_labelled`; its channels are found
@@ -253,7 +282,9 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
     paths = sorted(Path(p) for p in paths)
     if not paths:
         raise RecordingError("no recordings given")
-    specs = [source] if target is None else [source, target]
+    if extra_targets and target is None:
+        raise RecordingError("extra target modalities need a main target spec too (paired windows)")
+    specs = [source] if target is None else [source, target, *extra_targets]
     it: Iterable[Path] = paths
     if progress:
         from tqdm import tqdm
@@ -270,9 +301,16 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
                 names = resolve_channels(rec, spec, channel_map, role if target is not None else "")
                 used.update(zip(spec.channels, names, strict=True))
             s = conform(rec, source, channel_map, "source" if target is not None else "")
+            for spec in extra_targets:
+                names = resolve_channels(rec, spec, channel_map, spec.modality)
+                used.update(zip(spec.channels, names, strict=True))
             t = conform(rec, target, channel_map, "target") if target is not None else None
-            w = (paired_windows(rec, s, t, classes, label_map) if t is not None
-                 else modality_windows(rec, s, classes, label_map))
+            extras = [conform(rec, spec, channel_map, spec.modality) for spec in extra_targets]
+            if extras:
+                w = paired_windows(rec, s, t, classes, label_map, extra_targets=extras)
+            else:
+                w = (paired_windows(rec, s, t, classes, label_map) if t is not None
+                     else modality_windows(rec, s, classes, label_map))
         except SignalError as exc:
             raise RecordingError(f"{p}: {exc}") from None
         if len(w) == 0:
@@ -291,7 +329,7 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
         parts.append(w)
         if report is not None:
             report.append({"file": str(p), "subject": rec.subject, "channels": used,
-                           "rates": {sp.modality: sp.input_rate for sp in (s, t) if sp is not None},
+                           "rates": {sp.modality: sp.input_rate for sp in (s, t, *extras) if sp is not None},
                            "windows": len(w), "left_out": w.skipped_reasons,
                            "labels": sorted({a.label for a in rec.annotations})})
     if not parts:
