@@ -238,10 +238,11 @@ class AutoCalibrator:
         rec = self._rec
         if self.state == RECORDING and stream == self.stream and rec is not None and raw is not None \
                 and not rec.finished:
-            if rec.samples < self._rec_limit:
-                rec.feed(raw[:, : self._rec_limit - rec.samples])
-            if rec.samples >= self._rec_limit or (rec.samples >= self._rec_target
-                                                  and len(self._states) >= self.config.min_states):
+            # enough states seen: stop at the minutes; else record on, up to the longest
+            cap = self._rec_target if len(self._states) >= self.config.min_states else self._rec_limit
+            if rec.samples < cap:
+                rec.feed(raw[:, : cap - rec.samples])
+            if rec.samples >= cap:
                 rec.finish()
 
     def paired(self, stream: str, version: int, agrees: bool, source_class: int | None = None) -> None:

@@ -141,7 +141,7 @@ def test_cli_refuses_auto_calibrate_with_no_watch(bundle, capsys):
     assert rc != 0 and "--no-watch" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("classes", "want_s"), [((0, 0, 0, 0, 0, 1), 9.0), ((0,) * 6, 18.0)])
+@pytest.mark.parametrize(("classes", "want_s"), [((0, 0, 0, 0, 0, 1), 7.5), ((0,) * 6, 18.0)])
 def test_recording_runs_on_until_the_source_model_decided_enough_states(tmp_path, classes, want_s):
     """Past its minutes the recording goes on until the source model has decided ``min_states`` classes
     (calibrate cannot judge a refit on one state), and ends at ``max_minutes`` whatever it saw; calibrate
