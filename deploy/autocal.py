@@ -6,9 +6,14 @@ the sinks (``{"event": "autocal", "step": ...}``):
 
 1. ``recording``: the drifted stream carries the source modality, so its raw BrainFlow rows (both ECG and
    PPG, as the board gives them) go to a durable BrainFlow CSV + sidecar
-   (:class:`firmware_interface.recorder.CsvRecorder`, fsynced per chunk) for ``minutes``. The writes run in
-   a thread of their own, so the loop only enqueues a reference to each chunk. Meanwhile the paired watch
-   counts how often the current bridge agrees with the source model: the *before* figure.
+   (:class:`firmware_interface.recorder.CsvRecorder`, fsynced per chunk) for ``minutes``, and on past them
+   until the source model has decided ``min_states`` classes on the recorded windows (at most
+   ``max_minutes``). Why: calibrate cannot judge a refit on windows of one state (it keeps the current
+   bridge, or with ``--min-states 1`` judges by the loss alone: a forced cycle on one state published a
+   bridge whose paired agreement fell from 0.75 to 0.42), and a drift event often comes inside one long
+   state. The writes run in a thread of their own, so the loop only enqueues a reference to each chunk.
+   Meanwhile the paired watch counts how often the current bridge agrees with the source model: the
+   *before* figure.
 2. ``calibrating``: ``edge-bridge calibrate --bundle B --paired REC`` in a child process at lower priority
    (``os.nice``), with one math thread; the loop polls it once per hop and never waits for it. calibrate
    validates the refit on held-out pairs and publishes it atomically (``published``), or keeps the current
@@ -51,7 +56,12 @@ class AutoCalibrateConfig:
     Attributes
     ----------
     minutes : float
-        Paired minutes to record before calibrating (calibrate needs 11 windows at least).
+        Paired minutes to record at least before calibrating (calibrate needs 11 windows at least).
+    min_states : int
+        Record on past ``minutes`` until the source model has decided this many classes on the recorded
+        windows; also calibrate's ``--min-states`` unless ``calibrate_args`` gives one.
+    max_minutes : float or None
+        The recording ends here even with fewer states (calibrate then decides); default 3 x ``minutes``.
     record_dir : Path or None
         Where recordings, child logs and reports go (default ``BUNDLE.autocal/`` beside the bundle: a bundle
         holds only what its manifest lists).
@@ -68,12 +78,26 @@ class AutoCalibrateConfig:
     """
 
     minutes: float = 3.0
+    min_states: int = 2
+    max_minutes: float | None = None
     record_dir: Path | None = None
     nice: int = 10
     margin: float = 0.0
     eval_windows: int = 0
     calibrate_args: tuple[str, ...] = ()
     swap_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.min_states < 1:
+            raise ValueError(f"min_states must be at least 1, got {self.min_states}")
+        if self.max_minutes is not None and self.max_minutes < self.minutes:
+            raise ValueError(f"max_minutes ({self.max_minutes:g}) must be at least minutes "
+                             f"({self.minutes:g})")
+
+    @property
+    def longest(self) -> float:
+        """The most minutes a cycle records."""
+        return self.max_minutes if self.max_minutes is not None else 3.0 * self.minutes
 
 
 @dataclass
@@ -95,6 +119,7 @@ class _Recorder:
         self.rec = CsvRecorder(path, sidecar, num_rows)
         self.path = path
         self.samples = 0  # enqueued (the loop's count); the file holds them once the thread is done
+        self.finished = False
         self.error: str = ""
         self._q: queue.Queue[Any] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="edge-bridge autocal recorder", daemon=True)
@@ -105,7 +130,9 @@ class _Recorder:
         self._q.put(raw)
 
     def finish(self) -> None:
-        self._q.put(None)
+        if not self.finished:
+            self.finished = True
+            self._q.put(None)
 
     @property
     def done(self) -> bool:
@@ -152,7 +179,10 @@ class AutoCalibrator:
         self.cycles = 0
         self.events: list[dict[str, Any]] = []
         self._rec: _Recorder | None = None
-        self._rec_target = 0
+        self._rec_target = 0  # samples: at least this many (minutes) ...
+        self._rec_limit = 0  # ... and at most this many (max_minutes)
+        self._rate = 0.0
+        self._states: set[int] = set()  # classes the source model decided on the recorded windows
         self._child: subprocess.Popen[bytes] | None = None
         self._log: Any = None
         self._since = 0.0
@@ -195,25 +225,35 @@ class AutoCalibrator:
         self.state = RECORDING
         self.before, self.after = _Tally(), _Tally()
         self.old_version = int(self._version())
+        self._rate = float(rate)
+        self._states = set()
         self._rec_target = round(60 * self.config.minutes * rate)
+        self._rec_limit = round(60 * self.config.longest * rate)
         return [self._event("recording", stream, file=str(path), seconds=60 * self.config.minutes,
+                            max_seconds=60 * self.config.longest, min_states=self.config.min_states,
                             bridge=self.old_version)]
 
     def feed(self, stream: str, raw: Any) -> None:
         """Raw rows of a chunk the loop read (only the cycle's stream is recorded)."""
-        if self.state == RECORDING and stream == self.stream and self._rec is not None and raw is not None:
-            if self._rec.samples < self._rec_target:
-                self._rec.feed(raw[:, : self._rec_target - self._rec.samples])
-            if self._rec.samples >= self._rec_target:
-                self._rec.finish()
+        rec = self._rec
+        if self.state == RECORDING and stream == self.stream and rec is not None and raw is not None \
+                and not rec.finished:
+            # enough states seen: stop at the minutes; else record on, up to the longest
+            cap = self._rec_target if len(self._states) >= self.config.min_states else self._rec_limit
+            if rec.samples < cap:
+                rec.feed(raw[:, : cap - rec.samples])
+            if rec.samples >= cap:
+                rec.finish()
 
-    def paired(self, stream: str, version: int, agrees: bool) -> None:
-        """One window's paired-watch verdict."""
+    def paired(self, stream: str, version: int, agrees: bool, source_class: int | None = None) -> None:
+        """One window's paired-watch verdict (and the source model's class, counted while recording)."""
         if stream != self.stream:
             return
         if self.state == RECORDING and version == self.old_version:
             self.before.n += 1
             self.before.agreed += int(agrees)
+            if source_class is not None:
+                self._states.add(int(source_class))
         elif self.state == EVALUATING and version == self.new_version:
             self.after.n += 1
             self.after.agreed += int(agrees)
@@ -222,8 +262,7 @@ class AutoCalibrator:
     def tick(self) -> list[dict[str, Any]]:
         """Advance the cycle without waiting for anything; returns the events of the steps taken."""
         s = self.state
-        if s == RECORDING and self._rec is not None and self._rec.samples >= self._rec_target \
-                and self._rec.done:
+        if s == RECORDING and self._rec is not None and self._rec.finished and self._rec.done:
             return self._start_calibrate()
         if s in (CALIBRATING, ROLLING_BACK) and self._child is not None and self._child.poll() is not None:
             return self._child_done()
@@ -251,14 +290,19 @@ class AutoCalibrator:
         if self._rec.error:
             return self._end("failed", detail=self._rec.error)
         self._report = self._rec.path.with_suffix(".report.json")
+        extra = list(self.config.calibrate_args)
+        if "--min-states" not in extra:
+            extra += ["--min-states", str(self.config.min_states)]
         cmd = [sys.executable, "-m", "edge_bridge.cli", "calibrate", "--bundle", str(self.root), "--paired",
-               str(self._rec.path), "--report", str(self._report), *self.config.calibrate_args]
+               str(self._rec.path), "--report", str(self._report), *extra]
         spawned = self._spawn(cmd, self._rec.path.with_suffix(".calibrate.log"))
         if spawned:
             return spawned
         self.state = CALIBRATING
         return [self._event("calibrating", file=str(self._rec.path), nice=self.config.nice,
                             pid=self._child.pid if self._child else None,
+                            recorded_s=round(self._rec.samples / self._rate, 1) if self._rate else None,
+                            source_states=len(self._states),
                             agreement_before=_r(self.before.rate), paired_windows_before=self.before.n)]
 
     def _spawn(self, cmd: list[str], log: Path) -> list[dict[str, Any]]:

@@ -253,7 +253,7 @@ class LiveWatch:
             tally[0] += 1
             tally[1] += int(agrees)
             if self.autocal is not None:
-                self.autocal.paired(c.stream.id, version, agrees)
+                self.autocal.paired(c.stream.id, version, agrees, src)
             if p.windows % PAIRED_EVERY == 0:
                 self._send({"event": "paired_agreement", "stream": c.stream.id, "time": round(time.time(), 3),
                             "window": c.record.get("window"), "bridge": version, "windows": p.windows,

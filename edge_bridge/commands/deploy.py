@@ -129,6 +129,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                             "--auto-calibrate --auto-calibrate-minutes 3")
     drift.add_argument("--auto-calibrate-minutes", type=positive, default=3.0, metavar="M",
                        help="paired minutes to record before calibrating (default 3)")
+    drift.add_argument("--auto-calibrate-states", type=positive_int, default=2, metavar="N",
+                       help="record on past the minutes until the source model has decided N classes "
+                            "(default 2; calibrate cannot judge a refit on one state), for at most 3 times "
+                            "the minutes")
     drift.add_argument("--auto-calibrate-dir", type=Path, metavar="DIR",
                        help="where recordings and calibrate logs go (default BUNDLE.autocal/ beside it)")
     drift.add_argument("--auto-calibrate-margin", type=fraction, default=0.0, metavar="F",
@@ -492,7 +496,7 @@ def _watch_options(args: argparse.Namespace) -> dict[str, Any]:
     auto = None
     if args.auto_calibrate:
         auto = AutoCalibrateConfig(minutes=args.auto_calibrate_minutes, record_dir=args.auto_calibrate_dir,
-                                   margin=args.auto_calibrate_margin)
+                                   margin=args.auto_calibrate_margin, min_states=args.auto_calibrate_states)
     return {"drift_false_alarms_per_day": None if args.no_drift else args.drift_false_alarms_per_day,
             "paired_watch": not args.no_paired_watch, "auto_calibrate": auto}
 

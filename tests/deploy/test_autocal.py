@@ -63,6 +63,7 @@ def test_drift_record_calibrate_swap_and_roll_back_when_worse(bundle, tmp_path):
     csv = playback_file(tmp_path / "session.csv", ecg, ppg, speed=12)
     # margin 1.01: no bridge can beat the old agreement by that, so the cycle must roll back by itself
     auto = AutoCalibrateConfig(minutes=4.0, margin=1.01, eval_windows=8, record_dir=tmp_path / "autocal",
+                               min_states=1,  # this source model decides one class throughout
                                calibrate_args=("--method", "closed-form", "--min-states", "1", "--holdout",
                                                "0.3"))
     summary, records, runner = _run(bundle, csv, auto)
@@ -138,3 +139,43 @@ def test_cli_refuses_auto_calibrate_with_no_watch(bundle, capsys):
 
     rc = main(["deploy", "--bundle", str(bundle), "--source", "synthetic", "--auto-calibrate", "--no-watch"])
     assert rc != 0 and "--no-watch" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("classes", "want_s"), [((0, 0, 0, 0, 0, 1), 7.5), ((0,) * 6, 18.0)])
+def test_recording_runs_on_until_the_source_model_decided_enough_states(tmp_path, classes, want_s):
+    """Past its minutes the recording goes on until the source model has decided ``min_states`` classes
+    (calibrate cannot judge a refit on one state), and ends at ``max_minutes`` whatever it saw; calibrate
+    then gets the same ``--min-states``. BrainFlow's synthetic board describes the rows."""
+    import numpy as np
+
+    from deploy.autocal import AutoCalibrator
+    from firmware_interface import open_source
+
+    source = open_source("synthetic")
+    rate = 10.0
+    config = AutoCalibrateConfig(minutes=0.1, max_minutes=0.3, min_states=2, record_dir=tmp_path / "rec")
+    cal = AutoCalibrator(tmp_path / "b.bundle", config, lambda: 1)
+    (ev,) = cal.on_drift("0", source, True, rate)
+    assert ev["step"] == "recording" and ev["seconds"] == 6.0 and ev["max_seconds"] == 18.0
+    chunk = np.zeros((int(source.num_rows), 15))  # 1.5 s of rows per hop
+    for hop in range(20):
+        cal.paired("0", 1, True, classes[min(hop, len(classes) - 1)])
+        cal.feed("0", chunk)
+    assert cal._rec is not None and cal._rec.finished
+    assert cal._rec.samples == round(want_s * rate)
+    cal._rec._thread.join(10)
+    with open(ev["file"]) as fh:
+        assert sum(1 for _ in fh) == round(want_s * rate)  # the durable file holds exactly that
+    (started,) = cal.tick()  # a calibrate child on a bundle that does not exist: it fails, cleanly
+    assert started["step"] == "calibrating" and started["recorded_s"] == want_s
+    assert started["source_states"] == len(set(classes))
+    assert "--min-states 2" in " ".join(cal._child.args)
+    cal._child.wait(60)
+    assert [e["step"] for e in cal.tick()] == ["failed"]
+
+
+def test_auto_calibrate_config_refuses_a_shorter_maximum():
+    with pytest.raises(ValueError, match="max_minutes"):
+        AutoCalibrateConfig(minutes=3.0, max_minutes=2.0)
+    with pytest.raises(ValueError, match="min_states"):
+        AutoCalibrateConfig(min_states=0)
