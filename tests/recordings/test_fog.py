@@ -252,3 +252,18 @@ def test_majority_counts_overlapping_annotations_once_and_maps_labels():
     assert rec.label_at(0, 2.4, FOG.classes, lmap, min_fraction=0.8) == 1  # fog 2 s of 2.4 = 83 %
     with pytest.raises(RecordingError, match=r"min_fraction must be in \(0.5, 1\]"):
         rec.label_at(0, 3, FOG.classes, lmap, min_fraction=0.4)
+
+
+def test_a_run_reads_fog_folders_with_the_tasks_majority_rule(tmp_path):
+    from edge_bridge.runs import Run
+
+    root = tmp_path / "FilteredData"
+    for s in range(1, 5):
+        _write(root / f"{s:03d}" / "task_1.txt", _table(8, fog=(2.5, 6.0), seed=s))
+    run = Run.open(tmp_path / "run", data=root, task="fog", channels="EMG=col:27")
+    w = run.windows()
+    one = w.by_subjects(["002"])
+    # [0,3) no-fog 2.5/3 = 83 % -> no-fog; [1,4) fog 1.5/3 -> none; [2,5) fog 2.5/3 -> fog; [3,6) pure fog;
+    # [4,7) fog 2/3 -> none; [5,8) no-fog 2/3 -> none: the task's 80 % rule, not the pure one (0 pure no-fog)
+    assert one.labels.tolist() == [0, -1, 1, 1, -1, -1]
+    assert sorted(s for role in run.splits().values() for s in role) == ["001", "002", "003", "004"]
