@@ -20,8 +20,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "(PATIENT/task_N.txt); needed when RUN is new")
     p.add_argument("--task", default=None,
                    help="task preset: stress (3 classes), stress-binary (stress vs non-stress, read from the "
-                        "same recordings), sleep, or fog (EEG -> EMG, no-fog/fog; needs --channels EMG=col:NN); "
-                        "needed when RUN is new")
+                        "same recordings), sleep, or fog (EEG -> EMG, no-fog/fog; needs --channels "
+                        "EMG=col:NN); needed when RUN is new")
     add_map_arguments(p)
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the subject split and of training, >= 0")
@@ -34,9 +34,9 @@ def add_map_arguments(p: argparse.ArgumentParser, labels: bool = True) -> None:
                    help="which channel of the recordings is which: MODALITY=NAME or PRESET_CHANNEL=NAME "
                         'pairs, e.g. --channels ecg="ECG II",ppg=BVP, or a JSON/TOML file of them. Without '
                         "it, channels are found by name, else as the only channel of their modality (as "
-                        "`edge-bridge inspect` tags them). FOG task files name the columns beyond their EEG by "
-                        "number (counted from 0), e.g. --channels EMG=col:27. Recorded in the run and reused "
-                        "by later verbs")
+                        "`edge-bridge inspect` tags them). FOG task files name the columns beyond their EEG "
+                        "by number (counted from 0), e.g. --channels EMG=col:27. Recorded in the run and "
+                        "reused by later verbs")
     if labels:
         p.add_argument("--label-map", metavar="MAP",
                        help="annotation label -> task class, e.g. --label-map \"TSST=stress,Rest=baseline\", "
