@@ -10,7 +10,7 @@ stress     ECG 250 -> 100 Hz      wrist PPG 64 -> 125 Hz  baseline, stress, amus
 stress-    (as stress)            (as stress)             non-stress (baseline + amusement),  60 s / 5 s
 binary                                                    stress
 sleep      6 EEG 200 -> 200 Hz    ECG 200 -> 100 Hz       wake, sleep                        30 s / 30 s
-fog        25 EEG 500 -> 200 Hz   EMG 500 -> 130 Hz       no-fog, fog                        3 s / 1 s
+fog        6 EEG 500 -> 200 Hz    3 EMG 500 -> 130 Hz     no-fog, fog                        3 s / 1 s
 =========  =====================  ======================  =================================  ==========
 
 ``stress+eda`` and ``stress-binary+eda`` are ``stress`` / ``stress-binary`` with wrist EDA (4 Hz, low-pass
@@ -23,8 +23,13 @@ the stress-vs-non-stress setting most WESAD work reports (Schmidt et al., 2018).
 which annotation becomes which class; the recordings themselves keep the three conditions.
 
 ``fog`` is the paper's third dataset (Zhang et al., Sci. Data 2022, read by
-:func:`edge_bridge.recordings.fog.read_fog`): the 25 EEG channels at the paper's 200 Hz as the source with
-the task model, one EMG channel at its 130 Hz as the target, 3 s windows every 1 s. A freeze often lasts
+:func:`edge_bridge.recordings.fog.read_fog`): six EEG channels at the paper's 200 Hz as the source with
+the task model, three EMG channels at its 130 Hz as the target, 3 s windows every 1 s. The channel counts
+and rates are BioX-Bridge's FOG inputs (``shared/golden/labram/schema.json``: EEG F3, C3, O1, F4, C4, O2 at
+200 Hz; ``shared/golden/normwear/schema.json``: 3 EMG channels, 390 samples at 130 Hz), so the published
+LaBraM and NormWear configs of the ``fog_eeg2emg`` preset fit. Which file columns hold the EMG is not
+described anywhere found, so the three are named by the user (``--channels EMG-A=col:27,EMG-B=col:28,
+EMG-C=col:30``, see :mod:`edge_bridge.recordings.fog`). A freeze often lasts
 only seconds, so a window keeps its majority label when that label covers >= 80 % of it
 (``min_label_fraction``); every other task labels only pure windows. Its splits are by subject like every
 task's: the reader gives each file its patient's code, so one patient's overlapping windows never land in
@@ -45,6 +50,8 @@ EEG_CHANNELS = ("F3-A2", "C3-A2", "O1-A2", "F4-A1", "C4-A1", "O2-A1")
 #: PREP_COLNAME_EEG); see :mod:`edge_bridge.recordings.fog`.
 FOG_EEG_CHANNELS = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8", "P7", "P8",
                     "Fz", "Cz", "Pz", "FC1", "FC2", "CP1", "CP2", "FC5", "FC6", "CP5", "CP6")
+#: The six of them BioX-Bridge feeds LaBraM for FOG (the ISRUC montage's sites, in its order)
+FOG_SOURCE_EEG = ("F3", "C3", "O1", "F4", "C4", "O2")
 
 
 @dataclass(frozen=True)
@@ -145,10 +152,10 @@ TASKS: dict[str, Task] = {
     # flat, non-finite or absurd signals rather than judging amplitudes in mV.
     "fog": Task(
         "fog",
-        source=Preprocessing("eeg", FOG_EEG_CHANNELS, input_rate=500, output_rate=200, window_s=3, hop_s=1,
+        source=Preprocessing("eeg", FOG_SOURCE_EEG, input_rate=500, output_rate=200, window_s=3, hop_s=1,
                              bandpass=(0.5, 45.0), notch=50.0),
-        target=Preprocessing("emg", ("EMG",), input_rate=500, output_rate=130, window_s=3, hop_s=1,
-                             bandpass=(20.0, 60.0), notch=50.0,
+        target=Preprocessing("emg", ("EMG-A", "EMG-B", "EMG-C"), input_rate=500, output_rate=130, window_s=3,
+                             hop_s=1, bandpass=(20.0, 60.0), notch=50.0,
                              quality=QualityLimits(flat_ptp=1e-3, max_abs=1e6)),
         classes=("no-fog", "fog"),
         min_label_fraction=0.8,

@@ -20,8 +20,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "(PATIENT/task_N.txt); needed when RUN is new")
     p.add_argument("--task", default=None,
                    help="task preset: stress (3 classes), stress-binary (stress vs non-stress, read from the "
-                        "same recordings), sleep, or fog (EEG -> EMG, no-fog/fog; needs --channels "
-                        "EMG=col:NN); needed when RUN is new")
+                        "same recordings), sleep, or fog (EEG -> 3 EMG, no-fog/fog; needs --channels "
+                        "EMG-A=col:NN,EMG-B=col:NN,EMG-C=col:NN); needed when RUN is new")
     add_map_arguments(p)
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the subject split and of training, >= 0")
@@ -35,7 +35,7 @@ def add_map_arguments(p: argparse.ArgumentParser, labels: bool = True) -> None:
                         'pairs, e.g. --channels ecg="ECG II",ppg=BVP, or a JSON/TOML file of them. Without '
                         "it, channels are found by name, else as the only channel of their modality (as "
                         "`edge-bridge inspect` tags them). FOG task files name the columns beyond their EEG "
-                        "by number (counted from 0), e.g. --channels EMG=col:27. Recorded in the run and "
+                        "by number (counted from 0), e.g. --channels EMG-A=col:27. Recorded in the run and "
                         "reused by later verbs")
     if labels:
         p.add_argument("--label-map", metavar="MAP",

@@ -29,9 +29,10 @@ Why columns 27-59 are read only when the user names them: the issue that asked f
 the EMG columns differ by recording folder, and no description of which muscle or sensor sits in which
 column per folder was found (neither the paper's text nor the official code states one; the code names the
 EMG columns only ``EMG1``-``EMG4`` and ``IO``). Guessing would feed a model the wrong signal without a
-word, so these columns are read by number through the ``--channels`` map, e.g. ``--channels EMG=col:27``
-(see :mod:`edge_bridge.recordings.dataset`); a task that needs an EMG channel and gets none is refused with
-a message that says this (:func:`check_mapped`).
+word, so these columns are read by number through the ``--channels`` map (see
+:mod:`edge_bridge.recordings.dataset`); the ``fog`` task's three EMG places, for example, by
+``--channels EMG-A=col:27,EMG-B=col:28,EMG-C=col:30``. A task that needs an EMG channel and gets none is
+refused with a message that says this (:func:`check_mapped`).
 
 What is refused, and what is kept: a file whose first line does not have 61 columns is refused (file, count
 found, count expected), as is any later line with another count, except a truncated last line (a copy cut
@@ -73,7 +74,7 @@ LABELS = {0: "no-fog", 1: "fog"}
 #: ``task_1.txt``, ``task2.txt``, or with the subject in front: ``003_task_1.txt``, ``S03-task_2.txt``
 FILE_NAME = re.compile(r"^(?:(?P<subject>.+?)[_-])?task_?(?P<task>\d+)\.txt$", re.IGNORECASE)
 _COLUMN_REF = re.compile(r"^col:(\d+)$", re.IGNORECASE)
-_EXAMPLE = "--channels EMG=col:27"
+_EXAMPLE = "--channels EMG-A=col:27"
 
 
 def is_fog_file(path: str | os.PathLike[str]) -> bool:
@@ -241,12 +242,10 @@ def check_mapped(rec: Recording, specs: Sequence[Preprocessing]) -> None:
         return
     where = rec.meta.get("source_file") or rec.subject or "FOG recording"
     names = ", ".join(f"{s.modality} ({', '.join(s.channels)})" for s in missing)
-    first = missing[0]
-    example = (f"{first.channels[0]}=col:NN" if first.n_channels == 1 else
-               f"{first.modality}=[\"col:NN\", ...] in a JSON/TOML file")
+    example = ",".join(f"{c}=col:NN" for c in missing[0].channels)
     raise RecordingError(
         f"{where}: the task needs {names}, but a FOG file's columns beyond the EEG (2-26) and the label "
         f"(60) differ by recording folder and no description of them per folder was found, so they are "
         f"read only when you name them: --channels {example} with NN the column (counted from 0, "
         f"{MAPPABLE.start}-{MAPPABLE.stop - 1}; the official scripts write EMG1 EMG2 IO EMG3 EMG4 in "
-        "27-31), e.g. " + _EXAMPLE)
+        "27-31)")

@@ -18,10 +18,10 @@ from edge_bridge.recordings.dataset import read_labelled, recording_files
 from edge_bridge.recordings.fog import N_COLUMNS, RATE, read_fog, subject_of
 from edge_bridge.recordings.paired import modality_windows, windows_from_files
 from edge_bridge.splits import split_subjects
-from edge_bridge.tasks import FOG_EEG_CHANNELS, TASKS, Task
+from edge_bridge.tasks import FOG_EEG_CHANNELS, FOG_SOURCE_EEG, TASKS, Task
 
 FOG = TASKS["fog"]
-EMG = {"EMG": "col:27"}
+EMG = {"EMG-A": "col:27", "EMG-B": "col:28", "EMG-C": "col:30"}  # the fog task's three EMG places
 
 
 def _table(seconds: float, fog: tuple[float, float] | None = None, seed: int = 0) -> np.ndarray:
@@ -153,7 +153,8 @@ def test_nan_rows_are_kept_as_nan_and_left_out_by_the_quality_gate(tmp_path):
 
 def test_a_fog_task_without_an_emg_map_says_how_to_map_it(tmp_path):
     path = _write(tmp_path / "001" / "task_1.txt", _table(4))
-    with pytest.raises(RecordingError, match=r"read only when you name them: --channels EMG=col:NN"):
+    how = r"read only when you name them: --channels EMG-A=col:NN,EMG-B=col:NN,EMG-C=col:NN"
+    with pytest.raises(RecordingError, match=how):
         windows_from_files([path], FOG.source, FOG.target, FOG.classes)
 
 
@@ -202,7 +203,9 @@ def test_inspect_reads_a_fog_file(tmp_path, capsys):
 # --- the fog task and the majority label ----------------------------------------------------------------
 def test_fog_task_specs():
     assert FOG.classes == ("no-fog", "fog") and FOG.min_label_fraction == 0.8
-    assert FOG.source.modality == "eeg" and FOG.source.channels == FOG_EEG_CHANNELS
+    assert FOG.source.modality == "eeg" and set(FOG_SOURCE_EEG) <= set(FOG_EEG_CHANNELS)
+    # the shapes the fog_eeg2emg preset's published LaBraM (6 x 600) and NormWear (3 x 390) configs take
+    assert FOG.source.input_shape == (6, 600) and FOG.target.input_shape == (3, 390)
     assert FOG.source.output_rate == 200 and FOG.target.modality == "emg" and FOG.target.output_rate == 130
     for spec in (FOG.source, FOG.target):
         assert spec.window_s == 3 and spec.input_rate == 500
@@ -218,7 +221,8 @@ def test_min_label_fraction_must_be_a_majority(fraction):
 
 def _labelled(fog: tuple[float, float]) -> Recording:
     rng = np.random.default_rng(0)
-    return Recording([Channel("EMG", rng.standard_normal(round(12 * RATE)), RATE, "emg")],
+    return Recording([Channel(name, rng.standard_normal(round(12 * RATE)), RATE, "emg")
+                      for name in FOG.target.channels],
                      [Annotation(0, fog[0], "no-fog"), Annotation(fog[0], fog[1] - fog[0], "fog"),
                       Annotation(fog[1], 12 - fog[1], "no-fog")], subject="001")
 
@@ -260,7 +264,7 @@ def test_a_run_reads_fog_folders_with_the_tasks_majority_rule(tmp_path):
     root = tmp_path / "FilteredData"
     for s in range(1, 5):
         _write(root / f"{s:03d}" / "task_1.txt", _table(8, fog=(2.5, 6.0), seed=s))
-    run = Run.open(tmp_path / "run", data=root, task="fog", channels="EMG=col:27")
+    run = Run.open(tmp_path / "run", data=root, task="fog", channels="EMG-A=col:27,EMG-B=col:28,EMG-C=col:30")
     w = run.windows()
     one = w.by_subjects(["002"])
     # [0,3) no-fog 2.5/3 = 83 % -> no-fog; [1,4) fog 1.5/3 -> none; [2,5) fog 2.5/3 -> fog; [3,6) pure fog;
