@@ -196,7 +196,8 @@ class Run:
         report: list[dict[str, Any]] = []
         w = windows_from_files(files, self.task.source, self.task.target, self.task.classes,
                                label_map=self.task.label_map, channel_map=self.channel_map, progress=progress,
-                               report=report, extra_targets=self.task.extra_targets)
+                               report=report, extra_targets=self.task.extra_targets,
+                               min_label_fraction=self.task.min_label_fraction)
         if self.task.classes and not (w.labels >= 0).any():
             logger.warning("no window of %s carries a label of the task's classes (%s); fit-source and "
                            "evaluate need them: map your annotations with --label-map LABEL=CLASS",

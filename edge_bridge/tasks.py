@@ -10,6 +10,7 @@ stress     ECG 250 -> 100 Hz      wrist PPG 64 -> 125 Hz  baseline, stress, amus
 stress-    (as stress)            (as stress)             non-stress (baseline + amusement),  60 s / 5 s
 binary                                                    stress
 sleep      6 EEG 200 -> 200 Hz    ECG 200 -> 100 Hz       wake, sleep                        30 s / 30 s
+fog        6 EEG 500 -> 200 Hz    3 EMG 500 -> 130 Hz     no-fog, fog                        3 s / 1 s
 =========  =====================  ======================  =================================  ==========
 
 ``stress+eda`` and ``stress-binary+eda`` are ``stress`` / ``stress-binary`` with wrist EDA (4 Hz, low-pass
@@ -20,6 +21,19 @@ sleep      6 EEG 200 -> 200 Hz    ECG 200 -> 100 Hz       wake, sleep           
 ``stress-binary`` reads the same recordings as ``stress`` and merges baseline and amusement into one class,
 the stress-vs-non-stress setting most WESAD work reports (Schmidt et al., 2018). Its ``label_map`` says
 which annotation becomes which class; the recordings themselves keep the three conditions.
+
+``fog`` is the paper's third dataset (Zhang et al., Sci. Data 2022, read by
+:func:`edge_bridge.recordings.fog.read_fog`): six EEG channels at the paper's 200 Hz as the source with
+the task model, three EMG channels at its 130 Hz as the target, 3 s windows every 1 s. The channel counts
+and rates are BioX-Bridge's FOG inputs (``shared/golden/labram/schema.json``: EEG F3, C3, O1, F4, C4, O2 at
+200 Hz; ``shared/golden/normwear/schema.json``: 3 EMG channels, 390 samples at 130 Hz), so the published
+LaBraM and NormWear configs of the ``fog_eeg2emg`` preset fit. Which file columns hold the EMG is not
+described anywhere found, so the three are named by the user (``--channels EMG-A=col:27,EMG-B=col:28,
+EMG-C=col:30``, see :mod:`edge_bridge.recordings.fog`). A freeze often lasts
+only seconds, so a window keeps its majority label when that label covers >= 80 % of it
+(``min_label_fraction``); every other task labels only pure windows. Its splits are by subject like every
+task's: the reader gives each file its patient's code, so one patient's overlapping windows never land in
+two roles (the paper split them at random, which leaks).
 """
 
 from __future__ import annotations
@@ -28,9 +42,16 @@ import dataclasses
 from dataclasses import dataclass, field
 
 from edge_bridge.errors import SpecError
-from edge_bridge.signals.spec import Preprocessing
+from edge_bridge.signals.spec import Preprocessing, QualityLimits
 
 EEG_CHANNELS = ("F3-A2", "C3-A2", "O1-A2", "F4-A1", "C4-A1", "O2-A1")
+#: The FOG dataset's 25 EEG channels in file order (columns 2-26 of a FilteredData file), as the dataset's
+#: own processing code names them (AccSrd/multimodal-Parkinson-data-processing, settings.toml,
+#: PREP_COLNAME_EEG); see :mod:`edge_bridge.recordings.fog`.
+FOG_EEG_CHANNELS = ("FP1", "FP2", "F3", "F4", "C3", "C4", "P3", "P4", "O1", "O2", "F7", "F8", "P7", "P8",
+                    "Fz", "Cz", "Pz", "FC1", "FC2", "CP1", "CP2", "FC5", "FC6", "CP5", "CP6")
+#: The six of them BioX-Bridge feeds LaBraM for FOG (the ISRUC montage's sites, in its order)
+FOG_SOURCE_EEG = ("F3", "C3", "O1", "F4", "C4", "O2")
 
 
 @dataclass(frozen=True)
@@ -47,8 +68,15 @@ class Task:
     """Further target modalities worn beside ``target`` (e.g. wrist EDA beside PPG) for a fused bridge;
     windowed in lockstep with ``target`` and keyed by their modality name. Empty (every preset but the
     ``+eda`` ones): the single-target task, read exactly as before."""
+    min_label_fraction: float = 1.0
+    """A window gets the label that covers at least this fraction of it (> 0.5, so a majority), else -1.
+    1.0 (every preset but ``fog``): only windows inside one labelled segment are labelled."""
 
     def __post_init__(self) -> None:
+        f = self.min_label_fraction
+        if not (isinstance(f, int | float) and 0.5 < f <= 1.0):
+            raise SpecError(f"task {self.name!r}: min_label_fraction must be in (0.5, 1] (the share of a "
+                            f"window its label must cover; 1.0 = pure windows only), got {f!r}")
         names = [t.modality for t in self.extra_targets]
         clash = sorted({n for n in names if names.count(n) > 1 or n in ("source", "target")})
         if clash or any(t.modality == self.target.modality for t in self.extra_targets):
@@ -116,6 +144,21 @@ TASKS: dict[str, Task] = {
         target=Preprocessing("ecg", ("ECG",), input_rate=200, output_rate=100, window_s=30, hop_s=30,
                              bandpass=(0.5, 40.0), notch=50.0),
         classes=("wake", "sleep"),
+    ),
+    # the paper's FOG setting: EEG 200 Hz <-> EMG 130 Hz, 3 s windows (FilteredData files are 500 Hz).
+    # EEG band 0.5-45 Hz (below the 100 Hz output Nyquist), EMG 20-60 Hz (surface EMG above motion
+    # artefacts, below the 65 Hz Nyquist of 130 Hz), both with a 50 Hz notch (recorded in China). The
+    # files state no EMG unit (their sample rows hold values in the hundreds), so the EMG gate catches only
+    # flat, non-finite or absurd signals rather than judging amplitudes in mV.
+    "fog": Task(
+        "fog",
+        source=Preprocessing("eeg", FOG_SOURCE_EEG, input_rate=500, output_rate=200, window_s=3, hop_s=1,
+                             bandpass=(0.5, 45.0), notch=50.0),
+        target=Preprocessing("emg", ("EMG-A", "EMG-B", "EMG-C"), input_rate=500, output_rate=130, window_s=3,
+                             hop_s=1, bandpass=(20.0, 60.0), notch=50.0,
+                             quality=QualityLimits(flat_ptp=1e-3, max_abs=1e6)),
+        classes=("no-fog", "fog"),
+        min_label_fraction=0.8,
     ),
 }
 

@@ -16,10 +16,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", required=True, metavar="DIR", help="run directory (created on first use)")
     p.add_argument("--data", metavar="DIR",
                    help="folder of recordings: EDF+ (.edf), BrainFlow CSV (.csv + .csv.json sidecar, labels "
-                        "from .csv.labels.json), WESAD (S*/S*.pkl), ISRUC (.rec); needed when RUN is new")
+                        "from .csv.labels.json), WESAD (S*/S*.pkl), ISRUC (.rec), FOG FilteredData "
+                        "(PATIENT/task_N.txt); needed when RUN is new")
     p.add_argument("--task", default=None,
                    help="task preset: stress (3 classes), stress-binary (stress vs non-stress, read from the "
-                        "same recordings) or sleep; needed when RUN is new")
+                        "same recordings), sleep, or fog (EEG -> 3 EMG, no-fog/fog; needs --channels "
+                        "EMG-A=col:NN,EMG-B=col:NN,EMG-C=col:NN); needed when RUN is new")
     add_map_arguments(p)
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the subject split and of training, >= 0")
@@ -32,7 +34,9 @@ def add_map_arguments(p: argparse.ArgumentParser, labels: bool = True) -> None:
                    help="which channel of the recordings is which: MODALITY=NAME or PRESET_CHANNEL=NAME "
                         'pairs, e.g. --channels ecg="ECG II",ppg=BVP, or a JSON/TOML file of them. Without '
                         "it, channels are found by name, else as the only channel of their modality (as "
-                        "`edge-bridge inspect` tags them). Recorded in the run and reused by later verbs")
+                        "`edge-bridge inspect` tags them). FOG task files name the columns beyond their EEG "
+                        "by number (counted from 0), e.g. --channels EMG-A=col:27. Recorded in the run and "
+                        "reused by later verbs")
     if labels:
         p.add_argument("--label-map", metavar="MAP",
                        help="annotation label -> task class, e.g. --label-map \"TSST=stress,Rest=baseline\", "

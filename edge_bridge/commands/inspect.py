@@ -1,9 +1,11 @@
 """Show what a recording file holds: channels, rates, modalities, duration and labels.
 
-Reads EDF/EDF+ (also ISRUC .rec), BrainFlow CSV with its sidecar, and WESAD pickles.
+Reads EDF/EDF+ (also ISRUC .rec), BrainFlow CSV with its sidecar, WESAD pickles and FOG FilteredData
+task files (their EEG and FOG labels; other columns are named with --channels col:NN in the method verbs).
 
-Example:
+Examples:
   edge-bridge inspect demo-out/data/S01.edf
+  edge-bridge inspect FilteredData/001/task_1.txt
 """
 
 from __future__ import annotations

@@ -5,7 +5,8 @@ say ``ECG II``, ``BVP`` or ``Pleth`` and ``TSST`` or ``Rest``. Three small, expl
 used by every verb that takes data (``--data``, ``export --calibration-data``, ``calibrate --paired``):
 
 * :func:`recording_files` lists every supported file in a folder (EDF+, BDF, BrainFlow CSV with its sidecar,
-  WESAD ``S*/S*.pkl``, ISRUC ``.rec``) and refuses a folder with none, or two files with the same bytes.
+  WESAD ``S*/S*.pkl``, ISRUC ``.rec``, FOG ``<patient>/task_<n>.txt``) and refuses a folder with none, or
+  two files with the same bytes.
 * a **channel map** (``--channels ecg="ECG II",ppg=BVP`` or a JSON/TOML file) names, per modality or per
   preset channel, the recording's channel. Without one, channels are found as ``inspect`` tags them: by
   name, else the only channel(s) of the spec's modality; more than one candidate is refused, never guessed.
@@ -28,15 +29,18 @@ from pathlib import Path
 from typing import Any
 
 from edge_bridge.errors import EdgeBridgeError, RecordingError
+from edge_bridge.recordings.fog import check_mapped, is_fog_file
 from edge_bridge.recordings.recording import Annotation, Recording
 from edge_bridge.signals.spec import MODALITIES, Preprocessing
 
 logger = logging.getLogger(__name__)
 
-#: suffixes the method verbs read from a data folder (WESAD/ISRUC may sit one folder down, as published)
-SUFFIXES = (".edf", ".bdf", ".csv", ".pkl", ".rec")
-_NESTED = (".pkl", ".rec")
-KINDS = "EDF+ (.edf/.bdf), BrainFlow CSV (.csv + .csv.json sidecar), WESAD (S*/S*.pkl), ISRUC (.rec)"
+#: suffixes the method verbs read from a data folder (WESAD/ISRUC/FOG may sit one folder down, as published);
+#: a .txt is read only when named like a FOG task file (ISRUC's scorer files N_1.txt are not recordings)
+SUFFIXES = (".edf", ".bdf", ".csv", ".pkl", ".rec", ".txt")
+_NESTED = (".pkl", ".rec", ".txt")
+KINDS = ("EDF+ (.edf/.bdf), BrainFlow CSV (.csv + .csv.json sidecar), WESAD (S*/S*.pkl), ISRUC (.rec), "
+         "FOG FilteredData (<patient>/task_<n>.txt)")
 LABELS_SIDECAR = ".labels.json"  # deploy's sidecar: {"annotations": [{"onset", "duration", "label"}]}
 
 
@@ -187,7 +191,7 @@ def check_distinct(paths: Iterable[str | os.PathLike[str]], what: str = "recordi
 
 
 def recording_files(folder: str | os.PathLike[str], flag: str = "--data") -> list[Path]:
-    """Every supported recording in ``folder`` (WESAD/ISRUC files also one folder down), sorted.
+    """Every supported recording in ``folder`` (WESAD/ISRUC/FOG files also one folder down), sorted.
 
     Raises
     ------
@@ -200,7 +204,7 @@ def recording_files(folder: str | os.PathLike[str], flag: str = "--data") -> lis
                              f"pass a folder of recordings: {KINDS}")
     files = [p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in SUFFIXES]
     files += [p for p in folder.glob("*/*") if p.is_file() and p.suffix.lower() in _NESTED]
-    files = sorted(files)
+    files = sorted(p for p in files if p.suffix.lower() != ".txt" or is_fog_file(p))
     if not files:
         raise RecordingError(f"{flag} {folder} holds no recordings; expected {KINDS} (e.g. from "
                              "`edge-bridge simulate`)")
@@ -213,16 +217,21 @@ def read_labelled(path: str | os.PathLike[str], cmap: Mapping[str, Any] | None =
     """Read one recording; a CSV's labels come from its ``<file>.labels.json`` sidecar when there is one.
 
     EDF channels that a channel map names are read with the map's modality, so a channel whose label says
-    nothing (``Wrist``, ``Chest``) is kept instead of skipped as unknown.
+    nothing (``Wrist``, ``Chest``) is kept instead of skipped as unknown. A FOG task file gets the map's
+    ``col:NN`` columns the same way (its columns beyond the EEG are read only when named), and when
+    ``specs`` need a modality it then still lacks, the error says how to name its column.
     """
     from edge_bridge.recordings.io import read_recording
 
     path = Path(path)
     kwargs: dict[str, Any] = {}
-    if cmap and path.suffix.lower() in (".edf", ".bdf"):
+    fog = path.suffix.lower() == ".txt" and is_fog_file(path)
+    if cmap and (path.suffix.lower() in (".edf", ".bdf") or fog):
         kwargs["modalities"] = _map_modalities(cmap, specs)
     rec = read_recording(path, **kwargs)
     rec.meta.setdefault("source_file", str(path))
+    if fog and specs:
+        check_mapped(rec, specs)
     side = Path(f"{path}{LABELS_SIDECAR}")
     if side.is_file():
         try:

@@ -7,6 +7,7 @@ suffix              format                                       reader
 ``.rec``            ISRUC-Sleep night (EDF) + scorer file        :func:`read_isruc`
 ``.pkl``            WESAD subject pickle (restricted unpickler)  :func:`read_wesad`
 ``.csv``            BrainFlow CSV + ``<file>.json`` sidecar      :func:`read_brainflow_csv`
+``.txt``            FOG FilteredData task file (``task_<n>``)    :func:`read_fog`
 ==================  ===========================================  ==========================
 """
 
@@ -20,6 +21,7 @@ from typing import Any
 from edge_bridge.errors import RecordingError
 from edge_bridge.recordings.brainflow_csv import read_brainflow_csv
 from edge_bridge.recordings.edf import read_edf
+from edge_bridge.recordings.fog import read_fog
 from edge_bridge.recordings.isruc import read_isruc
 from edge_bridge.recordings.recording import Recording
 from edge_bridge.recordings.wesad import read_wesad
@@ -51,6 +53,7 @@ READERS: dict[str, Callable[..., Recording]] = {
     ".rec": read_isruc,
     ".pkl": read_wesad,
     ".csv": read_brainflow_csv,
+    ".txt": read_fog,
 }
 
 
@@ -62,7 +65,7 @@ def read_recording(path: str | os.PathLike[str], **kwargs: Any) -> Recording:
     path : path-like
     **kwargs
         Passed to the reader (e.g. ``scorer=2, label_map="stages"`` for ISRUC, ``include_acc=True`` for
-        WESAD, ``modalities={...}`` for EDF).
+        WESAD, ``modalities={...}`` for EDF and FOG, e.g. ``{"col:27": "emg"}``).
 
     Raises
     ------
@@ -78,6 +81,7 @@ def read_recording(path: str | os.PathLike[str], **kwargs: Any) -> Recording:
     if reader is None:
         raise RecordingError(
             f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; supported are "
-            f"{', '.join(READERS)} (EDF, ISRUC .rec, WESAD .pkl, BrainFlow .csv with a .csv.json sidecar)"
+            f"{', '.join(READERS)} (EDF, ISRUC .rec, WESAD .pkl, BrainFlow .csv with a .csv.json sidecar, "
+            "FOG task_<n>.txt)"
         )
     return reader(path, **kwargs)

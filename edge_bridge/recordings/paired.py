@@ -129,16 +129,23 @@ def _gate(raw: np.ndarray, spec: Preprocessing, physiology: bool = False) -> np.
 
 
 def modality_windows(rec: Recording, spec: Preprocessing, classes: Sequence[str] = (),
-                     label_map: Mapping[str, str] | None = None) -> Windows:
-    """Processed windows of one modality, keyed by ``spec.modality``."""
+                     label_map: Mapping[str, str] | None = None, *,
+                     min_label_fraction: float = 1.0) -> Windows:
+    """Processed windows of one modality, keyed by ``spec.modality``.
+
+    ``min_label_fraction`` is :attr:`edge_bridge.tasks.Task.min_label_fraction` (see
+    :meth:`Recording.label_at`); 1.0 labels only windows inside one labelled segment.
+    """
     raw, starts = _raw_windows(rec, spec)
     good = _gate(raw, spec)
-    return _finish(rec, {spec.modality: (raw, spec)}, starts, good, classes, spec.window_s, label_map)
+    return _finish(rec, {spec.modality: (raw, spec)}, starts, good, classes, spec.window_s, label_map,
+                   min_label_fraction)
 
 
 def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
                    classes: Sequence[str] = (), label_map: Mapping[str, str] | None = None, *,
-                   physiology: bool = False, extra_targets: Sequence[Preprocessing] = ()) -> Windows:
+                   physiology: bool = False, extra_targets: Sequence[Preprocessing] = (),
+                   min_label_fraction: float = 1.0) -> Windows:
     """Time-aligned windows of the source and target modality of one recording.
 
     Both specs must use the same window and hop in seconds, so that window *k* covers the same span of
@@ -150,6 +157,9 @@ def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
     ``extra_targets`` (a fused bridge's further target modalities, ``Task.extra_targets``) are windowed
     in lockstep with the others: the same window start times, each through the same preprocessing path,
     and a window is kept only when every modality passes the gate.
+
+    ``min_label_fraction`` (``Task.min_label_fraction``) labels a window with the class that covers at
+    least that fraction of it (:meth:`Recording.label_at`); 1.0, the default, only pure windows.
 
     Returns
     -------
@@ -170,7 +180,7 @@ def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
             raise SignalError("source and target windows do not start at the same times; check the rates")
         good = _gate(raw_s, source, physiology) & _gate(raw_t, target, physiology)
         return _finish(rec, {"source": (raw_s, source), "target": (raw_t, target)}, t_s, good, classes,
-                       source.window_s, label_map)
+                       source.window_s, label_map, min_label_fraction)
     roles = {"source": source, "target": target}
     for spec in extra_targets:
         if spec.modality in roles:
@@ -193,7 +203,7 @@ def paired_windows(rec: Recording, source: Preprocessing, target: Preprocessing,
     for role, spec in roles.items():
         good &= _gate(cut[role][0][:n], spec, physiology)
     return _finish(rec, {role: (cut[role][0][:n], spec) for role, spec in roles.items()}, t_s, good, classes,
-                   source.window_s, label_map)
+                   source.window_s, label_map, min_label_fraction)
 
 
 def _in_bad_span(rec: Recording, starts: np.ndarray, window_s: float) -> np.ndarray:
@@ -216,7 +226,7 @@ def _in_bad_span(rec: Recording, starts: np.ndarray, window_s: float) -> np.ndar
 
 def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], starts: np.ndarray,
             good: np.ndarray, classes: Sequence[str], window_s: float,
-            label_map: Mapping[str, str] | None = None) -> Windows:
+            label_map: Mapping[str, str] | None = None, min_label_fraction: float = 1.0) -> Windows:
     in_bad = _in_bad_span(rec, starts, window_s)
     reasons = {"bad_span": int(in_bad.sum()), "quality": int((~good & ~in_bad).sum())}
     reasons = {k: v for k, v in reasons.items() if v}
@@ -228,7 +238,11 @@ def _finish(rec: Recording, parts: dict[str, tuple[np.ndarray, Preprocessing]], 
                     ", ".join(f"{k}: {v}" for k, v in reasons.items()))
     x = {role: process_windows(raw[keep], spec) for role, (raw, spec) in parts.items()}
     starts = starts[keep]
-    labels = np.array([rec.label_at(t, t + window_s, classes, label_map) for t in starts], dtype=np.int64)
+    if min_label_fraction == 1.0:  # the pure-window rule, called exactly as it always was
+        labels = np.array([rec.label_at(t, t + window_s, classes, label_map) for t in starts], dtype=np.int64)
+    else:
+        labels = np.array([rec.label_at(t, t + window_s, classes, label_map, min_label_fraction)
+                           for t in starts], dtype=np.int64)
     if not classes:
         labels = np.full(len(starts), -1, dtype=np.int64)
     subjects = np.full(len(starts), rec.subject or "", dtype=object).astype(str)
@@ -261,7 +275,8 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
                        *, label_map: Mapping[str, str] | None = None,
                        channel_map: Mapping[str, Any] | None = None, progress: bool = False,
                        report: list[dict[str, Any]] | None = None,
-                       extra_targets: Sequence[Preprocessing] = ()) -> Windows:
+                       extra_targets: Sequence[Preprocessing] = (),
+                       min_label_fraction: float = 1.0) -> Windows:
     """Read recordings of any supported format and cut windows (paired when ``target`` is given).
 
     Each file is read with :func:`edge_bridge.recordings.dataset.read_labelled`; its channels are found
@@ -269,6 +284,7 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
     channel at another raw rate than the spec's is resampled by the one preprocessing path. The subject is
     the file's own subject code, else its stem. ``report``, when given, gets one entry per file: its
     subject, the channel used for each spec channel, the raw rates, windows kept and labels found.
+    ``min_label_fraction`` is passed to the windowing (``Task.min_label_fraction``; 1.0 = pure windows).
 
     Raises
     ------
@@ -307,10 +323,12 @@ def windows_from_files(paths: Iterable[str | os.PathLike[str]], source: Preproce
             t = conform(rec, target, channel_map, "target") if target is not None else None
             extras = [conform(rec, spec, channel_map, spec.modality) for spec in extra_targets]
             if extras:
-                w = paired_windows(rec, s, t, classes, label_map, extra_targets=extras)
+                w = paired_windows(rec, s, t, classes, label_map, extra_targets=extras,
+                                   min_label_fraction=min_label_fraction)
             else:
-                w = (paired_windows(rec, s, t, classes, label_map) if t is not None
-                     else modality_windows(rec, s, classes, label_map))
+                w = (paired_windows(rec, s, t, classes, label_map, min_label_fraction=min_label_fraction)
+                     if t is not None else
+                     modality_windows(rec, s, classes, label_map, min_label_fraction=min_label_fraction))
         except SignalError as exc:
             raise RecordingError(f"{p}: {exc}") from None
         if len(w) == 0:

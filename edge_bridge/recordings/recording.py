@@ -159,16 +159,54 @@ class Recording:
         return self
 
     def label_at(self, tmin: float, tmax: float, classes: Sequence[str],
-                 label_map: Mapping[str, str] | None = None) -> int:
+                 label_map: Mapping[str, str] | None = None, min_fraction: float = 1.0) -> int:
         """Index in ``classes`` of the label that covers all of ``[tmin, tmax)``, else -1.
 
         Windows that straddle two labelled segments or an unlabelled stretch get -1 rather than a
         guess, so supervised code never trains on a mixed window. ``label_map`` renames annotations to
         classes first (a task that merges conditions, e.g. baseline + amusement -> non-stress).
+
+        ``min_fraction`` below 1 keeps the majority label of a window that it covers for at least that
+        fraction of ``[tmin, tmax)`` (``Task.min_label_fraction``): short events such as a freeze of gait
+        rarely fill a whole window, and pure windows alone would throw most of them away. It must exceed
+        0.5, so that at most one class can qualify. 1.0 (the default) is the pure-window rule, unchanged.
+
+        Raises
+        ------
+        RecordingError
+            For ``min_fraction`` outside (0.5, 1].
         """
+        if min_fraction != 1.0:
+            return self._majority_label(tmin, tmax, classes, label_map, min_fraction)
         for a in self.annotations:
             label = label_map.get(a.label, a.label) if label_map else a.label
             if label in classes and a.onset <= tmin + 1e-9 and a.onset + a.duration >= tmax - 1e-9:
+                return list(classes).index(label)
+        return -1
+
+    def _majority_label(self, tmin: float, tmax: float, classes: Sequence[str],
+                        label_map: Mapping[str, str] | None, min_fraction: float) -> int:
+        """:meth:`label_at` for ``min_fraction < 1``: the class covering >= that share of the window."""
+        if not (isinstance(min_fraction, int | float) and 0.5 < min_fraction <= 1.0):
+            raise RecordingError(f"min_fraction must be in (0.5, 1] (a majority of the window), got "
+                                 f"{min_fraction!r}")
+        span = tmax - tmin
+        if span <= 0:
+            return -1
+        pieces: dict[str, list[tuple[float, float]]] = {}
+        for a in self.annotations:
+            label = label_map.get(a.label, a.label) if label_map else a.label
+            lo, hi = max(a.onset, tmin), min(a.onset + a.duration, tmax)
+            if label in classes and hi > lo:
+                pieces.setdefault(label, []).append((lo, hi))
+        for label, spans in pieces.items():  # union per class: overlapping annotations count once
+            covered, end = 0.0, tmin
+            for lo, hi in sorted(spans):
+                lo = max(lo, end)
+                if hi > lo:
+                    covered += hi - lo
+                    end = hi
+            if covered >= min_fraction * span - 1e-9:
                 return list(classes).index(label)
         return -1
 
