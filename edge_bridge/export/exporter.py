@@ -207,10 +207,14 @@ def _log_level(verbose: bool | int | str | None) -> Iterator[None]:
 def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target: Preprocessing,
                      classes: tuple[str, ...] = (), exclude_subjects: tuple[str, ...] = (),
                      label_map: dict[str, str] | None = None,
-                     channel_map: dict[str, Any] | None = None) -> WindowSet:
+                     channel_map: dict[str, Any] | None = None,
+                     min_label_fraction: float = 1.0) -> WindowSet:
     """Calibration windows from a directory of recordings (EDF+, BrainFlow CSV, ...; ``channel_map`` as
     the run's ``--channels``) (cut with THE preprocessing of the manifest)
     or from a ``.npz`` written by ``Windows.save``.
+
+    The windows are labelled by the run's task rule (``min_label_fraction``, as training labelled them),
+    so a report over them counts the same windows per class as the run's own splits.
 
     Windows of ``exclude_subjects`` (the held-out subjects the accuracy guard uses) are dropped, so the
     guard never measures on windows the ranges were fitted to.
@@ -227,7 +231,8 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
         from edge_bridge.recordings.dataset import recording_files
 
         files = recording_files(path, "--calibration-data")
-        w = windows_from_files(files, source, target, classes, label_map=label_map, channel_map=channel_map)
+        w = windows_from_files(files, source, target, classes, label_map=label_map, channel_map=channel_map,
+                               min_label_fraction=min_label_fraction)
         origin = f"{path} ({len(files)} recordings)"
         prov = provenance(path, [Path(f) for f in files])
     elif path.is_file() and path.suffix == ".npz":
@@ -350,11 +355,13 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         if calibration is not None and not isinstance(calibration, WindowSet):
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
                                            exclude_subjects=tuple(run.splits()["test"]),
-                                           label_map=run.task.label_map, channel_map=run.channel_map)
+                                           label_map=run.task.label_map, channel_map=run.channel_map,
+                                           min_label_fraction=run.task.min_label_fraction)
         if reference_data is not None:
             every = (reference_data if isinstance(reference_data, WindowSet) else
                      load_calibration(reference_data, src_spec, tgt_spec, tuple(run.task.classes),
-                                      label_map=run.task.label_map, channel_map=run.channel_map))
+                                      label_map=run.task.label_map, channel_map=run.channel_map,
+                                      min_label_fraction=run.task.min_label_fraction))
             if not len(every):
                 raise ExportError(f"{every.origin}: no window for the drift reference")
             n_subj = len(set(every.subjects.tolist())) if every.subjects is not None else 0
