@@ -21,7 +21,7 @@ from typing import Any
 from edge_bridge.errors import RecordingError
 from edge_bridge.recordings.brainflow_csv import read_brainflow_csv
 from edge_bridge.recordings.edf import read_edf
-from edge_bridge.recordings.fog import read_fog
+from edge_bridge.recordings.fog import is_fog_file, read_fog
 from edge_bridge.recordings.isruc import read_isruc
 from edge_bridge.recordings.recording import Recording
 from edge_bridge.recordings.wesad import read_wesad
@@ -78,10 +78,12 @@ def read_recording(path: str | os.PathLike[str], **kwargs: Any) -> Recording:
     """
     path = Path(path)
     reader = READERS.get(path.suffix.lower())
+    if reader is read_fog and not is_fog_file(path):  # a .txt is a recording only when named like FOG's
+        reader = None
     if reader is None:
         raise RecordingError(
             f"{path}: unsupported file type {path.suffix or '(no suffix)'!r}; supported are "
             f"{', '.join(READERS)} (EDF, ISRUC .rec, WESAD .pkl, BrainFlow .csv with a .csv.json sidecar, "
-            "FOG task_<n>.txt)"
+            "FOG task_<n>.txt; a .txt of another name is not read)"
         )
     return reader(path, **kwargs)
