@@ -148,7 +148,9 @@ def prepare_bundle(src: Path, out: Path, subjects: int, minutes: float, seed: in
     m = bundle.manifest
     m.target = dataclasses.replace(m.target, input_rate=RATE)
     m.source = dataclasses.replace(m.source, input_rate=RATE) if m.source.input_rate != RATE else m.source
-    hs, logits = [], []
+    from edge_bridge.signals.descriptors import signal_descriptors
+
+    hs, logits, sigs = [], [], []
     files = {p: bundle.part_path(p) for p in ("target_front", "source_back")}
     files["bridge"] = bundle.bridge_path()
     sess = {p: ort_session(f, threads=1) for p, f in files.items()}
@@ -157,11 +159,12 @@ def prepare_bundle(src: Path, out: Path, subjects: int, minutes: float, seed: in
         _xs, xt = processed_windows(ecg, ppg, m.source, m.target)
         h = run_session(sess["target_front"], "target_front", xt)
         hs.append(h)
+        sigs.append(signal_descriptors(xt, m.target))
         logits.append(run_session(sess["source_back"], "source_back",
                                   run_session(sess["bridge"], "bridge", h)))
     groups = np.repeat(np.arange(len(hs)), [len(x) for x in hs])  # per subject: the within-session null
     arrays = reference_arrays(np.concatenate(hs), np.concatenate(logits), block=block_for(m.target.hop_s),
-                              groups=groups, hop_s=m.target.hop_s)
+                              groups=groups, hop_s=m.target.hop_s, signal=np.concatenate(sigs))
     write_golden(out / REFERENCE, arrays)
     m.reference = {"file": REFERENCE, "sha256": sha256_file(out / REFERENCE)}
     write_manifest(out, m)
@@ -197,14 +200,17 @@ def replay_false_alarms(root: Path, users: int, minutes: float, seed: int, budge
     ref = DriftReference(read_reference(bundle)).at_hop(hop)
     thr = ref.threshold(budget, hop)
     sthr = ref.session_threshold(budget, hop) if ref.has_session else None
+    gthr = ref.signal_thresholds(budget, hop)
     files = {p: bundle.part_path(p) for p in ("target_front", "source_back")}
     files["bridge"] = bundle.bridge_path()
     sess = {p: ort_session(f, threads=1) for p, f in files.items()}
+    from edge_bridge.signals.descriptors import signal_descriptors
+
     n, step = m.target.window_samples, round(hop * RATE)
     rows, t0 = [], time.perf_counter()
     for u in range(users):
         _rec, _ecg, ppg = user_signals(f"FA{u:03d}", minutes, seed + 20000 + u, None)
-        mon = DriftMonitor(ref, thr, sthr)
+        mon = DriftMonitor(ref, thr, sthr, gthr)
         starts = np.arange(0, ppg.size - n + 1, step)
         alarms: list[dict[str, Any]] = []
         skipped = 0
@@ -220,8 +226,9 @@ def replay_false_alarms(root: Path, users: int, minutes: float, seed: int, budge
             p = np.exp(z - z.max(axis=1, keepdims=True))
             p /= p.sum(axis=1, keepdims=True)
             good = starts[c:c + chunk][~bad]
+            sig = signal_descriptors(x, m.target)
             for k in range(len(h)):
-                ev = mon.update(h[k], p[k])
+                ev = mon.update(h[k], p[k], sig[k])
                 if ev is not None and ev["event"] == "drift":
                     alarms.append({"at_s": round(float(good[k] + n) / RATE, 1), "detector": ev["detector"],
                                    "scores": ev["scores"], "thresholds": ev["thresholds"]})
@@ -231,7 +238,10 @@ def replay_false_alarms(root: Path, users: int, minutes: float, seed: int, budge
                      "skipped_by_gate": skipped, "alarms": alarms,
                      "max_score_over_threshold": round(st["max_score"] / st["threshold"], 4),
                      "max_session_score_over_threshold": round(ss["max_score"] / ss["threshold"], 4)
-                     if ss else None})
+                     if ss else None,
+                     **({"max_signal_score_over_threshold":
+                         round(st["signal"]["max_score"] / st["signal"]["threshold"], 4)}
+                        if "signal" in st else {})})
         r = rows[-1]
         print(f"replay user {u}: {len(alarms)} alarm(s) in {r['hours']:.2f} h, max population "
               f"{r['max_score_over_threshold']:.2f}, session {r['max_session_score_over_threshold']} of "
@@ -244,7 +254,11 @@ def replay_false_alarms(root: Path, users: int, minutes: float, seed: int, budge
             "per_24h": count / hours * 24 if hours else None,
             "per_24h_poisson_95_upper": (_poisson_upper(count) / hours * 24) if hours else None,
             "users_with_an_alarm": sum(bool(r["alarms"]) for r in rows), "by_detector": dict(by),
-            "thresholds": {"population": thr.value, "session": sthr.value if sthr else None},
+            "thresholds": {"population": thr.value, "session": sthr.value if sthr else None,
+                           **({"signal": gthr[0].value,
+                               "signal_session": gthr[1].value if gthr[1] is not None else None}
+                              if gthr else {})},
+            "max_signal_over_threshold": max((r.get("max_signal_score_over_threshold") or 0.0) for r in rows),
             "block_windows": ref.block, "hop_s": hop,
             "max_population_over_threshold": max(r["max_score_over_threshold"] for r in rows),
             "session_over_threshold_median_max_of_users": [fracs[len(fracs) // 2], fracs[-1]]
@@ -388,6 +402,7 @@ def main() -> None:
                 shutil.rmtree(fresh)
             shutil.copytree(root, fresh)
             auto = AutoCalibrateConfig(minutes=args.record_minutes, eval_windows=args.eval_windows,
+                                       min_states=args.min_states,
                                        record_dir=work / f"u{u}-autocal", calibrate_args=(
                                            "--method", args.method, "--min-states", str(args.min_states)),
                                        ) if name == "autocal" else None

@@ -40,6 +40,16 @@ minute, ``session_diffs``), and its threshold comes from the same budget by the 
 fit. Each detector thus spends the budget once, so the two together raise at most twice the budget's
 false alarms (a union bound); ``bench/drift.py`` measures the rate of both together.
 
+Signal detectors (when the reference has ``signal_*`` arrays, i.e. it was exported with the target spec).
+The front is built to be robust, so a new sensor can leave ``h`` almost where it was while the bridge
+behind it loses accuracy: ``bench/drift.py``'s inverted, low-passed PPG moved ``h`` less than a user's
+own minute-to-minute spread. The model's *input* shows it plainly, so the same two scores (population
+and within session, same fits, same budget each) run a second time on each window's shape and spectrum
+descriptors (:func:`edge_bridge.signals.descriptors.signal_descriptors`: skewness, kurtosis, slope
+skewness, band-power shares), as detectors ``signal`` and ``signal_session``. Each of the (up to) four
+detectors spends the budget once, so together they raise at most four times its false alarms (a union
+bound); the overlapping scores make the true rate far lower, and ``bench/drift.py`` measures it.
+
 An alarm is an event, not a state per window: ``drift`` when a score first exceeds its threshold (the
 event's ``detector`` names which: ``population``, ``session`` or both), and ``drift_cleared`` once every
 score is below half of its threshold (hysteresis, so a score hovering at the threshold raises one event,
@@ -166,11 +176,18 @@ class DriftReference:
     """
 
     KEYS = ("mean", "precision", "prior", "block", "block_means")
+    #: prefix of the signal descriptors' statistics (:data:`edge_bridge.export.reference.SIGNAL`)
+    SIGNAL = "signal_"
 
-    def __init__(self, arrays: dict[str, Any]) -> None:
+    def __init__(self, arrays: dict[str, Any], prefix: str = "") -> None:
+        glob = {"prior", "prior_argmax", "gate_pass_rate", "hop_s", "windows"}  # shared by every feature set
+        if prefix:
+            arrays = {**{k: v for k, v in arrays.items() if k in glob},
+                      **{k[len(prefix):]: v for k, v in arrays.items() if k.startswith(prefix)}}
         missing = [k for k in self.KEYS if k not in arrays]
         if missing:
-            raise ValueError(f"the drift reference lacks {missing}; re-export the bundle")
+            raise ValueError(f"the drift reference lacks {[prefix + k for k in missing]}; re-export the "
+                             "bundle")
         self.mean = np.asarray(arrays["mean"], np.float64).reshape(-1)
         d = self.mean.size
         self.precision = np.asarray(arrays["precision"], np.float64)
@@ -215,6 +232,13 @@ class DriftReference:
                              "means; it needs block >= 1 and at least 2 means")
         if not all(np.all(np.isfinite(a)) for a in (self.mean, self.precision, self.prior, self.block_means)):
             raise ValueError("the drift reference holds NaN or inf; re-export the bundle")
+        #: the signal descriptors' own reference (bundles exported before them have none)
+        self.signal: DriftReference | None = None
+        if not prefix and f"{self.SIGNAL}mean" in arrays:
+            self.signal = DriftReference(arrays, self.SIGNAL)
+            if self.signal.block != self.block:
+                raise ValueError(f"the drift reference's signal block ({self.signal.block}) differs from its "
+                                 f"block ({self.block}); re-export the bundle")
 
     def at_hop(self, hop_s: float) -> DriftReference:
         """This reference for a device that predicts every ``hop_s`` seconds.
@@ -235,6 +259,8 @@ class DriftReference:
         if self.session_span:
             out.session_span = max(round(self.session_span * f), out.session_baseline + out.block)
         out.hop_s = float(hop_s)
+        if self.signal is not None:
+            out.signal = self.signal.at_hop(hop_s)
         return out
 
     def null_scores(self) -> np.ndarray:
@@ -255,9 +281,20 @@ class DriftReference:
             raise ValueError("the drift reference has no within-session statistics; re-export the bundle")
         return drift_score(self.session_diffs, np.zeros(self.mean.size), self.session_precision)
 
-    def session_threshold(self, false_alarms_per_day: float, hop_s: float) -> DriftThreshold:
+    def session_threshold(self, false_alarms_per_day: float, hop_s: float, name: str = "session"
+                          ) -> DriftThreshold:
         """The session score's threshold for the same budget (see the module)."""
-        return fit_threshold(self.session_null_scores(), false_alarms_per_day, hop_s, "session")
+        return fit_threshold(self.session_null_scores(), false_alarms_per_day, hop_s, name)
+
+    def signal_thresholds(self, false_alarms_per_day: float, hop_s: float
+                          ) -> tuple[DriftThreshold, DriftThreshold | None] | None:
+        """(population, session) thresholds of the signal descriptors' detectors; None without them."""
+        sig = self.signal
+        if sig is None:
+            return None
+        pop = fit_threshold(sig.null_scores(), false_alarms_per_day, hop_s, "signal")
+        return pop, (sig.session_threshold(false_alarms_per_day, hop_s, "signal_session")
+                     if sig.has_session else None)
 
 
 def fit_threshold(null: np.ndarray, false_alarms_per_day: float, hop_s: float,
@@ -291,10 +328,14 @@ class DriftMonitor:
         The population score's.
     session_threshold : DriftThreshold, optional
         The within-session score's; None (or a reference without session statistics) leaves it off.
+    signal_thresholds : (DriftThreshold, DriftThreshold or None), optional
+        :meth:`DriftReference.signal_thresholds`: turns on the ``signal`` and ``signal_session`` detectors
+        on the windows' descriptors (fed through ``update(..., signal=)``), when the reference has them.
     """
 
     def __init__(self, reference: DriftReference, threshold: DriftThreshold,
-                 session_threshold: DriftThreshold | None = None) -> None:
+                 session_threshold: DriftThreshold | None = None,
+                 signal_thresholds: tuple[DriftThreshold, DriftThreshold | None] | None = None) -> None:
         self.reference = reference
         self.threshold = threshold
         self.session_threshold = session_threshold if reference.has_session else None
@@ -315,24 +356,46 @@ class DriftMonitor:
         self.by_detector: dict[str, int] = {}
         self.updates = 0
         self.ignored = 0
+        #: the descriptors' detectors: a monitor of its own whose scores join this one's events
+        self.signal: DriftMonitor | None = None
+        if reference.signal is not None and signal_thresholds is not None:
+            self.signal = DriftMonitor(reference.signal, *signal_thresholds)
 
-    def update(self, h: np.ndarray, probs: np.ndarray) -> dict[str, Any] | None:
-        """Add one window's features and class probabilities; an event dict when the state changes."""
-        h = np.asarray(h, np.float64).reshape(-1)
-        probs = np.asarray(probs, np.float64).reshape(-1)
-        if not (np.all(np.isfinite(h)) and np.all(np.isfinite(probs))) or h.size != self.mean.size:
-            self.ignored += 1
-            return None
+    def _observe(self, h: np.ndarray) -> bool:
+        """Add one window's (finite, right-sized) features; whether a full block is scored now."""
         hc = np.clip(h, self.reference.low, self.reference.high)
         self._h.append(hc)
-        self._p.append(probs)
         self.updates += 1
         self._update_session(hc)
         if len(self._h) < self.block:
-            return None
-        m = np.mean(self._h, axis=0)
-        self.score = float(drift_score(m, self.mean, self.reference.precision))
+            return False
+        self.score = float(drift_score(np.mean(self._h, axis=0), self.mean, self.reference.precision))
         self.max_score = max(self.max_score, self.score)
+        return True
+
+    def update(self, h: np.ndarray, probs: np.ndarray, signal: np.ndarray | None = None
+               ) -> dict[str, Any] | None:
+        """Add one window's features, class probabilities and (with the signal detectors on) its signal
+        descriptors; an event dict when the state changes. A window whose descriptors are missing or not
+        finite while the signal detectors are on is ignored as a whole, so every detector sees the same
+        windows."""
+        h = np.asarray(h, np.float64).reshape(-1)
+        probs = np.asarray(probs, np.float64).reshape(-1)
+        sig = None
+        if self.signal is not None:
+            sig = None if signal is None else np.asarray(signal, np.float64).reshape(-1)
+            if sig is None or sig.size != self.signal.mean.size or not np.all(np.isfinite(sig)):
+                self.ignored += 1
+                return None
+        if not (np.all(np.isfinite(h)) and np.all(np.isfinite(probs))) or h.size != self.mean.size:
+            self.ignored += 1
+            return None
+        self._p.append(probs)
+        full = self._observe(h)
+        if self.signal is not None and sig is not None:
+            self.signal._observe(sig)
+        if not full:
+            return None
         if self.reference.prior.size == probs.size:
             self.prior_shift = float(0.5 * np.abs(np.mean(self._p, axis=0) - self.reference.prior).sum())
         scores = self._scores()
@@ -372,6 +435,12 @@ class DriftMonitor:
         out = {"population": (float(self.score or 0.0), self.threshold.value)}
         if self.session_threshold is not None and self.session_score is not None:
             out["session"] = (self.session_score, self.session_threshold.value)
+        if self.signal is not None:
+            sub = self.signal
+            if sub.score is not None:
+                out["signal"] = (sub.score, sub.threshold.value)
+            if sub.session_threshold is not None and sub.session_score is not None:
+                out["signal_session"] = (sub.session_score, sub.session_threshold.value)
         return out
 
     @staticmethod
@@ -390,6 +459,8 @@ class DriftMonitor:
         new = self.recent_mean() if mean is None else np.asarray(mean, np.float64).reshape(-1)
         if new is not None:
             self.mean = new
+        if self.signal is not None:
+            self.signal.rebase()
         self._h.clear()
         self._p.clear()
         self._hist.clear()
@@ -410,6 +481,11 @@ class DriftMonitor:
                               "baseline_windows": self.reference.session_baseline,
                               "span_windows": self.reference.session_span,
                               "baseline_ready": self.baseline is not None}
+        if self.signal is not None:
+            sub = self.signal.status()
+            out["signal"] = {k: sub[k] for k in ("score", "max_score", "threshold")}
+            if "session" in sub:
+                out["signal"]["session"] = {k: sub["session"][k] for k in ("score", "max_score", "threshold")}
         return out
 
 

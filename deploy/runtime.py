@@ -160,6 +160,7 @@ class CompositeRunner:
             raise
         self.bridge_version = bundle.manifest.current_bridge
         self.last_h: np.ndarray | None = None
+        self.last_x: np.ndarray | None = None
         self.input_shape = tuple(bundle.manifest.target.input_shape)
 
     @property
@@ -171,7 +172,7 @@ class CompositeRunner:
         with self._lock:  # a bridge swap never lands between the three parts of one window
             e = self.engines
             h = e["target_front"].run({"x_target": x})["h"]
-            self.last_h = h  # the batch's features, for the drift monitor (deploy.watch)
+            self.last_x, self.last_h = x, h  # the batch's input and features, for the drift monitor
             z = e["bridge"].run({"h": h})["z"]
             return e["source_back"].run({"z": z})["logits"]
 

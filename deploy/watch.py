@@ -6,8 +6,8 @@ before the records go out (:meth:`LiveWatch.after_batch`), and at the end (:meth
 :meth:`LiveWatch.finish`). Everything here runs on the loop's thread except the recorder's writes and the
 calibrate child, so nothing waits and no window is dropped.
 
-Drift (:mod:`deploy.drift`): one :class:`~deploy.drift.DriftMonitor` per stream, fed the ``h`` and class
-probabilities of the windows the model ran on, i.e. only windows that passed the quality gate (whatever
+Drift (:mod:`deploy.drift`): one :class:`~deploy.drift.DriftMonitor` per stream, fed the ``h``, class
+probabilities and signal descriptors (:mod:`edge_bridge.signals.descriptors`) of the windows the model ran on, i.e. only windows that passed the quality gate (whatever
 reasons the gate has), so a bad sensor never moves the score. A bundle without ``reference.npz`` (exported
 before drift detection) runs with drift off, and the start line and the summary say so.
 
@@ -36,6 +36,7 @@ from deploy.drift import DriftMonitor, DriftReference, DriftThreshold
 from deploy.runtime import engine_options, softmax
 from edge_bridge.bundle import BundleError, read_reference
 from edge_bridge.signals import Preprocessing, assess_quality, describe_flags, process_windows
+from edge_bridge.signals.descriptors import signal_descriptors
 
 logger = logging.getLogger(__name__)
 
@@ -91,6 +92,7 @@ class LiveWatch:
         self.reference: DriftReference | None = None
         self.threshold: DriftThreshold | None = None
         self.session_threshold: DriftThreshold | None = None
+        self.signal_thresholds: tuple[DriftThreshold, DriftThreshold | None] | None = None
         self.monitors: dict[str, DriftMonitor] = {}
         self.events: list[dict[str, Any]] = []
         if false_alarms_per_day is None:
@@ -115,11 +117,14 @@ class LiveWatch:
             ref = DriftReference(arrays).at_hop(hop)
             self.threshold = ref.threshold(budget, hop)
             self.session_threshold = ref.session_threshold(budget, hop) if ref.has_session else None
+            self.signal_thresholds = ref.signal_thresholds(budget, hop)
+            self.target_spec: Preprocessing = bundle.manifest.target  # the descriptors' rate and band
         except (BundleError, ValueError) as exc:
             self.lines.append(f"drift: off ({exc})")
             return
         self.reference = ref
-        self.monitors = {st.id: DriftMonitor(ref, self.threshold, self.session_threshold)
+        self.monitors = {st.id: DriftMonitor(ref, self.threshold, self.session_threshold,
+                                             self.signal_thresholds)
                          for st in self.streams}
         self.lines.append(f"drift: on, mean h of the last {ref.block} gate-passing windows "
                           f"({ref.block * hop:g} s at this hop) vs the bundle's reference; "
@@ -131,6 +136,14 @@ class LiveWatch:
         else:
             self.lines.append("drift (within session): off (the bundle's reference has no per-subject "
                               "statistics; re-export it to have them)")
+        if self.signal_thresholds is not None:
+            pop, ses = self.signal_thresholds
+            self.lines.append("drift (signal): the same two scores on the windows' shape and spectrum "
+                              f"descriptors (what the sensor draws, not what the front makes of it); "
+                              f"{pop.describe()}" + (f"; {ses.describe()}" if ses is not None else ""))
+        else:
+            self.lines.append("drift (signal): off (the bundle's reference has no signal descriptors; "
+                              "re-export it to have them)")
 
     # --- per chunk ------------------------------------------------------------------------------------
     def ingest(self, st: Any, chunk: Any) -> None:
@@ -179,8 +192,12 @@ class LiveWatch:
         """The hop's model rows (``cuts[k]`` gave ``logits[k]``): drift, paired decisions, the cycle."""
         h = getattr(self.runner, "last_h", None)
         if self.monitors and h is not None and len(h) == len(cuts):
-            for c, hk, lk in zip(cuts, h, logits, strict=True):
-                ev = self.monitors[c.stream.id].update(hk, softmax(lk.astype(np.float64)))
+            x = getattr(self.runner, "last_x", None)
+            sig: Sequence[Any] = [None] * len(cuts)
+            if self.signal_thresholds is not None and x is not None and len(x) == len(cuts):
+                sig = signal_descriptors(x, self.target_spec)
+            for c, hk, lk, sk in zip(cuts, h, logits, sig, strict=True):
+                ev = self.monitors[c.stream.id].update(hk, softmax(lk.astype(np.float64)), sk)
                 if ev is not None:
                     self._drift_event(c, ev)
         if self.paired:

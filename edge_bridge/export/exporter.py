@@ -1059,7 +1059,7 @@ class _Job:
         self.report["golden"] = self._golden_report(arrays, g)
         ref = self.reference_windows
         reference = write_reference(root, final, ref.target, hop_s=target_spec.hop_s,  # drift
-                                    groups=ref.subjects)
+                                    groups=ref.subjects, spec=target_spec)
         self.report["drift_reference"] = {
             "data": ref.record(), "windows": len(ref), "written": reference is not None,
             "subjects": None if ref.subjects is None else len(set(ref.subjects.tolist()))}

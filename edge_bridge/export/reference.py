@@ -78,6 +78,14 @@ CLIP = 4.0
 #: above the threshold the held-out null gave (1.43); at 0.9 it is 0.57 against a threshold of 0.90 and
 #: sensor changes of 0.55-1.55 (the largest population score 0.10 against 0.14)
 VARIANCE = 0.9
+#: prefix of the signal descriptors' statistics in ``reference.npz`` (see :func:`reference_arrays`)
+SIGNAL = "signal_"
+#: the descriptors' share: they are 7 per channel, each estimated from thousands of held-out windows, so
+#: the reason for 0.9 above (dozens of near-copied directions) does not hold. Measured on the demo bundle
+#: (8 held-out subjects, 4 unseen users, each clean and with bench/calibrate.py's sensor change): at 0.99
+#: every changed sensor's largest population score was 1.24-1.52 x the threshold and every clean user's
+#: 0.38-0.67 x; at 0.9 one changed sensor stayed below (0.73-1.41 x, clean 0.36-0.60 x)
+SIGNAL_VARIANCE = 0.99
 
 
 def _principal_precision(cov: np.ndarray, share: float) -> np.ndarray:
@@ -101,7 +109,7 @@ def robust_limits(h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return center, np.maximum(spread, floor)
 
 
-def _shrunk_covariance(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+def _shrunk_covariance(h: np.ndarray, share: float = VARIANCE) -> tuple[np.ndarray, np.ndarray, float]:
     """Ledoit-Wolf on the standardised features: (covariance, principal precision, shrinkage).
 
     Why standardised: shrinking the covariance itself would pull features of very different scales
@@ -113,11 +121,11 @@ def _shrunk_covariance(h: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     scale = np.where(scale > 1e-12 * max(float(scale.max()), 1e-30), scale, 1.0)
     lw = LedoitWolf().fit(h / scale)
     cov = lw.covariance_ * np.outer(scale, scale)
-    return cov, _principal_precision(lw.covariance_, VARIANCE) / np.outer(scale, scale), float(lw.shrinkage_)
+    return cov, _principal_precision(lw.covariance_, share) / np.outer(scale, scale), float(lw.shrinkage_)
 
 
-def session_arrays(h: np.ndarray, groups: np.ndarray, block: int, baseline: int | None = None
-                   ) -> dict[str, np.ndarray] | None:
+def session_arrays(h: np.ndarray, groups: np.ndarray, block: int, baseline: int | None = None, *,
+                   share: float = VARIANCE) -> dict[str, np.ndarray] | None:
     """The within-session detector's statistics (see the module) of clipped features ``h`` (n, d) whose
     rows belong to subjects ``groups`` (n,), in time order within each subject.
 
@@ -140,16 +148,32 @@ def session_arrays(h: np.ndarray, groups: np.ndarray, block: int, baseline: int 
         diffs.append((csum[block:] - csum[:-block]) / block - base)
     if len(lengths) < 2:
         return None
-    _cov, precision, shrink = _shrunk_covariance(np.concatenate(centred))
+    _cov, precision, shrink = _shrunk_covariance(np.concatenate(centred), share)
     return {"session_precision": precision, "session_baseline": np.int64(baseline),
             "session_diffs": np.concatenate(diffs).astype(np.float32),
             "session_subjects": np.int64(len(lengths)), "session_span": np.int64(np.median(lengths)),
             "session_shrinkage": np.float64(shrink)}
 
 
+def feature_arrays(h: np.ndarray, *, block: int, groups: np.ndarray | None = None,
+                   share: float = VARIANCE) -> dict[str, np.ndarray]:
+    """One feature set's drift statistics (clip limits, mean, covariance, precision, block means, and the
+    within-session ones when ``groups`` is given) of finite rows ``h`` (n, d) in time order per subject."""
+    center, spread = robust_limits(h)
+    h = np.clip(h, center - CLIP * spread, center + CLIP * spread)
+    cov, precision, shrinkage = _shrunk_covariance(h, share)
+    csum = np.cumsum(np.vstack([np.zeros((1, h.shape[1])), h]), axis=0)
+    block_means = (csum[block:] - csum[:-block]) / block
+    session = None if groups is None else session_arrays(h, groups, block, share=share)
+    return {**(session or {}), "mean": h.mean(axis=0), "covariance": cov, "precision": precision,
+            "shrinkage": np.float64(shrinkage), "block": np.int64(block),
+            "block_means": block_means.astype(np.float32), "clip_center": center, "clip_spread": spread,
+            "clip": np.float64(CLIP)}
+
+
 def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float | None = None,
                      block: int = BLOCK, groups: np.ndarray | None = None,
-                     hop_s: float | None = None) -> dict[str, np.ndarray]:
+                     hop_s: float | None = None, signal: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The reference statistics of held-out features ``h`` (n, d_in) and the composite's ``logits`` (n, K).
 
     Rows must be in time order within each subject (held-out windows are), so that runs of ``block``
@@ -159,6 +183,9 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
     (:func:`session_arrays`); without it the bundle has the population score only. ``hop_s``, the rows'
     spacing in seconds, is recorded (``hop_s``) so that a device predicting at another hop can take as
     many windows per estimate as cover the same time (:meth:`deploy.drift.DriftReference.at_hop`).
+    ``signal`` (n, k), the windows' :func:`edge_bridge.signals.descriptors.signal_descriptors`, adds the
+    same statistics of those under the ``signal_`` prefix (``signal_mean``, ``signal_precision``, ...):
+    the device's second pair of detectors, on what the sensor draws rather than what the front makes of it.
 
     Raises
     ------
@@ -168,44 +195,39 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
     h = np.asarray(h, np.float64).reshape(len(h), -1)
     logits = np.asarray(logits, np.float64)
     ok = np.isfinite(h).all(axis=1) & np.isfinite(logits).all(axis=1)
+    if signal is not None:
+        signal = np.asarray(signal, np.float64).reshape(len(signal), -1)
+        if len(signal) != len(ok):
+            raise ValueError(f"{len(signal)} descriptor rows for {len(ok)} held-out windows")
+        ok &= np.isfinite(signal).all(axis=1)
     if groups is not None and len(groups) != len(ok):
         raise ValueError(f"{len(groups)} subject ids for {len(ok)} held-out windows")
     h, logits = h[ok], logits[ok]
     if len(h) < block + 1:
         raise ValueError(f"reference statistics need at least {block + 1} held-out windows with finite "
                          f"features, got {len(h)}")
-    center, spread = robust_limits(h)
-    h = np.clip(h, center - CLIP * spread, center + CLIP * spread)
-    cov, precision, shrinkage = _shrunk_covariance(h)
+    g = None if groups is None else np.asarray(groups)[ok]
     z = logits - logits.max(axis=1, keepdims=True)
     p = np.exp(z)
     p /= p.sum(axis=1, keepdims=True)
     k = logits.shape[1]
-    csum = np.cumsum(np.vstack([np.zeros((1, h.shape[1])), h]), axis=0)
-    block_means = (csum[block:] - csum[:-block]) / block
-    session = None if groups is None else session_arrays(h, np.asarray(groups)[ok], block)
+    extra = {} if signal is None else {
+        f"{SIGNAL}{key}": v
+        for key, v in feature_arrays(signal[ok], block=block, groups=g, share=SIGNAL_VARIANCE).items()}
     return {
-        **(session or {}),
-        "mean": h.mean(axis=0),
-        "covariance": cov,
-        "precision": precision,
-        "shrinkage": np.float64(shrinkage),
+        **feature_arrays(h, block=block, groups=g),
+        **extra,
         "prior": p.mean(axis=0),
         "prior_argmax": np.bincount(p.argmax(axis=1), minlength=k) / len(p),
         "gate_pass_rate": np.float64(np.nan if gate_pass_rate is None else gate_pass_rate),
-        "block": np.int64(block),
-        "block_means": block_means.astype(np.float32),
         "windows": np.int64(len(h)),
-        "clip_center": center,
-        "clip_spread": spread,
-        "clip": np.float64(CLIP),
         **({"hop_s": np.float64(hop_s)} if hop_s is not None and hop_s > 0 else {}),
     }
 
 
 def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_target: np.ndarray, *,
                     hop_s: float | None = None, gate_pass_rate: float | None = None,
-                    groups: np.ndarray | None = None) -> dict[str, Any] | None:
+                    groups: np.ndarray | None = None, spec: Any = None) -> dict[str, Any] | None:
     """Run the shipped graphs on the held-out target windows and write ``root/reference.npz``.
 
     Parameters
@@ -218,6 +240,9 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
         The spec's hop: a drift estimate spans a minute of windows (:func:`block_for`).
     groups : ndarray, optional
         The subject of each window: adds the within-session detector (:func:`session_arrays`).
+    spec : Preprocessing, optional
+        The target spec the windows were cut with: adds the signal descriptors' statistics
+        (:func:`edge_bridge.signals.descriptors.signal_descriptors`, ``signal_*`` keys).
 
     Returns
     -------
@@ -231,9 +256,14 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     h = run_session(ort_session(files["target_front"]), "target_front", x)
     z = run_session(ort_session(files["bridge"]), "bridge", h)
     logits = run_session(ort_session(files["source_back"]), "source_back", z)
+    signal = None
+    if spec is not None:
+        from edge_bridge.signals.descriptors import signal_descriptors
+
+        signal = signal_descriptors(x, spec)
     try:
         arrays = reference_arrays(h, logits, gate_pass_rate=gate_pass_rate, block=block_for(hop_s),
-                                  groups=groups, hop_s=hop_s)
+                                  groups=groups, hop_s=hop_s, signal=signal)
     except ValueError as exc:
         logger.warning("no drift reference in the bundle: %s; deploy will run without drift detection", exc)
         return None
@@ -247,5 +277,5 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     return {"file": REFERENCE, "sha256": sha256_file(path)}
 
 
-__all__ = ["BLOCK", "BLOCK_S", "CLIP", "block_for", "reference_arrays", "robust_limits", "session_arrays",
-           "write_reference"]
+__all__ = ["BLOCK", "BLOCK_S", "CLIP", "SIGNAL", "block_for", "feature_arrays", "reference_arrays",
+           "robust_limits", "session_arrays", "write_reference"]

@@ -127,7 +127,8 @@ def windows(ecg: np.ndarray, ppg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def build_bundle(root: Path, *, seed: int = 0, reference: bool = True, baseline_bias: float = 0.0,
-                 session: bool = True, population_spread: float = 1.0) -> Path:
+                 session: bool = True, population_spread: float = 1.0, signal: bool = False,
+                 signal_spread: float = 1.0) -> Path:
     """Write a verified tiny paired bundle at ``root`` (with ``reference.npz`` unless told otherwise).
 
     ``baseline_bias`` is added to the head's first logit: with a large one the source model (and so the
@@ -136,7 +137,9 @@ def build_bundle(root: Path, *, seed: int = 0, reference: bool = True, baseline_
     published bridge that the auto-calibrate test needs from a model with random features. ``session``
     False writes the reference without subject ids (population score only, as older exports did);
     ``population_spread`` widens the population null's block means about their mean (users that differ
-    from one another that much more: the population threshold rises, the within-session one does not)."""
+    from one another that much more: the population threshold rises, the within-session one does not).
+    ``signal`` adds the signal descriptors' statistics, as export writes them; ``signal_spread`` widens their
+    population null the same way (six held-out subjects of four minutes undersample how users differ)."""
     from edge_bridge.export.golden import write_golden
     from edge_bridge.export.reference import reference_arrays
 
@@ -181,17 +184,23 @@ def build_bundle(root: Path, *, seed: int = 0, reference: bool = True, baseline_
                                  "source_front.x_source": xs[g], "source_front.z": z[g]})
     ref = None
     if reference:  # held-out subjects, unshifted, as export computes it
-        hs, ls = [], []
+        from edge_bridge.signals.descriptors import signal_descriptors
+
+        hs, ls, ds = [], [], []
         for k in range(6):
             e, p_ = simulated(f"H{k}", 4, 200 + k)
             _, xt_k = windows(e, p_)
+            ds.append(signal_descriptors(xt_k, TARGET))
             hk = run(tf, {"x_target": xt_k})
             hs.append(hk)
             ls.append(run(sb, {"z": run(onnx_bytes, {"h": hk})}))
         groups = np.repeat(np.arange(len(hs)), [len(x) for x in hs]) if session else None
-        arrays = reference_arrays(np.concatenate(hs), np.concatenate(ls), groups=groups)
-        mu = arrays["mean"]
-        arrays["block_means"] = (mu + population_spread * (arrays["block_means"] - mu)).astype(np.float32)
+        arrays = reference_arrays(np.concatenate(hs), np.concatenate(ls), groups=groups,
+                                  signal=np.concatenate(ds) if signal else None)
+        for pre, spread in (("", population_spread), ("signal_", signal_spread)):
+            if f"{pre}mean" in arrays:
+                mu, bm = arrays[f"{pre}mean"], arrays[f"{pre}block_means"]
+                arrays[f"{pre}block_means"] = (mu + spread * (bm - mu)).astype(np.float32)
         write_golden(root / REFERENCE, arrays)
         ref = {"file": REFERENCE, "sha256": hashlib.sha256((root / REFERENCE).read_bytes()).hexdigest()}
 

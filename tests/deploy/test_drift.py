@@ -35,6 +35,15 @@ def blind_bundle(tmp_path_factory):
     return build_bundle(tmp_path_factory.mktemp("drift") / "blind.bundle", population_spread=50.0)
 
 
+@pytest.fixture(scope="module")
+def signal_bundle(tmp_path_factory):
+    """``h`` blind to a sensor change (population null widened 50x, no within-session statistics): only
+    the signal descriptors' detectors can see it (their null widened 1.5x: the helper's six held-out
+    subjects undersample how users differ, as a real export's dozen need not)."""
+    return build_bundle(tmp_path_factory.mktemp("drift") / "signal.bundle", population_spread=50.0,
+                        session=False, signal=True, signal_spread=1.5)
+
+
 @pytest.fixture
 def bundle_copy(paired_bundle, tmp_path):
     dst = tmp_path / "paired.bundle"
@@ -366,3 +375,85 @@ def test_reference_at_another_hop_averages_the_same_seconds():
     assert ref.at_hop(5.0) is ref
     old = DriftReference({k: v for k, v in arrays.items() if k != "hop_s"})
     assert old.hop_s is None and old.at_hop(1.0).block == 6
+
+
+# --- the signal descriptors' detectors --------------------------------------------------------------------
+def _signal_ref(d=3, k=2, block=2, seed=6):
+    rng = np.random.default_rng(seed)
+    base = {"mean": np.zeros(d), "precision": np.eye(d), "prior": np.full(2, 0.5), "block": np.int64(block),
+            "block_means": 100 * rng.normal(0, 0.3, (200, d)), "hop_s": np.float64(5.0)}  # h: out of reach
+    return DriftReference({**base, "signal_mean": np.zeros(k), "signal_precision": np.eye(k),
+                           "signal_block": np.int64(block),
+                           "signal_block_means": rng.normal(0, 0.3, (200, k))})
+
+
+def test_signal_reference_parsed_rescaled_and_optional():
+    ref = _signal_ref()
+    assert ref.signal is not None and ref.signal.mean.size == 2 and ref.signal.prior.size == 2
+    assert ref.signal.signal is None and not ref.signal.has_session
+    assert ref.at_hop(1.0).signal.block == 10 and ref.signal.block == 2  # the same seconds as h's block
+    pop, ses = ref.signal_thresholds(1.0, 5.0)
+    assert pop.detector == "signal" and ses is None
+    assert pop.value == fit_threshold(ref.signal.null_scores(), 1.0, 5.0).value
+    arrays = {k: getattr(ref, k) for k in ("mean", "precision", "prior", "block_means")}
+    assert DriftReference({**arrays, "block": np.int64(2)}).signal is None  # older references: no signal
+    with pytest.raises(ValueError, match="signal_precision"):
+        DriftReference({**arrays, "block": np.int64(2), "signal_mean": np.zeros(2)})
+
+
+def test_signal_detector_alarms_where_h_is_still_and_rebases():
+    ref = _signal_ref()
+    mon = DriftMonitor(ref, ref.threshold(1.0, 5.0), None, ref.signal_thresholds(1.0, 5.0))
+    probs, h = np.array([0.5, 0.5]), np.zeros(3)
+    for _ in range(4):
+        assert mon.update(h, probs, np.array([0.05, -0.05])) is None
+    assert mon.update(h, probs) is None and mon.ignored == 1  # no descriptors: the window is left out whole
+    assert mon.update(h, probs, np.array([np.nan, 0.0])) is None and mon.ignored == 2
+    assert mon.updates == 4
+    events = [mon.update(h, probs, np.array([3.0, 3.0])) for _ in range(2)]
+    ev = next(e for e in events if e is not None)
+    assert ev["event"] == "drift" and ev["detector"] == "signal" and mon.score == pytest.approx(0.0)
+    assert ev["scores"]["signal"] > ev["thresholds"]["signal"]
+    st = mon.status()
+    assert st["alarms_by_detector"] == {"signal": 1} and st["signal"]["max_score"] > st["signal"]["threshold"]
+    mon.rebase()  # a calibration kept a bridge for this sensor: its descriptors are the new normal
+    np.testing.assert_allclose(mon.signal.mean, [3.0, 3.0])
+    for _ in range(3):
+        assert mon.update(h, probs, np.array([3.0, 3.0])) is None
+    assert mon.signal.score == pytest.approx(0.0) and not mon.drifting
+
+
+def test_reference_arrays_with_signal_descriptors():
+    rng = np.random.default_rng(3)
+    h, sig = rng.standard_normal((40, 4)), rng.standard_normal((40, 2))
+    groups = np.repeat([0, 1], 20)
+    a = reference_arrays(h, h[:, :2], block=4, groups=groups, signal=sig)
+    b = reference_arrays(h, h[:, :2], block=4, groups=groups)
+    for key, v in b.items():  # the h statistics are exactly as without descriptors
+        np.testing.assert_array_equal(a[key], v)
+    np.testing.assert_allclose(a["signal_mean"], sig.mean(0))
+    assert a["signal_block_means"].shape == (37, 2) and a["signal_session_diffs"].shape[1] == 2
+    bad = sig.copy()
+    bad[5] = np.nan  # that window is left out of every statistic, h's included
+    assert int(reference_arrays(h, h[:, :2], block=4, signal=bad)["windows"]) == 39
+    with pytest.raises(ValueError, match="descriptor rows"):
+        reference_arrays(h, h[:, :2], block=4, signal=sig[:-1])
+
+
+@linux
+def test_signal_detector_sees_a_sensor_change_h_cannot(signal_bundle, tmp_path):
+    change = 90.0
+    _ecg, ppg = simulated("U3", 4, 303, shift_at_s=change)
+    csv = playback_file(tmp_path / "shift.csv", None, ppg, speed=SPEED)
+    _pipe, summary, records = _live(signal_bundle, csv)
+    drift = _events(records, "drift")
+    dr = summary.watch["streams"]["0"]["drift"]
+    assert dr["max_score"] < dr["threshold"] and "session" not in dr  # h's detectors are blind here
+    assert len(drift) == 1 and drift[0]["detector"] == "signal" and drift[0]["end_s"] > change
+    assert any(line.startswith("drift (signal):") for line in summary.watch["notes"])
+
+    _e, clean = simulated("U3", 4, 303)
+    csv = playback_file(tmp_path / "clean.csv", None, clean, speed=SPEED)
+    _pipe, summary, records = _live(signal_bundle, csv)
+    dr = summary.watch["streams"]["0"]["drift"]
+    assert not _events(records, "drift") and dr["signal"]["max_score"] < dr["signal"]["threshold"]
