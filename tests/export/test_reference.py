@@ -69,3 +69,11 @@ def test_reference_uses_every_held_out_window_when_the_guard_sees_a_thinned_set(
     lo = ref["clip_center"] - ref["clip"] * ref["clip_spread"]
     hi = ref["clip_center"] + ref["clip"] * ref["clip_spread"]
     np.testing.assert_allclose(ref["mean"], np.clip(h, lo, hi).mean(0), rtol=1e-5, atol=1e-6)
+    # the signal descriptors' statistics, of the same windows through the one descriptor function
+    from edge_bridge.signals.descriptors import signal_descriptors
+
+    d = signal_descriptors(every.target, bundle.manifest.target)
+    lo = ref["signal_clip_center"] - ref["signal_clip"] * ref["signal_clip_spread"]
+    hi = ref["signal_clip_center"] + ref["signal_clip"] * ref["signal_clip_spread"]
+    np.testing.assert_allclose(ref["signal_mean"], np.clip(d, lo, hi).mean(0), rtol=1e-5, atol=1e-6)
+    assert ref["signal_block_means"].shape[1] == d.shape[1]
