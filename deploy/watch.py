@@ -7,9 +7,10 @@ before the records go out (:meth:`LiveWatch.after_batch`), and at the end (:meth
 calibrate child, so nothing waits and no window is dropped.
 
 Drift (:mod:`deploy.drift`): one :class:`~deploy.drift.DriftMonitor` per stream, fed the ``h``, class
-probabilities and signal descriptors (:mod:`edge_bridge.signals.descriptors`) of the windows the model ran on, i.e. only windows that passed the quality gate (whatever
-reasons the gate has), so a bad sensor never moves the score. A bundle without ``reference.npz`` (exported
-before drift detection) runs with drift off, and the start line and the summary say so.
+probabilities and signal descriptors (:mod:`edge_bridge.signals.descriptors`) of the windows the model ran
+on, i.e. only windows that passed the quality gate (whatever reasons the gate has), so a bad sensor never
+moves the score. A bundle without ``reference.npz`` (exported before drift detection) runs with drift off,
+and the start line and the summary say so.
 
 Paired watch: a stream whose source also delivers the bundle's *source* modality (a chest strap worn with
 the wristband) keeps those rows in a buffer indexed like the target windower, so each target window has
