@@ -392,7 +392,7 @@ class DriftMonitor:
             return None
         self._p.append(probs)
         full = self._observe(h)
-        if self.signal is not None and sig is not None:
+        if self.signal is not None:
             self.signal._observe(sig)
         if not full:
             return None

@@ -55,6 +55,7 @@ import numpy as np
 from edge_bridge.bundle import REFERENCE
 from edge_bridge.export.golden import write_golden
 from edge_bridge.export.onnx_export import ort_session, run_session
+from edge_bridge.signals import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -227,7 +228,8 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
 
 def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_target: np.ndarray, *,
                     hop_s: float | None = None, gate_pass_rate: float | None = None,
-                    groups: np.ndarray | None = None, spec: Any = None) -> dict[str, Any] | None:
+                    groups: np.ndarray | None = None,
+                    spec: Preprocessing | None = None) -> dict[str, Any] | None:
     """Run the shipped graphs on the held-out target windows and write ``root/reference.npz``.
 
     Parameters

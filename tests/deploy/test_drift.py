@@ -69,6 +69,18 @@ def _events(records, name):
     return [r for r in records if r.get("event") == name]
 
 
+def _shifted_then_clean(root, tmp_path, change):
+    """Stream user U3 with the PPG sensor changing at ``change`` s, then the same user unchanged:
+    ``(summary, records)`` of each run."""
+    runs = []
+    for name, shift in (("shift", change), ("clean", None)):
+        _ecg, ppg = simulated("U3", 4, 303, shift_at_s=shift)
+        csv = playback_file(tmp_path / f"{name}.csv", None, ppg, speed=SPEED)
+        _pipe, summary, records = _live(root, csv)
+        runs.append((summary, records))
+    return runs
+
+
 # --- the reference in the bundle ------------------------------------------------------------------------
 def test_reference_is_written_hashed_and_loaded(bundle_copy):
     bundle = Bundle.load(bundle_copy)
@@ -324,9 +336,7 @@ def test_session_monitor_baseline_recent_and_sliding():
 @linux
 def test_session_detector_sees_a_mid_session_change_the_population_cannot(blind_bundle, tmp_path):
     change = 90.0
-    _ecg, ppg = simulated("U3", 4, 303, shift_at_s=change)
-    csv = playback_file(tmp_path / "shift.csv", None, ppg, speed=SPEED)
-    _pipe, summary, records = _live(blind_bundle, csv)
+    (summary, records), (clean_summary, clean_records) = _shifted_then_clean(blind_bundle, tmp_path, change)
     drift = _events(records, "drift")
     dr = summary.watch["streams"]["0"]["drift"]
     assert dr["max_score"] < dr["threshold"]  # the population score is blind here
@@ -336,11 +346,8 @@ def test_session_detector_sees_a_mid_session_change_the_population_cannot(blind_
     assert "drift_session_threshold" in summary.watch
     assert any(line.startswith("drift within session:") for line in summary.lines())
 
-    _e, clean = simulated("U3", 4, 303)
-    csv = playback_file(tmp_path / "clean.csv", None, clean, speed=SPEED)
-    _pipe, summary, records = _live(blind_bundle, csv)
-    ss = summary.watch["streams"]["0"]["drift"]["session"]
-    assert not _events(records, "drift") and ss["baseline_ready"] and ss["max_score"] < ss["threshold"]
+    ss = clean_summary.watch["streams"]["0"]["drift"]["session"]
+    assert not _events(clean_records, "drift") and ss["baseline_ready"] and ss["max_score"] < ss["threshold"]
 
 
 @linux
@@ -443,17 +450,12 @@ def test_reference_arrays_with_signal_descriptors():
 @linux
 def test_signal_detector_sees_a_sensor_change_h_cannot(signal_bundle, tmp_path):
     change = 90.0
-    _ecg, ppg = simulated("U3", 4, 303, shift_at_s=change)
-    csv = playback_file(tmp_path / "shift.csv", None, ppg, speed=SPEED)
-    _pipe, summary, records = _live(signal_bundle, csv)
+    (summary, records), (clean_summary, clean_records) = _shifted_then_clean(signal_bundle, tmp_path, change)
     drift = _events(records, "drift")
     dr = summary.watch["streams"]["0"]["drift"]
     assert dr["max_score"] < dr["threshold"] and "session" not in dr  # h's detectors are blind here
     assert len(drift) == 1 and drift[0]["detector"] == "signal" and drift[0]["end_s"] > change
     assert any(line.startswith("drift (signal):") for line in summary.watch["notes"])
 
-    _e, clean = simulated("U3", 4, 303)
-    csv = playback_file(tmp_path / "clean.csv", None, clean, speed=SPEED)
-    _pipe, summary, records = _live(signal_bundle, csv)
-    dr = summary.watch["streams"]["0"]["drift"]
-    assert not _events(records, "drift") and dr["signal"]["max_score"] < dr["signal"]["threshold"]
+    dr = clean_summary.watch["streams"]["0"]["drift"]
+    assert not _events(clean_records, "drift") and dr["signal"]["max_score"] < dr["signal"]["threshold"]
