@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -53,6 +53,8 @@ class RefitResult:
     method: str
     seconds: float
     info: dict[str, Any] = field(default_factory=dict)
+    #: gradient only: the weights after each epoch named in ``checkpoints`` (the last is ``weights``)
+    ladder: dict[int, PrototypeWeights] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
@@ -218,7 +220,8 @@ def torch_available() -> bool:
 
 
 def gradient_refit(H: np.ndarray, Y: np.ndarray, start: PrototypeWeights, tail: Any, *, epochs: int = 30,
-                   lr: float = 1e-3, batch: int = 32, seed: int = 0) -> RefitResult:
+                   lr: float = 1e-3, batch: int = 32, seed: int = 0, checkpoints: Sequence[int] = ()
+                   ) -> RefitResult:
     """Adam on the bridge only, minimising ``1 - cos(vec tail(bridge(h)), vec Y)``, warm-started.
 
     Parameters
@@ -231,6 +234,9 @@ def gradient_refit(H: np.ndarray, Y: np.ndarray, start: PrototypeWeights, tail: 
         Warm start (the current or the closed-form bridge).
     tail : torch.nn.Module
         Frozen source blocks ``j..end`` mapping z ``(N, T, D_out)`` to the last-block output.
+    checkpoints : sequence of int
+        Epochs after which to keep a copy of the weights (``RefitResult.ladder``), so one run can be scored
+        at several lengths: how far a few minutes should move the bridge is chosen by validation.
     """
     import torch
 
@@ -238,13 +244,13 @@ def gradient_refit(H: np.ndarray, Y: np.ndarray, start: PrototypeWeights, tail: 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: one thread, as for BLAS above (10-30x faster on a busy CPU)
     try:
-        return _gradient(torch, H, Y, start, tail, epochs, lr, batch, seed, t0)
+        return _gradient(torch, H, Y, start, tail, epochs, lr, batch, seed, t0, set(checkpoints))
     finally:
         torch.set_num_threads(threads)
 
 
 def _gradient(torch: Any, H: np.ndarray, Y: np.ndarray, start: PrototypeWeights, tail: Any, epochs: int,
-              lr: float, batch: int, seed: int, t0: float) -> RefitResult:
+              lr: float, batch: int, seed: int, t0: float, checkpoints: set[int]) -> RefitResult:
     g = torch.Generator().manual_seed(seed)
     A = torch.nn.Parameter(torch.as_tensor(start.A.copy()))
     B = torch.nn.Parameter(torch.as_tensor(start.B.copy()))
@@ -264,7 +270,13 @@ def _gradient(torch: Any, H: np.ndarray, Y: np.ndarray, start: PrototypeWeights,
         return (1 - torch.nn.functional.cosine_similarity(out, y[idx], dim=1)).mean()
 
     losses = []
-    for _ in range(epochs):
+    ladder: dict[int, PrototypeWeights] = {}
+
+    def weights() -> PrototypeWeights:
+        return PrototypeWeights(A.detach().numpy().copy(), B.detach().numpy().copy(),
+                                Pi.detach().numpy().copy(), start.tokens)
+
+    for epoch in range(1, epochs + 1):
         perm = torch.randperm(len(h), generator=g)
         total = 0.0
         for i in range(0, len(h), batch):
@@ -275,9 +287,12 @@ def _gradient(torch: Any, H: np.ndarray, Y: np.ndarray, start: PrototypeWeights,
             opt.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(h))
-    w = PrototypeWeights(A.detach().numpy(), B.detach().numpy(), Pi.detach().numpy(), start.tokens)
+        if epoch in checkpoints and epoch < epochs:
+            ladder[epoch] = weights()
+    w = weights()
+    ladder[epochs] = w
     seconds = time.perf_counter() - t0
     logger.info("gradient refit: %d epochs, loss %.4f -> %.4f, %.2f s", epochs, losses[0], losses[-1],
                 seconds)
     return RefitResult(w, "gradient", seconds, {"epochs": epochs, "lr": lr, "loss_first": losses[0],
-                                                "loss_last": losses[-1]})
+                                                "loss_last": losses[-1]}, ladder)

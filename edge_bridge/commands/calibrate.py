@@ -5,10 +5,11 @@ only the bridge, on paired windows cut with the bundle's own preprocessing: targ
 signal gives the bridge inputs, source_front on the source signal the tokens to reproduce. Closed form
 (reduced-rank ridge regression, numpy, well under a second); with torch installed, also gradient steps on
 the paper's objective through the source model (its weights ship in the bundle; --run for one exported
-with --no-source-weights). The new bridge is validated on held-out windows
-(the end of each recording) against the current one, and published (bridges/vNNNN.onnx + .safetensors,
-then the manifest's pointer, atomically) only if it beats it by a margin. Otherwise the bundle is unchanged
-and the output says why. A running `edge-bridge deploy` picks the new bridge up between windows.
+with --no-source-weights). The new bridge is validated against the current one out of fold (each of
+--folds blocks of windows by refits on the rest, so every state recorded is validated), and published
+(bridges/vNNNN.onnx + .safetensors, then the manifest's pointer, atomically) only if it beats it by a
+margin. Otherwise the bundle is unchanged and the output says why. A running `edge-bridge deploy` picks
+the new bridge up between windows.
 
 Paired data: one recording with both modalities, or one recording per modality with overlapping time
 stamps (they are aligned and cropped to the shared span). Or record them now with --record --duration S
@@ -89,9 +90,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run", help="training run directory whose source model weights the gradient steps use "
                                  "instead of the bundle's (needed for a bundle exported with "
                                  "--no-source-weights)")
-    p.add_argument("--epochs", type=positive_int, default=30, help="gradient epochs (default 30)")
+    p.add_argument("--epochs", type=positive_int, default=30,
+                   help="most gradient epochs; 2, 5, 10, 20 and this many are validated and the best length "
+                        "kept (default 30)")
+    p.add_argument("--validation", choices=("folds", "holdout"), default="folds",
+                   help="folds: every window validated once, by refits on the other --folds blocks (windows "
+                        "sharing a sample with the block left out), then the winner refitted on all "
+                        "(default; a few minutes' tail often holds one state); holdout: the end of each "
+                        "recording, publishing exactly what was validated")
+    p.add_argument("--folds", type=positive_int, default=4, help="blocks for --validation folds (default 4)")
     p.add_argument("--holdout", type=open_fraction, default=0.2,
-                   help="fraction at the end of each recording kept for validation, in (0, 1) (default 0.2)")
+                   help="fraction at the end of each recording kept for validation with --validation "
+                        "holdout (or when there are too few windows for folds), in (0, 1) (default 0.2)")
     p.add_argument("--margin-agreement", type=fraction, default=0.02,
                    help="accept if agreement with the source model rises by at least this (default 0.02)")
     p.add_argument("--margin-loss", type=fraction, default=0.01,
@@ -185,7 +195,7 @@ def run(args: argparse.Namespace) -> int:
     report = calibrate(args.bundle, recordings, method=args.method, holdout=args.holdout,
                        margin_agreement=args.margin_agreement, margin_loss=args.margin_loss,
                        device=args.device, run_dir=args.run, epochs=args.epochs, dry_run=args.dry_run,
-                       min_states=args.min_states,
+                       min_states=args.min_states, validation=args.validation, folds=args.folds,
                        verbose="DEBUG" if args.verbose else "WARNING" if args.quiet else None)
     data = report.to_dict()
     if args.report:
@@ -196,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(data, indent=2))
     else:
         w = report.windows
-        print(f"{w['paired']} paired windows ({w['fit']} fit, {w['validate']} validate, {w['purged']} "
-              f"dropped between them; {sum(report.skipped.values())} failed the quality gate)",
+        how = (f"all validated out of fold in {w['folds']} blocks, {w['purged']} fit windows dropped beside "
+               f"them; the winner refitted on {w['fit']}" if report.validation == "folds" else
+               f"{w['fit']} fit, {w['validate']} validate, {w['purged']} dropped between them")
+        print(f"{w['paired']} paired windows ({how}; {sum(report.skipped.values())} failed the quality gate)",
               file=sys.stderr)
         rates = ", ".join(f"{role} {'/'.join(f'{r:g}' for r in rs)} Hz"
                           for role, rs in report.input_rates_hz.items())

@@ -16,9 +16,14 @@ from edge_bridge.cli import main
 from edge_bridge.recordings import read_recording
 from edge_bridge.recordings.recording import Recording
 
+# The tiny bundle's random fronts leave its bridge family nothing to learn decisions from (out of fold, a
+# refit agrees with the source model at chance: tests/calibrate/test_folds.py), so the tests of publishing,
+# margins and rollback use the tail holdout, on which this recording's refit validates better.
+HOLDOUT = {"validation": "holdout"}
+
 
 def test_accepts_publishes_and_second_run_keeps(bundle, paired_edf, snapshot):
-    report = calibrate(bundle, [paired_edf])
+    report = calibrate(bundle, [paired_edf], **HOLDOUT)
     assert report.accepted and report.new_version == 2 and report.previous_version == 1
     assert report.chosen == "closed-form" and "replaces v0001" in report.verdict
     assert report.windows["fit"] >= 8 and report.windows["validate"] >= 3
@@ -34,7 +39,7 @@ def test_accepts_publishes_and_second_run_keeps(bundle, paired_edf, snapshot):
     np.testing.assert_allclose(sess.run(None, {"h": h})[0], w.forward(h), rtol=1e-4, atol=1e-5)
     # the same data again: the same refit, not better by the margin -> nothing changes
     before = snapshot(bundle)
-    again = calibrate(bundle, [paired_edf])
+    again = calibrate(bundle, [paired_edf], **HOLDOUT)
     assert not again.accepted and again.new_version is None and again.verdict.startswith("kept v0002")
     assert "not better by the margin" in again.verdict
     assert snapshot(bundle) == before
@@ -42,9 +47,9 @@ def test_accepts_publishes_and_second_run_keeps(bundle, paired_edf, snapshot):
 
 def test_dry_run_and_strict_margin_write_nothing(bundle, paired_edf, snapshot):
     before = snapshot(bundle)
-    dry = calibrate(bundle, [paired_edf], dry_run=True)
+    dry = calibrate(bundle, [paired_edf], dry_run=True, **HOLDOUT)
     assert not dry.accepted and dry.verdict.startswith("dry run")
-    strict = calibrate(bundle, [paired_edf], margin_agreement=1.0, margin_loss=1.0)
+    strict = calibrate(bundle, [paired_edf], margin_agreement=1.0, margin_loss=1.0, **HOLDOUT)
     assert not strict.accepted and "not better" in strict.verdict
     assert snapshot(bundle) == before
 
@@ -67,7 +72,7 @@ def test_data_the_source_model_sees_as_too_few_states_keeps_the_bridge(bundle, p
 def test_rollback_moves_the_pointer_only(bundle, paired_edf, snapshot):
     with pytest.raises(CalibrationError, match="earliest"):
         rollback(bundle)
-    calibrate(bundle, [paired_edf])
+    calibrate(bundle, [paired_edf], **HOLDOUT)
     files = set(snapshot(bundle)) - {"manifest.json"}
     assert rollback(bundle) == (2, 1)
     assert Bundle.load(bundle).manifest.current_bridge == 1
@@ -103,7 +108,7 @@ def test_two_recordings_aligned_by_time_stamps(bundle, paired_edf):
 def test_cli_calibrate_json_and_rollback(bundle, paired_edf, capsys, tmp_path):
     report_path = tmp_path / "report.json"
     assert main(["calibrate", "--bundle", str(bundle), "--paired", str(paired_edf), "--json",
-                 "--report", str(report_path), "-q"]) == 0
+                 "--validation", "holdout", "--report", str(report_path), "-q"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["accepted"] and out["new_version"] == 2 and json.loads(report_path.read_text()) == out
     assert main(["calibrate", "--bundle", str(bundle), "--rollback"]) == 0

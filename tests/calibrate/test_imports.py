@@ -11,7 +11,7 @@ def test_closed_form_calibration_does_not_import_torch(bundle, paired_edf):
     code = (
         "import sys, json\n"
         "from calibrate import calibrate\n"
-        f"r = calibrate({str(bundle)!r}, [{str(paired_edf)!r}], verbose='WARNING')\n"
+        f"r = calibrate({str(bundle)!r}, [{str(paired_edf)!r}], validation='holdout', verbose='WARNING')\n"
         "print(json.dumps([r.accepted, sorted(sys.modules)]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
