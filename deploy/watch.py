@@ -348,6 +348,12 @@ class LiveWatch:
                     out.append(f"{tag}drift within session: last score {ss['score']}, max {ss['max_score']} "
                                f"(threshold {ss['threshold']}); alarms by detector "
                                f"{dr['alarms_by_detector'] or 'none'}")
+                if "signal" in dr:
+                    sg = dr["signal"]
+                    within = (f"; within session max {sg['session']['max_score']} (threshold "
+                              f"{sg['session']['threshold']})" if "session" in sg else "")
+                    out.append(f"{tag}drift of the signal's descriptors: last score {sg['score']}, max "
+                               f"{sg['max_score']} (threshold {sg['threshold']}){within}")
             if "paired" in s:
                 pr = s["paired"]
                 per = ", ".join(f"{v} {x['agreement']:.3f} on {x['windows']}"

@@ -456,6 +456,9 @@ def test_signal_detector_sees_a_sensor_change_h_cannot(signal_bundle, tmp_path):
     assert dr["max_score"] < dr["threshold"] and "session" not in dr  # h's detectors are blind here
     assert len(drift) == 1 and drift[0]["detector"] == "signal" and drift[0]["end_s"] > change
     assert any(line.startswith("drift (signal):") for line in summary.watch["notes"])
+    sg = dr["signal"]
+    assert (f"drift of the signal's descriptors: last score {sg['score']}, max {sg['max_score']} "
+            f"(threshold {sg['threshold']})") in "\n".join(summary.lines())
 
     dr = clean_summary.watch["streams"]["0"]["drift"]
     assert not _events(clean_records, "drift") and dr["signal"]["max_score"] < dr["signal"]["threshold"]
