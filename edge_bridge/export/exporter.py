@@ -36,8 +36,11 @@
 A fused composite (a bridge fed by K target modalities, ``Composite(..., extra_targets=...)``) exports the
 same way with one more graph per extra target, ``target_front_<key>.onnx`` (``x_target_<key> -> h_<key>``),
 and a bridge graph with the inputs ``h, h_<key>, ...``; the manifest (schema 2) records each extra target's
-preprocessing and position. FP32 only for now: the INT8 search and guard measure one target's chain, so
-``precision`` other than fp32 is refused for a fused composite (the report's ``fused`` entry says so).
+preprocessing and position. ``target_front``, ``source_back`` and ``source_front`` quantize as above, with
+the fused chain (every front, the K-input bridge) in the search, the calibration of ``source_back`` and the
+guard; the calibration windows then carry every target modality in lockstep. The extra fronts stay FP32:
+the search and the fallback ladder pick one target front's nodes, and their precision is recorded (the
+report's ``fused`` entry says why).
 """
 
 from __future__ import annotations
@@ -228,13 +231,15 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
                      classes: tuple[str, ...] = (), exclude_subjects: tuple[str, ...] = (),
                      label_map: dict[str, str] | None = None,
                      channel_map: dict[str, Any] | None = None,
-                     min_label_fraction: float = 1.0) -> WindowSet:
+                     min_label_fraction: float = 1.0,
+                     extra_targets: dict[str, Preprocessing] | None = None) -> WindowSet:
     """Calibration windows from a directory of recordings (EDF+, BrainFlow CSV, ...; ``channel_map`` as
     the run's ``--channels``) (cut with THE preprocessing of the manifest)
     or from a ``.npz`` written by ``Windows.save``.
 
     The windows are labelled by the run's task rule (``min_label_fraction``, as training labelled them),
-    so a report over them counts the same windows per class as the run's own splits.
+    so a report over them counts the same windows per class as the run's own splits. ``extra_targets``
+    (a fused bridge's further target specs, by key) are windowed in lockstep with the target.
 
     Windows of ``exclude_subjects`` (the held-out subjects the accuracy guard uses) are dropped, so the
     guard never measures on windows the ranges were fitted to.
@@ -252,7 +257,8 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
 
         files = recording_files(path, "--calibration-data")
         w = windows_from_files(files, source, target, classes, label_map=label_map, channel_map=channel_map,
-                               min_label_fraction=min_label_fraction)
+                               min_label_fraction=min_label_fraction,
+                               extra_targets=tuple((extra_targets or {}).values()))
         origin = f"{path} ({len(files)} recordings)"
         prov = provenance(path, [Path(f) for f in files])
     elif path.is_file() and path.suffix == ".npz":
@@ -268,9 +274,11 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
             logger.info("calibration: left out %d windows of the held-out subjects %s", int((~keep).sum()),
                         sorted(set(w.subjects[~keep].tolist())))
             w = w.subset(keep)
-    ws = WindowSet.from_windows(w, origin)
+    extra = extra_targets or {}
+    ws = WindowSet.from_windows(w, origin, tuple(extra))
     ws.provenance = prov
-    for name, x, spec in (("target", ws.target, target), ("source", ws.source, source)):
+    for name, x, spec in (("target", ws.target, target), ("source", ws.source, source),
+                          *((k, ws.extras[k], extra[k]) for k in extra)):
         if len(x) and tuple(x.shape[1:]) != tuple(spec.input_shape):
             raise ExportError(f"{origin}: {name} windows have shape {tuple(x.shape[1:])} but the "
                               f"{spec.modality} preprocessing gives {tuple(spec.input_shape)}; cut them with "
@@ -395,7 +403,8 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
                                            exclude_subjects=tuple(run.splits()["test"]),
                                            label_map=run.task.label_map, channel_map=run.channel_map,
-                                           min_label_fraction=run.task.min_label_fraction)
+                                           min_label_fraction=run.task.min_label_fraction,
+                                           extra_targets=extra_specs)
         if reference_data is not None and extra_keys:
             raise ExportError("--reference-data is not supported for a fused bridge yet (its windows would "
                               f"need the {list(extra_keys)} modalities in lockstep); export without it to "
@@ -475,7 +484,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
             raise ExportError(f"{out} already exists; choose a new bundle directory or pass --force to "
                               "replace it (it is replaced only after the new bundle verifies)")
         _check_specs(composite, classes, source_spec, target_spec)
-        extra_specs = _check_fused(composite, prec, extra_specs or {}, holdout)
+        extra_specs = _check_fused(composite, prec, extra_specs or {}, holdout, calibration)
         job = _Job(composite, out, prec, tgt, qcfg, float(agreement_threshold), calibration, holdout,
                    dict(weights_sha256 or {}), parity_tolerance)
         if int8_search not in INT8_SEARCHES:
@@ -526,19 +535,15 @@ def _check_specs(composite: Any, classes: tuple[str, ...], source_spec: Preproce
 
 
 def _check_fused(composite: Any, prec: Precision, extra_specs: dict[str, Preprocessing],
-                 holdout: WindowSet) -> dict[str, Preprocessing]:
-    """A fused composite's extra targets: specs and held-out windows for each, FP32; returns the specs
-    in the bridge's input order. A single-target composite must be given none."""
+                 holdout: WindowSet, calibration: WindowSet | None) -> dict[str, Preprocessing]:
+    """A fused composite's extra targets: specs, held-out windows and (INT8) calibration windows for each;
+    returns the specs in the bridge's input order. A single-target composite must be given none."""
     keys = tuple(getattr(composite, "extra_keys", ()))
     if sorted(extra_specs) != sorted(keys):
         raise ExportError(f"the composite's extra targets are {list(keys)} but preprocessing specs were "
                           f"given for {sorted(extra_specs)}; pass one spec per extra target (extra_specs)")
     if not keys:
         return {}
-    if prec is not Precision.FP32:
-        raise ExportError(f"a fused bridge (extra targets {', '.join(keys)}) exports at --precision fp32 "
-                          "only for now: the INT8/FP16 search and accuracy guard measure one target's "
-                          f"chain. Export with --precision fp32 (asked: {prec.value})")
     for key in keys:
         model = composite.extra_fronts[key].target
         spec = extra_specs[key]
@@ -546,11 +551,16 @@ def _check_fused(composite: Any, prec: Precision, extra_specs: dict[str, Preproc
             raise ExportError(f"the {key} backbone reads windows of shape {tuple(model.input_shape)} but its "
                               f"preprocessing spec gives {tuple(spec.input_shape)}; export with the spec the "
                               "model was trained with")
-        x = holdout.extras.get(key)
-        if x is None or len(x) != len(holdout) or tuple(x.shape[1:]) != tuple(spec.input_shape):
-            got = None if x is None else tuple(x.shape)
-            raise ExportError(f"the held-out windows need the {key} windows in lockstep with the target's, "
-                              f"shape ({len(holdout)}, {', '.join(map(str, spec.input_shape))}); got {got}")
+        sets = [("held-out", holdout)]
+        if prec is Precision.INT8 and calibration is not None:
+            sets.append(("calibration", calibration))
+        for what, ws in sets:
+            x = ws.extras.get(key)
+            if x is None or len(x) != len(ws) or tuple(x.shape[1:]) != tuple(spec.input_shape):
+                got = None if x is None else tuple(x.shape)
+                raise ExportError(f"the {what} windows need the {key} windows in lockstep with the target's, "
+                                  f"shape ({len(ws)}, {', '.join(map(str, spec.input_shape))}); got {got}. "
+                                  "Give windows of every target modality (recordings with each channel)")
     return {k: extra_specs[k] for k in keys}
 
 
@@ -608,6 +618,7 @@ class _Job:
         self._built = 0
         self.extra_keys: tuple[str, ...] = tuple(getattr(composite, "extra_keys", ()))
         self.extra_specs: dict[str, Preprocessing] = {}  # a fused composite's extra targets' specs
+        self._cal_extras: dict[str, np.ndarray] = {}  # their calibration windows (the target's pick)
         self.inputs = part_inputs(composite)  # per part {input name: shape}; a fused bridge has several
         for p in self.parts:
             self.files.setdefault(p, {})
@@ -706,7 +717,10 @@ class _Job:
                     cal.origin)
         xt = pick_windows(cal.target, self.qcfg, "calibration (target windows)")
         xs = pick_windows(cal.source, self.qcfg, "calibration (source windows)")
-        z = np.concatenate([self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, xt)),
+        # a fused bridge's extra windows: the same evenly spaced pick as the target's (same count)
+        ex = {k: pick_windows(cal.extras[k], self.qcfg, f"calibration ({k} windows)")
+              for k in self.extra_keys}
+        z = np.concatenate([self.bridge_z(self.run("target_front", Precision.FP32, xt), ex),
                             self.run("source_front", Precision.FP32, xs)])
         feeds = {"target": xt, "source": xs, "z": z}
         self.quant["calibration"] = {"origin": cal.record(), "windows_given": len(cal),
@@ -719,10 +733,11 @@ class _Job:
         self.quant["config"]["calibration_method"] = "per part: quantization.parts.<part>.calibration_method"
         none = np.full(len(xt), -1)
         fp32 = {p: Precision.FP32 for p in PARTS}
-        self._cal_ref = {"target": self.chain(fp32, xt),
+        self._cal_ref = {"target": self.chain(fp32, xt, ex),
                          "source": self.run("source_back", Precision.FP32, self.run("source_front",
                                                                                      Precision.FP32, xs))}
         self._cal_x = {"target": xt, "source": xs, "labels_t": none, "labels_s": np.full(len(xs), -1)}
+        self._cal_extras = ex
         self.quant["parts"] = {}
         audits = {}
         # target_front first (the composite with the rest FP32), then source_back behind the mixed
@@ -776,8 +791,8 @@ class _Job:
             return self._upstream[key]
 
         def composite() -> dict[str, Any]:
-            z = upstream("target_front", lambda: self.run("bridge", Precision.FP32, run_session(
-                load("target_front"), "target_front", x["target"])))
+            z = upstream("target_front", lambda: self.bridge_z(run_session(
+                load("target_front"), "target_front", x["target"]), self._cal_extras))
             return _compare(self._cal_ref["target"], run_session(load("source_back"), "source_back", z),
                             x["labels_t"])
 
@@ -1188,8 +1203,12 @@ class _Job:
                 "targets": [target_spec.modality, *self.extra_keys],
                 "positions_i": {"target": int(self.composite.i), **self.composite.extra_positions},
                 "extra_fronts": {f: "fp32" for f in fronts},
-                "note": "fused bridge: every part exported FP32; INT8 of the fronts through the accuracy "
-                        "guard is not built for several targets yet (the guard measures one target's chain)"}
+                "note": "fused bridge: the extra targets' fronts ship FP32 (the INT8 search and the "
+                        "fallback ladder choose one target front's nodes)"
+                        + ("" if self.precision is Precision.FP32 else
+                           f"; target_front, source_back and source_front were exported "
+                           f"{self.precision.value} and guarded on the fused chain (every front, the "
+                           "K-input bridge)")}
         manifest = Manifest(task=task, classes=list(classes), label_map=dict(label_map or {}),
                             source=source_spec, target=target_spec,
                             positions={"i": int(self.composite.i), "j": int(self.composite.j)}, parts=specs,
@@ -1229,7 +1248,9 @@ class _Job:
         """On a CUDA host with torch-tensorrt, compile the composite once as a host-side check."""
         import torch
 
-        if not torch.cuda.is_available():
+        if self.extra_keys:
+            reason = "a fused composite (several target inputs) is not compiled by this check"
+        elif not torch.cuda.is_available():
             reason = "no CUDA device on this host"
         elif importlib.util.find_spec("torch_tensorrt") is None:
             reason = "torch-tensorrt is not installed (pip install 'edge-bridge[gpu]')"

@@ -3,7 +3,7 @@
 The fused composite is the tiny one of ``conftest.py`` plus a tiny EDA backbone (a second target, the
 ``stress+eda`` task's EDA spec at 4-s windows): its bridge is ``PrototypeBridge(d_in=[d_ppg, d_eda])`` with a
 non-zero ``B`` and a scaled-up ``A_1``, so the EDA windows move the logits. It is exported once per module
-(FP32: the only precision a fused bundle has for now); tests that break a bundle copy it first.
+(FP32); tests that break a bundle copy it first, and the INT8 test exports its own.
 """
 
 from __future__ import annotations
@@ -123,17 +123,46 @@ def test_fused_bundle_has_one_front_per_target_and_a_k_input_bridge(fused, tiny)
         np.testing.assert_array_equal(g["bridge.h_eda"], g["target_front_eda.h_eda"])
 
 
-def test_fused_export_refuses_int8_and_missing_extra_windows(tiny, tmp_path):
+def test_fused_export_refuses_missing_extra_windows(tiny, tmp_path):
     from edge_bridge.export.errors import ExportError
 
-    with pytest.raises(ExportError, match="fp32 only"):
-        export_fused(tiny, tmp_path / "a.bundle", precision="int8", calibration=tiny.windows(16, 2))
     holdout = tiny.windows(8, 1)  # no EDA windows beside the PPG ones
-    with pytest.raises(ExportError, match="eda windows in lockstep"):
-        export_fused(tiny, tmp_path / "b.bundle", holdout=holdout)
+    with pytest.raises(ExportError, match="held-out windows need the eda windows in lockstep"):
+        export_fused(tiny, tmp_path / "a.bundle", holdout=holdout)
+    with pytest.raises(ExportError, match="calibration windows need the eda windows in lockstep"):
+        export_fused(tiny, tmp_path / "b.bundle", precision="int8", calibration=tiny.windows(64, 2))
     with pytest.raises(ExportError, match="specs were given"):
         export_fused(tiny, tmp_path / "c.bundle", extra_specs={})
     assert not any(tmp_path.iterdir())  # nothing left behind
+
+
+def test_fused_int8_quantizes_the_main_parts_guarded_on_the_fused_chain(tiny, tmp_path):
+    """INT8: target_front, source_back and source_front through the guard (measured on the fused chain);
+    the EDA front FP32, as the report says; the shipped bundle agrees with torch FP32 as the guard says."""
+    cal = tiny.windows(64, 2)
+    cal.extras = {"eda": eda_windows(64, 12)}
+    b = export_fused(tiny, tmp_path / "int8.bundle", precision="int8", calibration=cal, int8_search="off")
+    m = b.manifest
+    assert m.parts["target_front_eda"].precision == "fp32"
+    note = m.report["fused"]["note"]
+    assert "ship FP32" in note and "guarded on the fused chain" in note
+    q = m.quantization
+    assert q["calibration"]["windows_used"]["target_front"] == 64
+    shipped = {p: m.parts[p].precision for p in ("target_front", "source_back", "source_front")}
+    assert shipped == {p: q["precisions"][p] for p in shipped}
+    assert "int8" in shipped.values() or q["fallback"]  # quantized, or every step down is recorded
+    acc = q["accuracy"]["shipped"]
+    assert acc["agreement"] >= q["accuracy"]["threshold"] or q["degraded"]
+    # the guard's figure is what the bundle does: its argmax vs the torch FP32 fused composite
+    holdout = tiny.windows(32, 1)
+    xe = eda_windows(32, 11)
+    with torch.no_grad():
+        ref = fused_composite(tiny).eval()(torch.from_numpy(holdout.target), torch.from_numpy(xe)).numpy()
+    got = run_windows(b, {"target": holdout.target, "eda": xe})
+    agreement = float((got.argmax(1) == ref.argmax(1)).mean())
+    assert abs(agreement - acc["agreement"]) <= 1 / 32
+    with CompositeRunner(b, "cpu") as runner:
+        assert runner.self_test().passed
 
 
 # --- 2. load verifies the new parts -------------------------------------------------------------------------
