@@ -301,6 +301,11 @@ def load_calibratable(path: str | os.PathLike[str]) -> Bundle:
             f"{bundle.root}: the bundle has no source_front part, which calibration needs to turn the source "
             "signal into bridge targets; re-export with source_front included (edge-bridge export keeps it "
             "unless told otherwise). Nothing was changed")
+    if bundle.extra_keys:  # refitting K input maps on site is not built; say so before reading a byte
+        raise CalibrationError(
+            f"{bundle.root}: the bridge is fused (targets {bundle.manifest.target.modality}, "
+            f"{', '.join(bundle.extra_keys)}) and on-site calibration refits single-target bridges only; "
+            "re-train and re-export on the host instead. Nothing was changed")
     return bundle
 
 

@@ -9,6 +9,11 @@ No bridge becomes current without its chain giving finite logits on the bundle's
 :func:`bridge_golden` computes a new version's own expected outputs for calibrate's publish (and refuses a
 non-finite chain), :meth:`CompositeRunner.prepare_bridge` checks the same before a hot swap, and the
 start-up self-test checks the current version against its own golden file.
+
+A fused bundle (a bridge fed by K target modalities, manifest schema 2) also opens one front per extra
+target, ``target_front_<key>``; :meth:`CompositeRunner.run_targets` (or :func:`run_windows`) takes one
+window batch per modality and runs every front, then the bridge on ``h, h_<key>, ...``, then
+``source_back``. A single-target bundle runs exactly as before, through either call.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -30,7 +36,7 @@ from deploy.selftest import (
     golden_input,
     tolerance_for,
 )
-from edge_bridge.bundle import GOLDEN, Bundle, BundleError, PartSpec, read_golden
+from edge_bridge.bundle import GOLDEN, Bundle, BundleError, PartSpec, extra_front, part_io, read_golden
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +107,21 @@ def bridge_golden(bundle: Bundle, onnx_bytes: bytes) -> dict[str, np.ndarray] | 
     return {"bridge.h": h, "bridge.z": z, "source_back.z": z, "source_back.logits": logits}
 
 
+def run_windows(bundle: Bundle, windows: Mapping[str, np.ndarray], *, device: str = "cpu",
+                threads: int = 1) -> np.ndarray:
+    """Logits of one window batch per target modality through a bundle's parts, once.
+
+    Opens a :class:`CompositeRunner` (fronts -> bridge -> source_back; ONNX Runtime on ``device``), runs
+    :meth:`CompositeRunner.run_targets` and closes it: for a one-off batch (a test, a file), not a stream.
+
+    Examples
+    --------
+    >>> logits = run_windows(Bundle.load("fused.bundle"), {"target": x_ppg, "eda": x_eda})  # doctest: +SKIP
+    """
+    with CompositeRunner(bundle, device, threads=threads) as runner:
+        return runner.run_targets(windows)
+
+
 def check_io(engine: Engine, spec: PartSpec, part: str) -> None:
     """The graph's real tensors must be the ones the manifest declares (names and non-batch shapes).
 
@@ -147,8 +168,10 @@ class CompositeRunner:
         self._lock = threading.Lock()
         opts = engine_options(device, threads)
         self.engines: dict[str, Engine] = {}
+        self.extra_keys = bundle.extra_keys  # a fused bundle's further targets, in bridge-input order
+        self.parts = (*LIVE_PARTS, *(extra_front(k) for k in self.extra_keys))
         try:
-            for part in LIVE_PARTS:
+            for part in self.parts:
                 path = bundle.bridge_path() if part == "bridge" else bundle.part_path(part)
                 t0 = time.perf_counter()
                 self.engines[part] = load_engine(path, device, **opts)
@@ -162,13 +185,26 @@ class CompositeRunner:
         self.last_h: np.ndarray | None = None
         self.last_x: np.ndarray | None = None
         self.input_shape = tuple(bundle.manifest.target.input_shape)
+        self.input_shapes = {"target": self.input_shape,
+                             **{e.key: tuple(e.spec.input_shape) for e in bundle.manifest.extra_targets}}
 
     @property
     def gpu(self) -> bool:
         return self.device != "cpu"
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
-        """Logits for a batch of preprocessed target windows ``(n, C, L)`` -> ``(n, n_classes)``."""
+        """Logits for a batch of preprocessed target windows ``(n, C, L)`` -> ``(n, n_classes)``.
+
+        Raises
+        ------
+        BundleError
+            For a fused bundle, whose bridge needs every target's window: use :meth:`run_targets`.
+        """
+        if self.extra_keys:
+            keys = ", ".join(f"'{k}': x_{k}" for k in self.extra_keys)
+            raise BundleError(f"{self.bundle.root}: the bridge is fused (targets "
+                              f"{', '.join(self.input_shapes)}) and needs one window per modality; call "
+                              f"run_targets({{'target': x, {keys}}}) instead")
         with self._lock:  # a bridge swap never lands between the three parts of one window
             e = self.engines
             h = e["target_front"].run({"x_target": x})["h"]
@@ -176,12 +212,58 @@ class CompositeRunner:
             z = e["bridge"].run({"h": h})["z"]
             return e["source_back"].run({"z": z})["logits"]
 
+    def run_targets(self, windows: Mapping[str, np.ndarray]) -> np.ndarray:
+        """Logits for one batch of preprocessed windows per target modality -> ``(n, n_classes)``.
+
+        Parameters
+        ----------
+        windows : mapping of key -> ndarray, shape (n, C_k, L_k)
+            ``"target"`` (the main target) and, for a fused bundle, each extra target's key
+            (``bundle.extra_keys``), windowed in lockstep (the same n, window i of each covering the same
+            time); float32, cut with the manifest's preprocessing of that modality.
+
+        Raises
+        ------
+        BundleError
+            A modality is missing or unknown, or a batch has the wrong shape or length.
+        """
+        feeds = self._check_windows(windows)
+        with self._lock:  # a bridge swap never lands between the parts of one window
+            e = self.engines
+            h = e["target_front"].run({"x_target": feeds["target"]})["h"]
+            self.last_x, self.last_h = feeds["target"], h  # the main target's, for the drift monitor
+            hb = {"h": h}
+            for k in self.extra_keys:
+                hb[f"h_{k}"] = e[extra_front(k)].run({f"x_target_{k}": feeds[k]})[f"h_{k}"]
+            z = e["bridge"].run(hb)["z"]
+            return e["source_back"].run({"z": z})["logits"]
+
+    def _check_windows(self, windows: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        want = self.input_shapes
+        if not isinstance(windows, Mapping) or set(windows) != set(want):
+            got = sorted(windows) if isinstance(windows, Mapping) else type(windows).__name__
+            raise BundleError(f"{self.bundle.root}: this bundle takes one window batch per target modality "
+                              f"{list(want)}, got {got}; pass a dict with exactly these keys")
+        feeds = {k: np.ascontiguousarray(windows[k], dtype=np.float32) for k in want}
+        n = {k: int(v.shape[0]) if v.ndim else -1 for k, v in feeds.items()}
+        for k, v in feeds.items():
+            if tuple(v.shape[1:]) != want[k] or v.ndim != len(want[k]) + 1:
+                raise BundleError(f"{self.bundle.root}: the {k} windows have shape {list(v.shape)}, expected "
+                                  f"[n, {', '.join(map(str, want[k]))}] (the manifest's {k} preprocessing)")
+        if len(set(n.values())) != 1:
+            raise BundleError(f"{self.bundle.root}: the modalities' batches differ in length {n}; window "
+                              "them in lockstep (window i of each covers the same time)")
+        return feeds
+
     def warm_up(self, runs: int = 5) -> float:
         """Run zeros through the chain ``runs`` times (allocations, kernel choice); returns seconds."""
         t0 = time.perf_counter()
-        x = np.zeros((1, *self.input_shape), dtype=np.float32)
+        x = {k: np.zeros((1, *shape), dtype=np.float32) for k, shape in self.input_shapes.items()}
         for _ in range(max(runs, 1)):
-            self(x)
+            if self.extra_keys:
+                self.run_targets(x)
+            else:  # the single-target path as it always ran (through __call__)
+                self(x["target"])
         return time.perf_counter() - t0
 
     def self_test(self, golden: dict[str, np.ndarray] | None = None) -> SelfTestReport:
@@ -200,13 +282,14 @@ class CompositeRunner:
         golden = self._golden() if golden is None else golden
         version = self.bridge_version
         report = SelfTestReport()
-        for part in LIVE_PARTS:
+        for part in self.parts:
             precision = self.bundle.part(part).precision
-            check = check_part(self.engines[part], part, golden, precision, self.gpu)
+            io = part_io(part, self.extra_keys) if self.extra_keys else None
+            check = check_part(self.engines[part], part, golden, precision, self.gpu, io)
             if check is not None:
                 report.checks.append(check)
         where = self.golden_name
-        missing = [p for p in LIVE_PARTS if p not in {c.part for c in report.checks}]
+        missing = [p for p in self.parts if p not in {c.part for c in report.checks}]
         if missing:  # an unchecked part would run live unverified
             raise SelfTestError(f"cannot self-test bridge v{version:04d}: {self.bundle.root}/{where} (with "
                                 f"{GOLDEN}) has no inputs and outputs for {', '.join(missing)} (keys: "
@@ -262,6 +345,11 @@ class CompositeRunner:
         if h is None:
             raise BundleError(f"{bundle.root}: {GOLDEN} has no golden h; re-export the bundle")
         feeds = {"h": np.asarray(h, dtype=np.float32)}
+        for k in bundle.extra_keys:  # a fused bridge: its further golden inputs
+            hk = golden_input(golden, "bridge", f"h_{k}")
+            if hk is None:
+                raise BundleError(f"{bundle.root}: {GOLDEN} has no golden h_{k}; re-export the bundle")
+            feeds[f"h_{k}"] = np.asarray(hk, dtype=np.float32)
         n = int(feeds["h"].shape[0])
         z_shape = tuple(int(d) for d in version.onnx.outputs[0].shape[1:])
 

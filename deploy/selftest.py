@@ -96,9 +96,14 @@ _SEPARATORS = ("/", ".", "__")
 Arrays = dict[str, np.ndarray]
 
 
-def golden_case(golden: Arrays, part: str) -> tuple[Arrays, Arrays] | None:
-    """The ``(feeds, expected)`` of ``part`` in a golden file, or ``None`` if it has none for it."""
-    ins, outs = PART_IO[part]
+def golden_case(golden: Arrays, part: str, io: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+                ) -> tuple[Arrays, Arrays] | None:
+    """The ``(feeds, expected)`` of ``part`` in a golden file, or ``None`` if it has none for it.
+
+    ``io``: the part's tensor names when they are not :data:`PART_IO`'s (a fused bundle's bridge and extra
+    fronts, :func:`edge_bridge.bundle.part_io`).
+    """
+    ins, outs = io if io is not None else PART_IO[part]
 
     def find(tensor: str) -> np.ndarray | None:
         for sep in _SEPARATORS:
@@ -111,8 +116,8 @@ def golden_case(golden: Arrays, part: str) -> tuple[Arrays, Arrays] | None:
     expected = {t: find(t) for t in outs}
     if all(v is not None for v in (*feeds.values(), *expected.values())):
         return feeds, expected  # type: ignore[return-value]
-    if part == "source_front":  # its plain "z" would be the bridge's: no plain-name fallback
-        return None
+    if part == "source_front" or part not in PART_IO:  # source_front's plain "z" would be the bridge's;
+        return None  # an extra front has no plain-name form
     if all(t in golden for t in (*ins, *outs)):
         return {t: golden[t] for t in ins}, {t: golden[t] for t in outs}
     return None
@@ -179,9 +184,11 @@ def compare(part: str, got: dict[str, np.ndarray], expected: dict[str, np.ndarra
 
 
 def check_part(engine: Any, part: str, golden: dict[str, np.ndarray], precision: str,
-               gpu: bool = False) -> PartCheck | None:
-    """Run one engine on its golden inputs; ``None`` if the golden file has nothing for ``part``."""
-    case = golden_case(golden, part)
+               gpu: bool = False, io: tuple[tuple[str, ...], tuple[str, ...]] | None = None
+               ) -> PartCheck | None:
+    """Run one engine on its golden inputs; ``None`` if the golden file has nothing for ``part``
+    (``io`` as in :func:`golden_case`)."""
+    case = golden_case(golden, part, io)
     if case is None:
         return None
     feeds, expected = case

@@ -12,6 +12,14 @@ Layout (DESIGN.md)::
     golden.npz           inputs and expected outputs per part, for the device self-test
     reference.npz        drift reference: statistics of target_front's h on held-out windows (optional)
 
+A fused bundle (schema_version 2: a bridge fed by K target modalities) adds, per extra target ``KEY``::
+
+    target_front_KEY.onnx  x_target_KEY (B, C_k, L_k) -> h_KEY (B, d_k)     that modality's backbone[:i_k]
+
+and its bridge takes the inputs ``h, h_KEY, ...`` (main target first, then the extra targets in the
+manifest's order). The main target keeps ``target_front.onnx``, so a single-target bundle is exactly what it
+was, and it is still written as schema_version 1 (a device with an older edge-bridge reads it).
+
 The manifest's format is the JSON Schema ``edge_bridge/bundle_schema.json`` (shipped with the package, so
 other tools can validate bundles too); :meth:`Manifest.from_dict` checks it with ``jsonschema`` before any
 field is used, and the error names the field and the bundle. Every path the manifest names is treated as
@@ -53,7 +61,11 @@ from edge_bridge.signals.spec import Preprocessing
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+# The newest manifest format this reads and writes. A manifest is written with the lowest version that
+# holds it: 1 unless it has extra targets (a fused bridge), which need 2. Why not always 2: a single-target
+# bundle must stay readable by devices that run an older edge-bridge, and nothing in it changed.
+SCHEMA_VERSION = 2
+FUSED_SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 GOLDEN = "golden.npz"
 REFERENCE = "reference.npz"  # drift reference statistics (edge_bridge.export.reference); optional
@@ -61,6 +73,12 @@ PRECISIONS = ("fp32", "fp16", "int8")
 SCHEMA_FILE = Path(__file__).with_name("bundle_schema.json")
 # What a bridge version's own golden file holds: the golden h, the bridge's z on it, and the chain's logits.
 BRIDGE_GOLDEN_KEYS = ("bridge.h", "bridge.z", "source_back.z", "source_back.logits")
+# ...and, for a fused bridge, its further golden inputs ``bridge.h_<key>`` (one per extra target)
+_FUSED_GOLDEN = re.compile(r"^bridge\.h_[a-z][a-z0-9_]{0,31}$")
+
+
+def _bridge_golden_keys(arrays: Mapping[str, Any]) -> list[str]:
+    return [*BRIDGE_GOLDEN_KEYS, *sorted(k for k in arrays if _FUSED_GOLDEN.match(k))]
 
 # The fixed parts: file name and tensor names. The bridge is versioned and lives under bridges/.
 PART_FILES = {"target_front": "target_front.onnx", "source_back": "source_back.onnx",
@@ -72,6 +90,8 @@ PART_IO = {
     "source_front": (("x_source",), ("z",)),
 }
 REQUIRED_PARTS = ("target_front", "source_back")
+EXTRA_FRONT_PREFIX = "target_front_"  # + an extra target's key: that modality's front (fused bundles)
+_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
 # The source model's torch weights (safetensors + config), optional: only calibrate's gradient path reads
 # them, to run the paper's objective through source blocks j.. on site; the device never does.
 SOURCE_MODEL_DIR = "source_model"
@@ -79,6 +99,51 @@ SOURCE_MODEL_DIR = "source_model"
 
 class BundleError(EdgeBridgeError, ValueError):
     """A bundle is missing, corrupted, from an unknown version, or its parts do not fit together."""
+
+
+def extra_front(key: str) -> str:
+    """The part name of an extra target's front: ``target_front_<key>`` (file ``target_front_<key>.onnx``)."""
+    return f"{EXTRA_FRONT_PREFIX}{key}"
+
+
+def part_io(name: str, extra_keys: tuple[str, ...] | list[str] = ()
+            ) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Input and output tensor names of part ``name`` in a bundle with extra targets ``extra_keys``.
+
+    The bridge of a fused bundle takes ``h`` then ``h_<key>`` per extra target; an extra front maps
+    ``x_target_<key>`` to ``h_<key>``; every other part is as in :data:`PART_IO`.
+
+    Raises
+    ------
+    BundleError
+        For a name that is no part of such a bundle.
+    """
+    if name == "bridge":
+        return ("h", *(f"h_{k}" for k in extra_keys)), ("z",)
+    if name.startswith(EXTRA_FRONT_PREFIX):
+        key = name[len(EXTRA_FRONT_PREFIX):]
+        if key in extra_keys:
+            return (f"x_target_{key}",), (f"h_{key}",)
+    if name in PART_IO:
+        return PART_IO[name]
+    known = [*PART_IO, *(extra_front(k) for k in extra_keys)]
+    raise BundleError(f"unknown part {name!r}; this bundle's parts are {', '.join(known)}")
+
+
+@dataclass
+class ExtraTarget:
+    """A further target modality of a fused bridge: its key, preprocessing and cut position ``i``.
+
+    ``key`` is the task's target key (``Task.target_keys``, the modality's name, e.g. ``"eda"``); it names
+    the part (``target_front_<key>``) and the tensors (``x_target_<key>``, ``h_<key>``).
+    """
+
+    key: str
+    spec: Preprocessing
+    i: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"key": self.key, "preprocessing": self.spec.to_dict()}
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -181,20 +246,34 @@ class Manifest:
     label_map: dict[str, str] = field(default_factory=dict)  # annotation -> class (Task.label_map)
     source_model: dict[str, str] = field(default_factory=dict)  # file under SOURCE_MODEL_DIR -> sha256
     reference: dict[str, str] | None = None  # {"file", "sha256"} of the drift reference; None: drift off
+    extra_targets: list[ExtraTarget] = field(default_factory=list)  # a fused bridge's further targets
     tool_version: str = __version__
     created: str = field(default_factory=lambda: _now())
-    schema_version: int = SCHEMA_VERSION
+    schema_version: int = 1  # as read; what is written is :attr:`required_version`
+
+    @property
+    def extra_keys(self) -> tuple[str, ...]:
+        """The extra targets' keys in bridge-input order (empty for a single-target bundle)."""
+        return tuple(e.key for e in self.extra_targets)
+
+    @property
+    def required_version(self) -> int:
+        """The lowest schema version that holds this manifest: 2 with extra targets, else 1."""
+        return FUSED_SCHEMA_VERSION if self.extra_targets else 1
 
     def to_dict(self) -> dict[str, Any]:
+        extra = self.extra_targets
         return {
-            "schema_version": self.schema_version,
+            "schema_version": self.required_version,
             "tool_version": self.tool_version,
             "created": self.created,
             "task": self.task,
             "classes": list(self.classes),
             **({"label_map": dict(self.label_map)} if self.label_map else {}),
-            "modalities": {"source": self.source.to_dict(), "target": self.target.to_dict()},
-            "positions": dict(self.positions),
+            "modalities": {"source": self.source.to_dict(), "target": self.target.to_dict(),
+                           **({"extra_targets": [e.to_dict() for e in extra]} if extra else {})},
+            "positions": {**self.positions,
+                          **({"i_extra": {e.key: int(e.i) for e in extra}} if extra else {})},
             "parts": {k: v.to_dict() for k, v in sorted(self.parts.items())},
             "bridges": {"current": self.current_bridge,
                         "versions": {f"{v:04d}": b.to_dict() for v, b in sorted(self.bridges.items())}},
@@ -264,6 +343,7 @@ class Manifest:
                 reference={"file": d["reference"]["file"], "sha256": d["reference"]["sha256"]}
                 if d.get("reference") else None,
                 tool_version=d.get("tool_version", "?"),
+                extra_targets=_extra_targets(d, where, version),
                 created=d.get("created", ""),
                 schema_version=version,
             )
@@ -277,6 +357,29 @@ class Manifest:
             raise BundleError(f"{where}: field bridges.current is {manifest.current_bridge}, which is not "
                               f"among the published versions {sorted(manifest.bridges)}")
         return manifest
+
+
+def _extra_targets(d: dict[str, Any], where: str, version: int) -> list[ExtraTarget]:
+    """The manifest's extra targets (``modalities.extra_targets`` with ``positions.i_extra``), checked."""
+    listed = d["modalities"].get("extra_targets") or []
+    i_extra = d["positions"].get("i_extra") or {}
+    if not listed and not i_extra:
+        return []
+    if version < FUSED_SCHEMA_VERSION:
+        raise BundleError(f"{where}: extra target modalities (a fused bridge) need schema_version "
+                          f"{FUSED_SCHEMA_VERSION}, but the manifest says {version}; re-export the bundle")
+    keys = [e["key"] for e in listed]
+    main = d["modalities"]["target"].get("modality")
+    bad = [k for k in keys if not _KEY.match(k) or k in ("target", "source")]
+    if bad or len(set(keys)) != len(keys) or main in keys:
+        raise BundleError(f"{where}: modalities.extra_targets keys {keys} must be unique lowercase names "
+                          f"(letters, digits, '_'), none 'target', 'source' or the main target's {main!r}; "
+                          "the manifest was edited, re-export the bundle")
+    if sorted(i_extra) != sorted(keys):
+        raise BundleError(f"{where}: positions.i_extra names {sorted(i_extra)} but modalities.extra_targets "
+                          f"lists {keys}; every extra target needs its position, re-export the bundle")
+    return [ExtraTarget(e["key"], Preprocessing.from_dict(e["preprocessing"]), int(i_extra[e["key"]]))
+            for e in listed]
 
 
 # sha256 of manifest texts that passed the schema: the same bytes need no second check (a publish reads,
@@ -596,6 +699,11 @@ class Bundle:
         return contained(self.root, self.manifest.bridges[v].onnx.file, f"bridge v{v:04d}")
 
     @property
+    def extra_keys(self) -> tuple[str, ...]:
+        """The extra targets of a fused bundle, in bridge-input order (empty: a single-target bundle)."""
+        return self.manifest.extra_keys
+
+    @property
     def source_model_path(self) -> Path | None:
         """``source_model/`` (weights for calibrate's gradient path), or None if the export left it out."""
         return self.root / SOURCE_MODEL_DIR if self.manifest.source_model else None
@@ -632,8 +740,14 @@ class Bundle:
         missing = [p for p in REQUIRED_PARTS if p not in m.parts]
         if missing:
             raise BundleError(f"{self.root}: manifest has no {missing} part(s); re-export the bundle")
+        fronts = [extra_front(k) for k in m.extra_keys]
+        absent = [f for f in fronts if f not in m.parts]
+        if absent:
+            raise BundleError(f"{self.root}: the manifest lists the extra target(s) {list(m.extra_keys)} "
+                              f"of a fused bridge but has no {absent} part(s), so the bridge cannot be fed; "
+                              "re-export the bundle")
         for name, spec in m.parts.items():
-            if name not in PART_FILES:
+            if name not in PART_FILES and name not in fronts:
                 raise BundleError(f"{self.root}: unknown part {name!r} in manifest")
             self._check_part(name, spec)
             self._check_file(spec.file, spec.sha256, f"part {name}")
@@ -655,7 +769,7 @@ class Bundle:
     def _check_part(self, name: str, spec: PartSpec) -> None:
         if spec.precision not in PRECISIONS:
             raise BundleError(f"{self.root}: part {name} has unknown precision {spec.precision!r}")
-        want_in, want_out = PART_IO[name]
+        want_in, want_out = part_io(name, self.manifest.extra_keys)
         got_in = tuple(t.name for t in spec.inputs)
         got_out = tuple(t.name for t in spec.outputs)
         if (got_in, got_out) != (want_in, want_out):
@@ -683,6 +797,12 @@ class Bundle:
                         "the source preprocessing spec"),
                        ("source_front output z", sf.outputs[0].shape, sb.inputs[0].shape,
                         "source_back's input")]
+        for k, (e, h) in enumerate(zip(m.extra_targets, bridge.inputs[1:], strict=True), start=1):
+            front = m.parts[extra_front(e.key)]
+            checks += [(f"{extra_front(e.key)} input", front.inputs[0].shape[1:], list(e.spec.input_shape),
+                        f"the {e.key} preprocessing spec"),
+                       (f"bridge input {k} {h.name}", h.shape, front.outputs[0].shape,
+                        f"{extra_front(e.key)}'s output")]
         for what, got, want, against in checks:
             if list(got) != list(want):
                 raise BundleError(f"{self.root}: {what} has shape {list(got)} but {against} needs "
@@ -737,7 +857,8 @@ def golden_bytes(arrays: Mapping[str, Any]) -> bytes:
     missing = [k for k in BRIDGE_GOLDEN_KEYS if k not in arrays]
     if missing:
         raise BundleError(f"a bridge's golden outputs need {list(BRIDGE_GOLDEN_KEYS)}; missing {missing}")
-    out = {k: np.ascontiguousarray(np.asarray(arrays[k], dtype=np.float32)) for k in BRIDGE_GOLDEN_KEYS}
+    out = {k: np.ascontiguousarray(np.asarray(arrays[k], dtype=np.float32))
+           for k in _bridge_golden_keys(arrays)}
     for k, v in out.items():
         if not np.all(np.isfinite(v)):
             what = "logits" if k == "source_back.logits" else k
@@ -1003,7 +1124,7 @@ def read_golden(bundle: Bundle, version: int | None = None, *, strict: bool = Tr
         for k in list(arrays):  # drop the exported bridge's plain-name entries too
             if k in ("z", "logits") or k.split(".")[0].split("/")[0] in ("bridge", "source_back"):
                 del arrays[k]
-        arrays.update({k: own[k] for k in BRIDGE_GOLDEN_KEYS})
+        arrays.update({k: own[k] for k in _bridge_golden_keys(own)})
     elif v != 1 and strict:
         raise BundleError(
             f"{bundle.root}: bridge v{v:04d} has no expected outputs of its own (published by an older "

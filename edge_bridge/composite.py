@@ -7,10 +7,15 @@ available as modules of their own (:meth:`Composite.parts`), which is what expor
 
 Tensor names at the cuts (per window): ``x_target (C_t, L_t)`` -> ``h (d_in)`` -> ``z (T, D_out)`` ->
 ``logits (n_classes)``.
+
+A fused composite (``extra_targets``: a fused :class:`~edge_bridge.bridge.PrototypeBridge` of K target
+modalities) has one more front per extra target, ``x_target_<key> -> h_<key>``, and its bridge takes
+``h, h_<key>, ...`` in that order; with no extra targets everything is as above, unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -78,8 +83,37 @@ class SourceFront(nn.Module):
         return self.source.to_tokens(h)  # (B, T, D_out)
 
 
-def check_fit(target: Backbone, source: Backbone, bridge: Bridge, i: int, j: int) -> None:
-    """Raise :class:`BridgeError` unless the bridge's sizes match target block *i* and source block *j*."""
+class FusedBridgeInputs(nn.Module):
+    """A fused bridge seen as a graph of K named inputs ``(h, h_<key>, ...)`` -> ``z``: what export writes.
+
+    Why a wrapper: the bridge itself takes the K features as one list (training's code path); an ONNX
+    graph needs them as separate inputs, one per front, so the device feeds each front's output as it is.
+    """
+
+    def __init__(self, bridge: Bridge) -> None:
+        super().__init__()
+        self.bridge = bridge
+
+    def forward(self, h: torch.Tensor, *extra: torch.Tensor) -> torch.Tensor:
+        return self.bridge([h, *extra])  # (B, T, D_out)
+
+
+def check_fit(target: Backbone, source: Backbone, bridge: Bridge, i: int, j: int,
+              extra: Sequence[tuple[Backbone, int]] = ()) -> None:
+    """Raise :class:`BridgeError` unless the bridge's sizes match target block *i* and source block *j*
+    (and, fused, each extra target's block ``i_k`` one of the bridge's further input widths)."""
+    if extra:
+        dims = list(getattr(bridge, "input_dims", (bridge.d_in,)))
+        want_dims = [target.block_output(i).features, *(tb.block_output(ik).features for tb, ik in extra)]
+        if dims != want_dims:
+            raise BridgeError(f"the fused bridge takes inputs of widths {dims}, but the target blocks give "
+                              f"{want_dims} (main target first, then the extra targets in order); build the "
+                              "bridge for these positions")
+        b_out = source.block_input(j)
+        if (bridge.tokens, bridge.d_out) != (b_out.tokens, b_out.features):
+            raise BridgeError(f"the bridge outputs (T={bridge.tokens}, D_out={bridge.d_out}) but source "
+                              f"block {j} expects (T={b_out.tokens}, D_out={b_out.features})")
+        return
     b_in, b_out = target.block_output(i), source.block_input(j)
     want = (b_in.features, b_out.tokens, b_out.features)
     got = (bridge.d_in, bridge.tokens, bridge.d_out)
@@ -102,19 +136,30 @@ class Composite(nn.Module):
         Target block whose output feeds the bridge.
     j : int or str
         Source block whose input the bridge produces.
+    extra_targets : sequence of (key, Backbone, i_k), optional
+        A fused bridge's further target modalities, in the bridge's input order after the main target:
+        each key (``Task.target_keys``, e.g. ``"eda"``), its frozen backbone and its block ``i_k``.
     """
 
     def __init__(self, target: Backbone, source: Backbone, bridge: Bridge, i: int | str,
-                 j: int | str) -> None:
+                 j: int | str, extra_targets: Sequence[tuple[str, Backbone, int | str]] = ()) -> None:
         super().__init__()
         self.i, self.j = target.position(i), source.position(j)
-        check_fit(target, source, bridge, self.i, self.j)
+        extra = [(str(k), tb, tb.position(ik)) for k, tb, ik in extra_targets]
+        if len({k for k, _, _ in extra}) != len(extra) or any(k in ("target", "source") for k, _, _ in extra):
+            raise BridgeError(f"extra target keys {[k for k, _, _ in extra]} must be unique and none "
+                              "'target' or 'source'")
+        check_fit(target, source, bridge, self.i, self.j, [(tb, ik) for _, tb, ik in extra])
         if source.head is None:
             raise BridgeError("the source backbone has no head; a composite needs the source task model "
                               "(run edge-bridge fit-source)")
         target.freeze()
         source.freeze()
+        for _, tb, _ in extra:
+            tb.freeze()
         self.target_front = TargetFront(target, self.i)
+        # key -> that modality's front; a ModuleDict so .eval()/.cpu()/parameters() reach the backbones
+        self.extra_fronts = nn.ModuleDict({k: TargetFront(tb, ik) for k, tb, ik in extra})
         self.bridge = bridge
         self.source_back = SourceBack(source, self.j)
 
@@ -132,11 +177,31 @@ class Composite(nn.Module):
         self.bridge.train(mode)
         self.target.eval()
         self.source.eval()
+        for front in self.extra_fronts.values():
+            front.target.eval()
         return self
 
-    def forward(self, x_target: torch.Tensor) -> torch.Tensor:
+    @property
+    def extra_keys(self) -> tuple[str, ...]:
+        """The extra targets' keys in bridge-input order (empty unless fused)."""
+        return tuple(self.extra_fronts)
+
+    @property
+    def extra_positions(self) -> dict[str, int]:
+        """Each extra target's block ``i_k``, by key."""
+        return {k: int(f.i) for k, f in self.extra_fronts.items()}
+
+    def forward(self, x_target: torch.Tensor, *x_extra: torch.Tensor) -> torch.Tensor:
+        """Logits ``(B, n_classes)``; a fused composite takes one window batch per extra target too."""
         h = self.target_front(x_target)  # (B, d_in)
-        z = self.bridge(h)  # (B, T, D_out)
+        if len(x_extra) != len(self.extra_fronts):
+            raise BridgeError(f"this composite takes {1 + len(self.extra_fronts)} window batches (target"
+                              f"{''.join(', ' + k for k in self.extra_fronts)}), got {1 + len(x_extra)}")
+        if x_extra:
+            hs = [front(x) for front, x in zip(self.extra_fronts.values(), x_extra, strict=True)]
+            z = self.bridge([h, *hs])  # (B, T, D_out)
+        else:
+            z = self.bridge(h)  # (B, T, D_out)
         return self.source_back(z)  # (B, n_classes)
 
     def count_parameters(self) -> tuple[int, int]:
@@ -147,8 +212,13 @@ class Composite(nn.Module):
 
     def parts(self) -> dict[str, nn.Module]:
         """The modules export writes one graph for each: target_front, bridge, source_back, source_front."""
-        return {"target_front": self.target_front, "bridge": self.bridge, "source_back": self.source_back,
-                "source_front": SourceFront(self.source, self.j)}
+        parts: dict[str, nn.Module] = {
+            "target_front": self.target_front,
+            "bridge": FusedBridgeInputs(self.bridge) if self.extra_fronts else self.bridge,
+            "source_back": self.source_back, "source_front": SourceFront(self.source, self.j)}
+        for key, front in self.extra_fronts.items():  # fused: target_front_<key> (bundle.extra_front)
+            parts[f"target_front_{key}"] = front
+        return parts
 
     def describe(self) -> dict[str, Any]:
         trainable, total = self.count_parameters()

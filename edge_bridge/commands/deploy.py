@@ -300,6 +300,12 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     bundle = Bundle.load(root)
     m = bundle.manifest
+    if bundle.extra_keys:  # streaming K modalities in lockstep is not built yet: refuse before any engine
+        from edge_bridge.bundle import BundleError
+
+        raise BundleError(f"{bundle.root}: a fused bundle (targets {m.target.modality}, "
+                          f"{', '.join(bundle.extra_keys)}) cannot stream live yet, deploy reads one target "
+                          "stream; run it on windows of every modality with deploy.runtime.run_windows")
     _say(f"bundle {bundle.root}: task {m.task}, {m.target.modality} -> {m.source.modality}, classes "
          f"{', '.join(m.classes)}, bridge v{m.current_bridge:04d}; verified in "
          f"{1e3 * (time.perf_counter() - t0):.0f} ms")

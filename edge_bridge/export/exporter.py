@@ -32,6 +32,15 @@
    gradient path on site; ``source_weights=False`` leaves them out) and ``manifest.json``; the
    bundle is built in a temporary sibling directory, verified with :meth:`Bundle.load`, and renamed into
    place, so a failed export leaves nothing behind.
+
+A fused composite (a bridge fed by K target modalities, ``Composite(..., extra_targets=...)``) exports the
+same way with one more graph per extra target, ``target_front_<key>.onnx`` (``x_target_<key> -> h_<key>``),
+and a bridge graph with the inputs ``h, h_<key>, ...``; the manifest (schema 2) records each extra target's
+preprocessing and position. ``target_front``, ``source_back`` and ``source_front`` quantize as above, with
+the fused chain (every front, the K-input bridge) in the search, the calibration of ``source_back`` and the
+guard; the calibration windows then carry every target modality in lockstep. The extra fronts stay FP32:
+the search and the fallback ladder pick one target front's nodes, and their precision is recorded (the
+report's ``fused`` entry says why).
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +68,7 @@ from edge_bridge.bundle import (
     SOURCE_MODEL_DIR,
     BridgeVersion,
     Bundle,
+    ExtraTarget,
     Manifest,
     TensorSpec,
     bridge_file,
@@ -68,12 +78,13 @@ from edge_bridge.bundle import (
     write_manifest,
 )
 from edge_bridge.export.errors import ExportError
-from edge_bridge.export.golden import golden_arrays, write_golden
+from edge_bridge.export.golden import golden_arrays, run_fused_bridge, write_golden
 from edge_bridge.export.onnx_export import (
     PARTS,
     check_graph,
     export_part,
     ort_session,
+    part_inputs,
     part_shapes,
     run_session,
     save_model,
@@ -128,6 +139,8 @@ class WindowSet:
         (:func:`provenance`); ``None`` records the origin with every absolute path cut to its last part.
     subjects : ndarray or None
         The subject of each window, when known: the drift reference's within-session null needs it.
+    extras : dict of key -> ndarray, shape (n, C_k, L_k)
+        A fused bridge's extra targets' windows, in lockstep with ``target`` (empty otherwise).
     """
 
     target: np.ndarray
@@ -136,24 +149,34 @@ class WindowSet:
     origin: str
     provenance: dict[str, Any] | None = None
     subjects: np.ndarray | None = None
+    extras: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.target)
 
     @staticmethod
-    def from_windows(w: Any, origin: str) -> WindowSet:
-        """From :class:`edge_bridge.recordings.paired.Windows` with ``x["source"]`` and ``x["target"]``."""
-        missing = [k for k in ("source", "target") if k not in w.x]
+    def from_windows(w: Any, origin: str, extra_keys: tuple[str, ...] = ()) -> WindowSet:
+        """From :class:`edge_bridge.recordings.paired.Windows` with ``x["source"]`` and ``x["target"]``
+        (and ``x[key]`` for each of a fused bridge's ``extra_keys``)."""
+        missing = [k for k in ("source", "target", *extra_keys) if k not in w.x]
         if missing:
             raise ExportError(f"{origin}: windows lack the {missing} modality (have {sorted(w.x)}); export "
                               "needs paired source and target windows")
         subjects = getattr(w, "subjects", None)
         return WindowSet(np.asarray(w.x["target"], np.float32), np.asarray(w.x["source"], np.float32),
                          np.asarray(w.labels, np.int64), origin,
-                         subjects=None if subjects is None else np.asarray(subjects))
+                         subjects=None if subjects is None else np.asarray(subjects),
+                         extras={k: np.asarray(w.x[k], np.float32) for k in extra_keys})
 
     def head(self, n: int) -> WindowSet:
-        return WindowSet(self.target[:n], self.source[:n], self.labels[:n], self.origin, self.provenance)
+        return WindowSet(self.target[:n], self.source[:n], self.labels[:n], self.origin, self.provenance,
+                         extras={k: v[:n] for k, v in self.extras.items()})
+
+    def take(self, idx: np.ndarray) -> WindowSet:
+        """The windows at ``idx`` (every modality in lockstep)."""
+        return WindowSet(self.target[idx], self.source[idx], self.labels[idx], self.origin, self.provenance,
+                         None if self.subjects is None else self.subjects[idx],
+                         {k: v[idx] for k, v in self.extras.items()})
 
     def record(self) -> dict[str, Any]:
         """The manifest's record of where the windows come from (no host path)."""
@@ -208,13 +231,15 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
                      classes: tuple[str, ...] = (), exclude_subjects: tuple[str, ...] = (),
                      label_map: dict[str, str] | None = None,
                      channel_map: dict[str, Any] | None = None,
-                     min_label_fraction: float = 1.0) -> WindowSet:
+                     min_label_fraction: float = 1.0,
+                     extra_targets: dict[str, Preprocessing] | None = None) -> WindowSet:
     """Calibration windows from a directory of recordings (EDF+, BrainFlow CSV, ...; ``channel_map`` as
     the run's ``--channels``) (cut with THE preprocessing of the manifest)
     or from a ``.npz`` written by ``Windows.save``.
 
     The windows are labelled by the run's task rule (``min_label_fraction``, as training labelled them),
-    so a report over them counts the same windows per class as the run's own splits.
+    so a report over them counts the same windows per class as the run's own splits. ``extra_targets``
+    (a fused bridge's further target specs, by key) are windowed in lockstep with the target.
 
     Windows of ``exclude_subjects`` (the held-out subjects the accuracy guard uses) are dropped, so the
     guard never measures on windows the ranges were fitted to.
@@ -232,7 +257,8 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
 
         files = recording_files(path, "--calibration-data")
         w = windows_from_files(files, source, target, classes, label_map=label_map, channel_map=channel_map,
-                               min_label_fraction=min_label_fraction)
+                               min_label_fraction=min_label_fraction,
+                               extra_targets=tuple((extra_targets or {}).values()))
         origin = f"{path} ({len(files)} recordings)"
         prov = provenance(path, [Path(f) for f in files])
     elif path.is_file() and path.suffix == ".npz":
@@ -248,9 +274,11 @@ def load_calibration(path: str | os.PathLike[str], source: Preprocessing, target
             logger.info("calibration: left out %d windows of the held-out subjects %s", int((~keep).sum()),
                         sorted(set(w.subjects[~keep].tolist())))
             w = w.subset(keep)
-    ws = WindowSet.from_windows(w, origin)
+    extra = extra_targets or {}
+    ws = WindowSet.from_windows(w, origin, tuple(extra))
     ws.provenance = prov
-    for name, x, spec in (("target", ws.target, target), ("source", ws.source, source)):
+    for name, x, spec in (("target", ws.target, target), ("source", ws.source, source),
+                          *((k, ws.extras[k], extra[k]) for k in extra)):
         if len(x) and tuple(x.shape[1:]) != tuple(spec.input_shape):
             raise ExportError(f"{origin}: {name} windows have shape {tuple(x.shape[1:])} but the "
                               f"{spec.modality} preprocessing gives {tuple(spec.input_shape)}; cut them with "
@@ -337,26 +365,50 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         if "i" not in bridge.meta or "j" not in bridge.meta:
             raise ExportError(f"{b_dir}: the bridge does not record its positions (i, j); re-run "
                               f"`edge-bridge train --run {run.path}`")
-        composite = Composite(target_model, source_model, bridge, bridge.meta["i"], bridge.meta["j"])
+        extra_keys = tuple(run.task.target_keys[1:])
+        positions_i = bridge.meta["i"]
+        extra, extra_specs, extra_weights = [], {}, {}
+        if isinstance(positions_i, list):  # a fused bridge: one position per target, main target first
+            n_in = getattr(bridge, "n_inputs", 1)
+            if len(positions_i) != 1 + len(extra_keys) or n_in != len(positions_i):
+                raise ExportError(f"{b_dir}: the bridge takes {n_in} target inputs at positions "
+                                  f"{positions_i}, but task {run.task.name!r} has the targets "
+                                  f"{list(run.task.target_keys)}; train the bridge for this task's targets")
+            from edge_bridge.pipeline import target_backbone_path
+
+            for key, ik, spec in zip(extra_keys, positions_i[1:], run.task.targets[1:], strict=True):
+                k_dir = run.require(target_backbone_path(run, key), "pretrain")
+                k_model, k_meta = load_backbone(k_dir)
+                extra.append((key, k_model, ik))
+                extra_specs[key] = _spec(k_meta, spec)
+                extra_weights[f"target_front_{key}"] = sha256_file(k_dir / "model.safetensors")
+            positions_i = positions_i[0]
+        else:
+            extra_keys = ()  # a single-target bridge of a fused task: the main target alone, as before
+        composite = Composite(target_model, source_model, bridge, positions_i, bridge.meta["j"],
+                              extra_targets=extra)
         src_spec = _spec(s_meta, run.task.source)
         tgt_spec = _spec(t_meta, run.task.target)
         test = run.role("test")
         subjects = sorted(set(test.subjects.tolist()))
-        holdout = WindowSet.from_windows(test, f"{run.path} test subjects {subjects}")
+        holdout = WindowSet.from_windows(test, f"{run.path} test subjects {subjects}", extra_keys)
         wfile = run.path / "windows.npz"
         holdout.provenance = {"run": run.path.name, "subjects": subjects,
                               **({"windows_sha256": sha256_file(wfile)} if wfile.is_file() else {})}
         every = holdout  # the drift reference wants every held-out window at the spec's hop (see below)
         if len(holdout) > holdout_max:
             idx = np.linspace(0, len(holdout) - 1, holdout_max).round().astype(int)
-            holdout = WindowSet(holdout.target[idx], holdout.source[idx], holdout.labels[idx], holdout.origin,
-                                holdout.provenance,
-                                None if holdout.subjects is None else holdout.subjects[idx])
+            holdout = holdout.take(idx)
         if calibration is not None and not isinstance(calibration, WindowSet):
             calibration = load_calibration(calibration, src_spec, tgt_spec, tuple(run.task.classes),
                                            exclude_subjects=tuple(run.splits()["test"]),
                                            label_map=run.task.label_map, channel_map=run.channel_map,
-                                           min_label_fraction=run.task.min_label_fraction)
+                                           min_label_fraction=run.task.min_label_fraction,
+                                           extra_targets=extra_specs)
+        if reference_data is not None and extra_keys:
+            raise ExportError("--reference-data is not supported for a fused bridge yet (its windows would "
+                              f"need the {list(extra_keys)} modalities in lockstep); export without it to "
+                              "take the drift reference from the run's test subjects")
         if reference_data is not None:
             every = (reference_data if isinstance(reference_data, WindowSet) else
                      load_calibration(reference_data, src_spec, tgt_spec, tuple(run.task.classes),
@@ -370,7 +422,7 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
         weights = {"target_front": sha256_file(t_dir / "model.safetensors"),
                    "source_back": sha256_file(s_dir / "model.safetensors"),
                    "source_front": sha256_file(s_dir / "model.safetensors"),
-                   "bridge": sha256_file(b_dir / "bridge.safetensors")}
+                   "bridge": sha256_file(b_dir / "bridge.safetensors"), **extra_weights}
         return export_composite(composite, out_dir, task=run.task.name, classes=tuple(run.task.classes),
                                 source_spec=src_spec, target_spec=tgt_spec, holdout=holdout,
                                 calibration=calibration, precision=precision, target=target,
@@ -378,7 +430,8 @@ def export(run_dir: str | os.PathLike[str], out_dir: str | os.PathLike[str], *,
                                 golden_windows=golden_windows, weights_sha256=weights,
                                 source_weights=source_weights, int8_search=int8_search,
                                 quant_config=quant_config, reference_windows=every,
-                                run_dir=str(run.path), label_map=run.task.label_map)
+                                run_dir=str(run.path), label_map=run.task.label_map,
+                                extra_specs=extra_specs)
 
 
 def _spec(meta: dict[str, Any], fallback: Preprocessing) -> Preprocessing:
@@ -396,7 +449,8 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
                      weights_sha256: dict[str, str] | None = None, parity_tolerance: float = PARITY_TOLERANCE,
                      run_dir: str | None = None, verbose: bool | int | str | None = None,
                      label_map: dict[str, str] | None = None, int8_search: str = "fast",
-                     reference_windows: WindowSet | None = None) -> Bundle:
+                     reference_windows: WindowSet | None = None,
+                     extra_specs: dict[str, Preprocessing] | None = None) -> Bundle:
     """Export a :class:`~edge_bridge.composite.Composite` as a bundle (the work behind :func:`export`).
 
     Parameters are those of :func:`export`, plus the pieces a run directory would give: ``task``,
@@ -407,6 +461,8 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
     ``reference_windows``: the held-out windows the drift reference is computed from, when ``holdout`` is a
     thinned subset (the guard's cost grows with its windows; the reference's minute means need every window
     at the spec's hop, in time order per subject); default ``holdout``.
+    ``extra_specs``: a fused composite's extra targets' preprocessing, by key (``composite.extra_keys``);
+    ``holdout`` then carries their windows in ``extras``. FP32 only (see the module docstring).
     """
     with _log_level(verbose):
         prec = parse_enum(Precision, precision, "precision")
@@ -428,6 +484,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
             raise ExportError(f"{out} already exists; choose a new bundle directory or pass --force to "
                               "replace it (it is replaced only after the new bundle verifies)")
         _check_specs(composite, classes, source_spec, target_spec)
+        extra_specs = _check_fused(composite, prec, extra_specs or {}, holdout, calibration)
         job = _Job(composite, out, prec, tgt, qcfg, float(agreement_threshold), calibration, holdout,
                    dict(weights_sha256 or {}), parity_tolerance)
         if int8_search not in INT8_SEARCHES:
@@ -435,6 +492,7 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
         job.int8_search = int8_search
         job.reference_windows = reference_windows if reference_windows is not None else holdout
         job.qcfg_given = quant_config is not None
+        job.extra_specs = extra_specs
         t0 = time.perf_counter()
         out.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.exporting-", dir=out.parent))
@@ -474,6 +532,36 @@ def _check_specs(composite: Any, classes: tuple[str, ...], source_spec: Preproce
     if len(classes) != composite.source.n_classes:
         raise ExportError(f"{len(classes)} class names {list(classes)} for a head with "
                           f"{composite.source.n_classes} outputs")
+
+
+def _check_fused(composite: Any, prec: Precision, extra_specs: dict[str, Preprocessing],
+                 holdout: WindowSet, calibration: WindowSet | None) -> dict[str, Preprocessing]:
+    """A fused composite's extra targets: specs, held-out windows and (INT8) calibration windows for each;
+    returns the specs in the bridge's input order. A single-target composite must be given none."""
+    keys = tuple(getattr(composite, "extra_keys", ()))
+    if sorted(extra_specs) != sorted(keys):
+        raise ExportError(f"the composite's extra targets are {list(keys)} but preprocessing specs were "
+                          f"given for {sorted(extra_specs)}; pass one spec per extra target (extra_specs)")
+    if not keys:
+        return {}
+    for key in keys:
+        model = composite.extra_fronts[key].target
+        spec = extra_specs[key]
+        if tuple(model.input_shape) != tuple(spec.input_shape):
+            raise ExportError(f"the {key} backbone reads windows of shape {tuple(model.input_shape)} but its "
+                              f"preprocessing spec gives {tuple(spec.input_shape)}; export with the spec the "
+                              "model was trained with")
+        sets = [("held-out", holdout)]
+        if prec is Precision.INT8 and calibration is not None:
+            sets.append(("calibration", calibration))
+        for what, ws in sets:
+            x = ws.extras.get(key)
+            if x is None or len(x) != len(ws) or tuple(x.shape[1:]) != tuple(spec.input_shape):
+                got = None if x is None else tuple(x.shape)
+                raise ExportError(f"the {what} windows need the {key} windows in lockstep with the target's, "
+                                  f"shape ({len(ws)}, {', '.join(map(str, spec.input_shape))}); got {got}. "
+                                  "Give windows of every target modality (recordings with each channel)")
+    return {k: extra_specs[k] for k in keys}
 
 
 def _replace_dir(staging: Path, out: Path) -> None:
@@ -528,6 +616,12 @@ class _Job:
         self._readers: dict[str, WindowReader] = {}
         self.reference_windows = holdout  # the drift reference's windows (every held-out one)
         self._built = 0
+        self.extra_keys: tuple[str, ...] = tuple(getattr(composite, "extra_keys", ()))
+        self.extra_specs: dict[str, Preprocessing] = {}  # a fused composite's extra targets' specs
+        self._cal_extras: dict[str, np.ndarray] = {}  # their calibration windows (the target's pick)
+        self.inputs = part_inputs(composite)  # per part {input name: shape}; a fused bridge has several
+        for p in self.parts:
+            self.files.setdefault(p, {})
 
     def session(self, path: Path) -> Any:
         if path not in self._sessions:
@@ -537,14 +631,24 @@ class _Job:
     def run(self, part: str, prec: Precision, x: np.ndarray) -> np.ndarray:
         return run_session(self.session(self.files[part][prec]), part, x)
 
+    def bridge_z(self, h: np.ndarray, extras: dict[str, np.ndarray] | None) -> np.ndarray:
+        """The bridge (FP32) on ``h``; a fused one also on each extra target's windows through its front."""
+        if not self.extra_keys:
+            return self.run("bridge", Precision.FP32, h)
+        if extras is None or any(k not in extras for k in self.extra_keys):
+            raise ExportError(f"the fused bridge needs the {list(self.extra_keys)} windows too")
+        hs = {f"h_{k}": self.run(f"target_front_{k}", Precision.FP32, extras[k]) for k in self.extra_keys}
+        return run_fused_bridge(self.session(self.files["bridge"][Precision.FP32]), h, hs)
+
     # 1. graphs
     def export_fp32(self) -> None:
         (self.work / "fp32").mkdir()
         for part, module in self.parts.items():
             meta = {"weights_file_sha256": self.weights[part]} if part in self.weights else {}
             in_shape, out_shape = self.shapes[part]
+            further = dict(list(self.inputs[part].items())[1:]) or None  # a fused bridge's h_<key>
             exp = export_part(module, part, in_shape, out_shape, self.work / "fp32" / f"{part}.onnx",
-                              metadata=meta)
+                              metadata=meta, extra_inputs=further)
             self.files[part][Precision.FP32] = exp.path
 
     # 2. parity
@@ -552,17 +656,27 @@ class _Job:
         import torch
 
         x, xs = self.holdout.target[:64], self.holdout.source[:64]
+        ex = {k: self.holdout.extras[k][:64] for k in self.extra_keys}
         with torch.no_grad():
             tt = {"target_front": torch.from_numpy(x)}
             tt["bridge"] = self.parts["target_front"](tt["target_front"])
-            tt["source_back"] = self.parts["bridge"](tt["bridge"])
+            hk = {k: self.parts[f"target_front_{k}"](torch.from_numpy(ex[k])) for k in self.extra_keys}
+            tt["source_back"] = self.parts["bridge"](tt["bridge"], *hk.values())
             ref = {"target_front": tt["bridge"].numpy(), "bridge": tt["source_back"].numpy(),
                    "source_back": self.parts["source_back"](tt["source_back"]).numpy(),
                    "source_front": self.parts["source_front"](torch.from_numpy(xs)).numpy()}
         feeds = {p: t.numpy() for p, t in tt.items()}
         feeds["source_front"] = xs
-        diffs = {p: float(np.abs(self.run(p, Precision.FP32, feeds[p]) - ref[p]).max()) for p in PARTS}
-        chained = self.chain({p: Precision.FP32 for p in PARTS}, x)
+        diffs = {p: float(np.abs(self.run(p, Precision.FP32, feeds[p]) - ref[p]).max())
+                 for p in PARTS if p != "bridge" or not self.extra_keys}
+        for k in self.extra_keys:  # fused: each extra front alone, and the bridge on the K torch features
+            diffs[f"target_front_{k}"] = float(np.abs(self.run(f"target_front_{k}", Precision.FP32, ex[k])
+                                                      - hk[k].numpy()).max())
+        if self.extra_keys:
+            z = run_fused_bridge(self.session(self.files["bridge"][Precision.FP32]), feeds["bridge"],
+                                 {f"h_{k}": v.numpy() for k, v in hk.items()})
+            diffs["bridge"] = float(np.abs(z - ref["bridge"]).max())
+        chained = self.chain({p: Precision.FP32 for p in PARTS}, x, ex)
         diffs["chained"] = float(np.abs(chained - ref["source_back"]).max())
         self.report["parity"] = {"windows": len(x), "tolerance": self.parity_tolerance, "max_abs_diff": diffs,
                                  "ok": max(diffs.values()) <= self.parity_tolerance}
@@ -577,9 +691,11 @@ class _Job:
             logger.info("parity ORT vs PyTorch FP32: max abs diff %.2g (per part and chained, %d windows)",
                         max(diffs.values()), len(x))
 
-    def chain(self, precisions: dict[str, Precision], x: np.ndarray) -> np.ndarray:
+    def chain(self, precisions: dict[str, Precision], x: np.ndarray,
+              extras: dict[str, np.ndarray] | None = None) -> np.ndarray:
+        """Logits of target windows ``x`` (and, fused, the extra targets' windows ``extras``)."""
         h = self.run("target_front", precisions["target_front"], x)
-        z = self.run("bridge", Precision.FP32, h)
+        z = self.bridge_z(h, extras)
         return self.run("source_back", precisions["source_back"], z)
 
     # 3. quantization
@@ -601,7 +717,10 @@ class _Job:
                     cal.origin)
         xt = pick_windows(cal.target, self.qcfg, "calibration (target windows)")
         xs = pick_windows(cal.source, self.qcfg, "calibration (source windows)")
-        z = np.concatenate([self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, xt)),
+        # a fused bridge's extra windows: the same evenly spaced pick as the target's (same count)
+        ex = {k: pick_windows(cal.extras[k], self.qcfg, f"calibration ({k} windows)")
+              for k in self.extra_keys}
+        z = np.concatenate([self.bridge_z(self.run("target_front", Precision.FP32, xt), ex),
                             self.run("source_front", Precision.FP32, xs)])
         feeds = {"target": xt, "source": xs, "z": z}
         self.quant["calibration"] = {"origin": cal.record(), "windows_given": len(cal),
@@ -614,10 +733,11 @@ class _Job:
         self.quant["config"]["calibration_method"] = "per part: quantization.parts.<part>.calibration_method"
         none = np.full(len(xt), -1)
         fp32 = {p: Precision.FP32 for p in PARTS}
-        self._cal_ref = {"target": self.chain(fp32, xt),
+        self._cal_ref = {"target": self.chain(fp32, xt, ex),
                          "source": self.run("source_back", Precision.FP32, self.run("source_front",
                                                                                      Precision.FP32, xs))}
         self._cal_x = {"target": xt, "source": xs, "labels_t": none, "labels_s": np.full(len(xs), -1)}
+        self._cal_extras = ex
         self.quant["parts"] = {}
         audits = {}
         # target_front first (the composite with the rest FP32), then source_back behind the mixed
@@ -671,8 +791,8 @@ class _Job:
             return self._upstream[key]
 
         def composite() -> dict[str, Any]:
-            z = upstream("target_front", lambda: self.run("bridge", Precision.FP32, run_session(
-                load("target_front"), "target_front", x["target"])))
+            z = upstream("target_front", lambda: self.bridge_z(run_session(
+                load("target_front"), "target_front", x["target"]), self._cal_extras))
             return _compare(self._cal_ref["target"], run_session(load("source_back"), "source_back", z),
                             x["labels_t"])
 
@@ -836,11 +956,11 @@ class _Job:
     # 4. accuracy guard
     def measure(self, precisions: dict[str, Precision]) -> dict[str, Any]:
         """Composite with ``precisions`` vs FP32 (both ONNX Runtime) on the held-out windows."""
-        x = self.holdout.target
+        x, ex = self.holdout.target, self.holdout.extras
         if self._fp32_logits is None:
-            self._fp32_logits = self.chain({p: Precision.FP32 for p in PARTS}, x)
+            self._fp32_logits = self.chain({p: Precision.FP32 for p in PARTS}, x, ex)
         ref = self._fp32_logits
-        got = self.chain(precisions, x)
+        got = self.chain(precisions, x, ex)
         out = _compare(ref, got, self.holdout.labels)
         out["precisions"] = {p: precisions[p].value for p in ("target_front", "source_back")}
         return out
@@ -976,7 +1096,8 @@ class _Job:
         if part == "source_front":
             return self.holdout.source[:1]
         if part == "source_back":
-            return self.run("bridge", Precision.FP32, self.run("target_front", Precision.FP32, x))
+            ex = {k: v[:1] for k, v in self.holdout.extras.items()}
+            return self.bridge_z(self.run("target_front", Precision.FP32, x), ex)
         return x
 
     def _fall_back(self, levels: dict[str, Precision], report: dict[str, Any], parts: tuple[str, ...],
@@ -1023,17 +1144,19 @@ class _Job:
 
         specs = {}
         final: dict[str, Path] = {}
-        for part in PARTS:
-            prec = self.chosen[part]
+        fronts = [f"target_front_{k}" for k in self.extra_keys]  # fused: FP32 (see _check_fused)
+        for part in (*PARTS, *fronts):
+            prec = self.chosen.get(part, Precision.FP32)
             rel = bridge_file(1, ".onnx") if part == "bridge" else f"{part}.onnx"
             model = onnx.load(str(self.files[part][prec]))
             stamp(model, {"precision": prec.value, "target": self.target.value, "exported": _now()})
             save_model(model, root / rel)
             final[part] = root / rel
-            in_shape, out_shape = self.shapes[part]
-            info = PARTS[part]
-            specs[part] = part_spec(root, rel, prec.value, [TensorSpec(info.input, [None, *in_shape])],
-                                    [TensorSpec(info.output, [None, *out_shape])])
+            _, out_shape = self.shapes[part]
+            out_name = PARTS[part].output if part in PARTS else f"h_{part[len('target_front_'):]}"
+            specs[part] = part_spec(root, rel, prec.value,
+                                    [TensorSpec(n, [None, *shape]) for n, shape in self.inputs[part].items()],
+                                    [TensorSpec(out_name, [None, *out_shape])])
         bridge = self.composite.bridge
         wrel = bridge_file(1, ".safetensors")
         save_tensors(root / wrel, bridge.state_dict(),
@@ -1052,14 +1175,17 @@ class _Job:
 
         n = max(1, min(golden_windows, len(self.holdout)))
         g = self.holdout.head(n)
-        arrays = golden_arrays(final, g.target, g.source)
+        arrays = golden_arrays(final, g.target, g.source, g.extras or None)
         write_golden(root / GOLDEN, arrays)
         # v0001's own expected outputs, as every later version has (a fresh start self-tests the current one)
         bv.golden_file, bv.golden_sha256 = write_bridge_golden(root, 1, arrays)
         self.report["golden"] = self._golden_report(arrays, g)
         ref = self.reference_windows
+        # drift watches the main target's h; a fused bundle's class prior comes from its fused logits
+        ref_logits = (self.chain({p: Precision.FP32 for p in PARTS}, ref.target, ref.extras)
+                      if self.extra_keys else None)
         reference = write_reference(root, final, ref.target, hop_s=target_spec.hop_s,  # drift
-                                    groups=ref.subjects, spec=target_spec)
+                                    groups=ref.subjects, spec=target_spec, logits=ref_logits)
         self.report["drift_reference"] = {
             "data": ref.record(), "windows": len(ref), "written": reference is not None,
             "subjects": None if ref.subjects is None else len(set(ref.subjects.tolist()))}
@@ -1072,12 +1198,26 @@ class _Job:
             "tensorrt": self._tensorrt_check() if self.target is Target.JETSON else None,
             "file_bytes": sizes,
         })
+        if self.extra_keys:
+            self.report["fused"] = {
+                "targets": [target_spec.modality, *self.extra_keys],
+                "positions_i": {"target": int(self.composite.i), **self.composite.extra_positions},
+                "extra_fronts": {f: "fp32" for f in fronts},
+                "note": "fused bridge: the extra targets' fronts ship FP32 (the INT8 search and the "
+                        "fallback ladder choose one target front's nodes)"
+                        + ("" if self.precision is Precision.FP32 else
+                           f"; target_front, source_back and source_front were exported "
+                           f"{self.precision.value} and guarded on the fused chain (every front, the "
+                           "K-input bridge)")}
         manifest = Manifest(task=task, classes=list(classes), label_map=dict(label_map or {}),
                             source=source_spec, target=target_spec,
                             positions={"i": int(self.composite.i), "j": int(self.composite.j)}, parts=specs,
                             bridges={1: bv}, current_bridge=1, golden_sha256=sha256_file(root / GOLDEN),
                             quantization=self.quant, report=self.report, source_model=source_files,
-                            reference=reference)
+                            reference=reference,
+                            extra_targets=[ExtraTarget(k, self.extra_specs[k],
+                                                       self.composite.extra_positions[k])
+                                           for k in self.extra_keys])
         write_manifest(root, manifest)
         manifest.report["bundle_bytes"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
         write_manifest(root, manifest)  # now including the manifest's own size (to within a few bytes)
@@ -1087,24 +1227,30 @@ class _Job:
         """How far the golden outputs (ORT, shipped precision) are from PyTorch FP32, per part."""
         import torch
 
+        from edge_bridge.export.onnx_export import part_info
+
         with torch.no_grad():
             ref = {}
-            for part in PARTS:
-                info = PARTS[part]
-                x = torch.from_numpy(arrays[f"{part}.{info.input}"])
-                ref[part] = float(np.abs(self.parts[part](x).numpy() - arrays[f"{part}.{info.output}"]).max())
-            chained = self.composite(torch.from_numpy(g.target)).numpy()
+            for part in self.parts:
+                info = part_info(part)
+                xs = [torch.from_numpy(arrays[f"{part}.{name}"]) for name in self.inputs[part]]
+                got = self.parts[part](*xs).numpy()
+                ref[part] = float(np.abs(got - arrays[f"{part}.{info.output}"]).max())
+            chained = self.composite(torch.from_numpy(g.target),
+                                     *(torch.from_numpy(g.extras[k]) for k in self.extra_keys)).numpy()
         ref["chained"] = float(np.abs(chained - arrays["source_back.logits"]).max())
         return {"file": GOLDEN, "windows": len(g), "keys": sorted(arrays),
                 "expected_by": "onnxruntime on the shipped files",
                 "torch_fp32_max_abs_diff": ref,
-                "precisions": {p: self.chosen[p].value for p in PARTS}}
+                "precisions": {p: self.chosen.get(p, Precision.FP32).value for p in self.parts}}
 
     def _tensorrt_check(self) -> dict[str, Any]:
         """On a CUDA host with torch-tensorrt, compile the composite once as a host-side check."""
         import torch
 
-        if not torch.cuda.is_available():
+        if self.extra_keys:
+            reason = "a fused composite (several target inputs) is not compiled by this check"
+        elif not torch.cuda.is_available():
             reason = "no CUDA device on this host"
         elif importlib.util.find_spec("torch_tensorrt") is None:
             reason = "torch-tensorrt is not installed (pip install 'edge-bridge[gpu]')"

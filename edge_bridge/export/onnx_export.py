@@ -7,6 +7,10 @@ The part table (:data:`PARTS`) is the one place that says what each graph is::
     source_back    z (B, T, D_out)        -> logits (B, n_classes) source[j:] + head
     source_front   x_source (B, C_s, L_s) -> z (B, T, D_out)      source[:j], for on-site calibration only
 
+A fused composite (several target modalities) adds ``target_front_<key>`` (``x_target_<key> -> h_<key>``,
+:func:`part_info`) per extra target, and its bridge graph has the further inputs ``h_<key>``
+(:func:`part_inputs`).
+
 Why the checks after export: ``torch.onnx.export(dynamo=True)`` happily exports a graph whose time axis was
 declared dynamic although the model reshapes by a fixed number of tokens; it then fails (or silently
 broadcasts) at run time on the device. So :func:`export_part` declares only the batch axis dynamic, then
@@ -36,7 +40,7 @@ import numpy as np
 import onnx
 
 from edge_bridge import __version__
-from edge_bridge.bundle import PART_IO
+from edge_bridge.bundle import EXTRA_FRONT_PREFIX, PART_IO, part_io
 from edge_bridge.export.errors import ExportError
 from edge_bridge.fileio import atomic_path
 
@@ -81,6 +85,29 @@ PARTS: dict[str, PartInfo] = {
 }
 
 
+def part_info(part: str) -> PartInfo:
+    """The row of :data:`PARTS`, or for a fused composite's extra front ``target_front_<key>`` its own row
+    (``x_target_<key> -> h_<key>``; FP32 for now: the INT8 guard measures one target's chain)."""
+    if part in PARTS:
+        return PARTS[part]
+    if part.startswith(EXTRA_FRONT_PREFIX) and len(part) > len(EXTRA_FRONT_PREFIX):
+        key = part[len(EXTRA_FRONT_PREFIX):]
+        (x,), (h,) = part_io(part, (key,))
+        return PartInfo(part, x, h, quantizable=False, calibration=key)
+    raise ExportError(f"unknown part {part!r}; the parts are {', '.join(PARTS)} and target_front_<key> for a "
+                      "fused bridge's extra targets")
+
+
+def part_inputs(composite: Any) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Per part, its graph inputs ``{name: per-window shape}`` in order: one input each, except a fused
+    bridge's ``h`` then ``h_<key>`` per extra target."""
+    shapes = part_shapes(composite)
+    out = {p: {part_info(p).input: shapes[p][0]} for p in shapes}
+    for key in getattr(composite, "extra_keys", ()):
+        out["bridge"][f"h_{key}"] = shapes[f"{EXTRA_FRONT_PREFIX}{key}"][1]
+    return out
+
+
 @dataclass
 class ExportedPart:
     """A graph written by :func:`export_part`: where, how big, how long it took."""
@@ -101,12 +128,25 @@ def part_shapes(composite: Any) -> dict[str, tuple[tuple[int, ...], tuple[int, .
     """Per-window input and output shape (no batch axis) of every part of a :class:`Composite`."""
     target, source, bridge = composite.target, composite.source, composite.bridge
     tz = (bridge.tokens, bridge.d_out)
-    return {
-        "target_front": (tuple(target.input_shape), (bridge.d_in,)),
-        "bridge": ((bridge.d_in,), tz),
+    fronts = getattr(composite, "extra_fronts", {})
+    if not fronts:
+        return {
+            "target_front": (tuple(target.input_shape), (bridge.d_in,)),
+            "bridge": ((bridge.d_in,), tz),
+            "source_back": (tz, (source.n_classes,)),
+            "source_front": (tuple(source.input_shape), tz),
+        }
+    # fused: the bridge's first input is the main target's h (its width d_1); the rest are the extra fronts'
+    d = list(bridge.input_dims)
+    out = {
+        "target_front": (tuple(target.input_shape), (d[0],)),
+        "bridge": ((d[0],), tz),
         "source_back": (tz, (source.n_classes,)),
         "source_front": (tuple(source.input_shape), tz),
     }
+    for (key, front), dk in zip(fronts.items(), d[1:], strict=True):
+        out[f"{EXTRA_FRONT_PREFIX}{key}"] = (tuple(front.target.input_shape), (dk,))
+    return out
 
 
 def state_digest(module: Any) -> str:
@@ -141,14 +181,28 @@ def _quiet_torch_export() -> Iterator[None]:
             logging.getLogger(n).setLevel(level)
 
 
-def _torch_to_onnx_bytes(module: Any, info: PartInfo, in_shape: tuple[int, ...]) -> bytes:
+def _batch_axes(module: Any, n: int, batch: Any) -> tuple[Any, ...]:
+    """``dynamic_shapes`` for ``n`` inputs, each dynamic on axis 0 only, shaped like ``forward``'s signature:
+    torch.export wants the inputs caught by ``*args`` (a fused bridge's ``h_<key>``) as one nested tuple."""
+    import inspect
+
+    params = list(inspect.signature(module.forward).parameters.values())
+    named = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if any(p.kind is p.VAR_POSITIONAL for p in params) and n > len(named):
+        return (*({0: batch} for _ in named), tuple({0: batch} for _ in range(n - len(named))))
+    return tuple({0: batch} for _ in range(n))
+
+
+def _torch_to_onnx_bytes(module: Any, info: PartInfo, inputs: dict[str, tuple[int, ...]]) -> bytes:
     import torch
 
-    example = torch.randn(2, *in_shape)  # batch 2: batch 1 would let the exporter specialise the axis
+    # batch 2: batch 1 would let the exporter specialise the axis
+    examples = tuple(torch.randn(2, *shape) for shape in inputs.values())
     batch = torch.export.Dim("batch", min=1, max=4096)
     with _quiet_torch_export(), torch.no_grad():
-        program = torch.onnx.export(module, (example,), None, dynamo=True, input_names=[info.input],
-                                    output_names=[info.output], dynamic_shapes=({0: batch},),
+        program = torch.onnx.export(module, examples, None, dynamo=True, input_names=list(inputs),
+                                    output_names=[info.output],
+                                    dynamic_shapes=_batch_axes(module, len(inputs), batch),
                                     opset_version=OPSET, optimize=True, verbose=False)
         if program is None:
             raise ExportError(f"{info.name}: torch.onnx.export returned no program")
@@ -187,7 +241,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike[str]) -> Path:
 
 
 def export_part(module: Any, part: str, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-                path: str | os.PathLike[str], *, metadata: dict[str, str] | None = None) -> ExportedPart:
+                path: str | os.PathLike[str], *, metadata: dict[str, str] | None = None,
+                extra_inputs: dict[str, tuple[int, ...]] | None = None) -> ExportedPart:
     """Export one part to ``path`` (FP32), check it and log one line: file, size and time.
 
     Parameters
@@ -201,6 +256,8 @@ def export_part(module: Any, part: str, in_shape: tuple[int, ...], out_shape: tu
     path : path
     metadata : dict, optional
         Extra ``metadata_props`` (e.g. the sha256 of the source weights file).
+    extra_inputs : dict of name -> shape, optional
+        Further graph inputs after the part's own (a fused bridge's ``h_<key>``), in order.
 
     Raises
     ------
@@ -208,21 +265,22 @@ def export_part(module: Any, part: str, in_shape: tuple[int, ...], out_shape: tu
         If the export, the checker, the static-shape check or the ORT batch-1/batch-3 run fails. The failure
         is logged, then re-raised.
     """
-    if part not in PARTS:
-        raise ExportError(f"unknown part {part!r}; the parts are {', '.join(PARTS)}")
-    info, path = PARTS[part], Path(path)
+    info, path = part_info(part), Path(path)
+    inputs = {info.input: tuple(in_shape), **(extra_inputs or {})}
     t0 = time.perf_counter()
     try:
         module.eval()
         digest = state_digest(module)
         what = f"{part}|{digest}|{module!r}|{in_shape}|{out_shape}|{OPSET}"
+        if extra_inputs:  # a single-input part's key stays what it was (the in-process cache)
+            what += f"|{sorted(extra_inputs.items())}"
         key = hashlib.sha256(what.encode()).hexdigest()
         cached = key in _CACHE
         if cached:
             _CACHE.move_to_end(key)
             data = _CACHE[key]
         else:
-            data = _torch_to_onnx_bytes(module, info, in_shape)
+            data = _torch_to_onnx_bytes(module, info, inputs)
             _CACHE[key] = data
             while len(_CACHE) > _CACHE_MAX:
                 _CACHE.popitem(last=False)
@@ -230,7 +288,7 @@ def export_part(module: Any, part: str, in_shape: tuple[int, ...], out_shape: tu
         stamp(model, {"tool_version": __version__, "part": part, "precision": "fp32",
                       "weights_sha256": digest, **(metadata or {})})
         save_model(model, path)
-        check_graph(path, part, in_shape, out_shape)
+        check_graph(path, part, in_shape, out_shape, extra_inputs=extra_inputs)
     except Exception as exc:
         logger.error("%s: export to %s failed after %.1f s: %s", part, path, time.perf_counter() - t0, exc)
         raise
@@ -257,7 +315,8 @@ def graph_shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
 
 
 def check_graph(path: str | os.PathLike[str], part: str, in_shape: tuple[int, ...],
-                out_shape: tuple[int, ...], *, run: bool = True) -> None:
+                out_shape: tuple[int, ...], *, run: bool = True,
+                extra_inputs: dict[str, tuple[int, ...]] | None = None) -> None:
     """The checks every graph of a bundle passes (FP32 or quantized); raises :class:`ExportError`.
 
     ``onnx.checker``; exactly one input and one output with the part's names; the batch axis dynamic and every
@@ -265,7 +324,8 @@ def check_graph(path: str | os.PathLike[str], part: str, in_shape: tuple[int, ..
     Runtime run at batch 1 and batch 3 with the expected output shapes.
     """
     path = Path(path)
-    info = PARTS[part]
+    info = part_info(part)
+    inputs = {info.input: tuple(in_shape), **(extra_inputs or {})}
     try:
         model = onnx.load(str(path), load_external_data=False)
         onnx.checker.check_model(model)
@@ -279,11 +339,11 @@ def check_graph(path: str | os.PathLike[str], part: str, in_shape: tuple[int, ..
         raise ExportError(f"{path}: found side file(s) {side}; bundles hold self-contained .onnx files")
     ins = [v.name for v in model.graph.input]
     outs = [v.name for v in model.graph.output]
-    if (ins, outs) != ([info.input], [info.output]):
+    if (ins, outs) != (list(inputs), [info.output]):
         raise ExportError(f"{path}: the {part} graph has tensors {ins} -> {outs}, expected "
-                          f"[{info.input!r}] -> [{info.output!r}]")
+                          f"{list(inputs)} -> [{info.output!r}]")
     shapes = graph_shapes(model)
-    for name, want in ((info.input, in_shape), (info.output, out_shape)):
+    for name, want in (*inputs.items(), (info.output, out_shape)):
         got = shapes[name]
         if len(got) != len(want) + 1 or isinstance(got[0], int):
             raise ExportError(f"{path}: {part} tensor {name} has shape {got}, expected [batch, "
@@ -297,9 +357,10 @@ def check_graph(path: str | os.PathLike[str], part: str, in_shape: tuple[int, ..
     if run:
         sess = ort_session(path)
         for batch in (1, 3):
-            x = np.random.default_rng(batch).standard_normal((batch, *in_shape)).astype(np.float32)
+            rng = np.random.default_rng(batch)
+            feed = {n: rng.standard_normal((batch, *shape)).astype(np.float32) for n, shape in inputs.items()}
             try:
-                (y,) = sess.run([info.output], {info.input: x})
+                (y,) = sess.run([info.output], feed)
             except Exception as exc:
                 raise ExportError(f"{path}: ONNX Runtime fails on the {part} graph at batch {batch}: {exc}"
                                   ) from exc
@@ -322,7 +383,7 @@ def ort_session(path: str | os.PathLike[str], threads: int | None = None) -> Any
 
 def run_session(sess: Any, part: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
     """Run a part's session over ``x`` (n, ...) in chunks; returns (n, ...) float32."""
-    info = PARTS[part]
+    info = part_info(part)
     outs = [sess.run([info.output], {info.input: np.ascontiguousarray(x[k:k + batch], dtype=np.float32)})[0]
             for k in range(0, len(x), batch)]
     return np.concatenate(outs) if outs else np.zeros((0,), np.float32)

@@ -229,7 +229,8 @@ def reference_arrays(h: np.ndarray, logits: np.ndarray, *, gate_pass_rate: float
 def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_target: np.ndarray, *,
                     hop_s: float | None = None, gate_pass_rate: float | None = None,
                     groups: np.ndarray | None = None,
-                    spec: Preprocessing | None = None) -> dict[str, Any] | None:
+                    spec: Preprocessing | None = None,
+                    logits: np.ndarray | None = None) -> dict[str, Any] | None:
     """Run the shipped graphs on the held-out target windows and write ``root/reference.npz``.
 
     Parameters
@@ -245,6 +246,9 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
     spec : Preprocessing, optional
         The target spec the windows were cut with: adds the signal descriptors' statistics
         (:func:`edge_bridge.signals.descriptors.signal_descriptors`, ``signal_*`` keys).
+    logits : ndarray, shape (n, n_classes), optional
+        The composite's logits on these windows, when the bridge needs more than ``target_front``'s h (a
+        fused bridge takes the extra targets' features too); otherwise the shipped graphs compute them.
 
     Returns
     -------
@@ -256,8 +260,9 @@ def write_reference(root: str | os.PathLike[str], files: dict[str, Path], x_targ
 
     x = np.asarray(x_target, np.float32)
     h = run_session(ort_session(files["target_front"]), "target_front", x)
-    z = run_session(ort_session(files["bridge"]), "bridge", h)
-    logits = run_session(ort_session(files["source_back"]), "source_back", z)
+    if logits is None:
+        z = run_session(ort_session(files["bridge"]), "bridge", h)
+        logits = run_session(ort_session(files["source_back"]), "source_back", z)
     signal = None
     if spec is not None:
         from edge_bridge.signals.descriptors import signal_descriptors
