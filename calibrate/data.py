@@ -382,6 +382,15 @@ def holdout_split(data: PairedData, spec: Preprocessing, holdout: float) -> Spli
     return split
 
 
+def _near(starts: np.ndarray, groups: np.ndarray, block: np.ndarray, reach: float) -> np.ndarray:
+    """Windows of the same group (recording) starting under ``reach`` s from a window of ``block``."""
+    near = np.zeros(len(starts), dtype=bool)
+    for g in np.unique(groups[block]):
+        vs = starts[block][groups[block] == g]
+        near |= (groups == g) & (np.abs(starts[:, None] - vs[None, :]) < reach).any(axis=1)
+    return near
+
+
 def purged_folds(data: PairedData, spec: Preprocessing, k: int) -> list[Split] | None:
     """``k`` contiguous validation blocks over all windows (by recording, then time), each with its fit set.
 
@@ -401,10 +410,7 @@ def purged_folds(data: PairedData, spec: Preprocessing, k: int) -> list[Split] |
     for block in np.array_split(order, k):
         val = np.zeros(len(starts), dtype=bool)
         val[block] = True
-        near = np.zeros(len(starts), dtype=bool)
-        for g in np.unique(rec[block]):
-            vs = starts[block][rec[block] == g]
-            near |= (rec == g) & (np.abs(starts[:, None] - vs[None, :]) < spec.window_s - 1e-9).any(axis=1)
+        near = _near(starts, rec, block, spec.window_s - 1e-9)
         fit = np.flatnonzero(~val & ~near)
         if len(fit) < MIN_FIT_WINDOWS or len(block) < MIN_VALIDATION_WINDOWS:
             return None
@@ -427,11 +433,7 @@ def blocked_folds(starts: np.ndarray, groups: np.ndarray, window_s: float, k: in
             continue
         val = np.zeros(len(starts), dtype=bool)
         val[block] = True
-        near = np.zeros(len(starts), dtype=bool)
-        for g in np.unique(groups[block]):
-            in_g = groups == g
-            vs = starts[block][groups[block] == g]
-            near |= in_g & (np.abs(starts[:, None] - vs[None, :]) < window_s / 2).any(axis=1)
+        near = _near(starts, groups, block, window_s / 2)
         fit = np.flatnonzero(~val & ~near)
         if len(fit) >= 2:
             folds.append((fit, np.flatnonzero(val)))

@@ -6,17 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibrate.core import (
-    calibrate,
-    closed_form_refit,
-    decided_states,
-    extract_features,
-    gradient_ladder,
-    read_weights,
-    score_bridge,
-)
+from calibrate.core import calibrate, decided_states, extract_features, gradient_ladder, score_bridge
 from calibrate.data import MIN_FIT_WINDOWS, load_paired, purged_folds
 from calibrate.errors import CalibrationError
+from calibrate.refit import closed_form_refit
+from calibrate.weights import read_weights
 from deploy.engines import load_engine
 from edge_bridge.bundle import Bundle
 from edge_bridge.cli import main

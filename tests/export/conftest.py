@@ -9,7 +9,9 @@ search.
 
 from __future__ import annotations
 
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -92,3 +94,11 @@ def tiny():
     """The helpers above as one object (conftest modules are not importable under importlib mode)."""
     return SimpleNamespace(I=POS_I, J=POS_J, task=tiny_task, composite=tiny_composite, windows=tiny_windows,
                            export=export_tiny)
+
+
+def edit_manifest(root: Path, edit: Callable[[dict], object]) -> None:
+    """Apply ``edit`` to a bundle's manifest.json in place (hostile-manifest tests); hashes are not redone."""
+    path = root / "manifest.json"
+    m = json.loads(path.read_text())
+    edit(m)
+    path.write_text(json.dumps(m))

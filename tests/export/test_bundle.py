@@ -11,13 +11,7 @@ import numpy as np
 import pytest
 
 from edge_bridge.bundle import SCHEMA_VERSION, Bundle, BundleError, pack, read_golden, unpack
-
-
-def _edit_manifest(root: Path, edit) -> None:
-    path = root / "manifest.json"
-    m = json.loads(path.read_text())
-    edit(m)
-    path.write_text(json.dumps(m))
+from tests.export.conftest import edit_manifest
 
 
 def test_manifest_content(bundles, tiny):
@@ -107,7 +101,7 @@ def test_hash_mismatch(bundle_copy):
 
 
 def test_unknown_schema_version(bundle_copy):
-    _edit_manifest(bundle_copy, lambda m: m.update(schema_version=SCHEMA_VERSION + 1))
+    edit_manifest(bundle_copy, lambda m: m.update(schema_version=SCHEMA_VERSION + 1))
     with pytest.raises(BundleError, match=r"newer than this edge-bridge reads"):
         Bundle.load(bundle_copy)
 
@@ -116,7 +110,7 @@ def test_shape_mismatch_between_parts(bundle_copy):
     def edit(m):
         m["parts"]["source_back"]["inputs"][0]["shape"] = [None, 21, 16]
 
-    _edit_manifest(bundle_copy, edit)
+    edit_manifest(bundle_copy, edit)
     with pytest.raises(BundleError, match="do not fit together"):
         Bundle.load(bundle_copy)
 
@@ -125,7 +119,7 @@ def test_bridge_that_does_not_fit_the_fronts(bundle_copy):
     def edit(m):
         m["bridges"]["versions"]["0001"]["onnx"]["inputs"][0]["shape"] = [None, 9]
 
-    _edit_manifest(bundle_copy, edit)
+    edit_manifest(bundle_copy, edit)
     with pytest.raises(BundleError, match="bridge input h has shape"):
         Bundle.load(bundle_copy)
 
@@ -134,7 +128,7 @@ def test_dynamic_non_batch_axis_is_refused(bundle_copy):
     def edit(m):
         m["parts"]["target_front"]["inputs"][0]["shape"] = [None, 1, None]
 
-    _edit_manifest(bundle_copy, edit)
+    edit_manifest(bundle_copy, edit)
     with pytest.raises(BundleError, match=r"field parts\.target_front\.inputs\.0\.shape\.2: null"):
         Bundle.load(bundle_copy)
 
@@ -182,10 +176,10 @@ def test_label_map_round_trips_and_is_optional(bundle_copy):
     assert Bundle.load(bundle_copy).manifest.label_map == {}
     assert "label_map" not in json.loads((bundle_copy / "manifest.json").read_text())
     merge = {"baseline": "non-stress", "amusement": "non-stress", "stress": "stress"}
-    _edit_manifest(bundle_copy, lambda m: m.update(label_map=merge))
+    edit_manifest(bundle_copy, lambda m: m.update(label_map=merge))
     m = Bundle.load(bundle_copy).manifest
     assert m.label_map == merge and m.to_dict()["label_map"] == merge
-    _edit_manifest(bundle_copy, lambda m: m.update(label_map=["baseline", "stress"]))  # not a mapping
+    edit_manifest(bundle_copy, lambda m: m.update(label_map=["baseline", "stress"]))  # not a mapping
     with pytest.raises(BundleError, match="field label_map: an array is not of type"):
         Bundle.load(bundle_copy)
 
@@ -220,8 +214,8 @@ def test_source_weights_damaged_or_unlisted(bundle_copy):
         fh.write(b"\0")
     with pytest.raises(BundleError, match=r"source_model/model\.safetensors.*hashes to"):
         Bundle.load(bundle_copy)
-    _edit_manifest(bundle_copy, lambda m: m.pop("source_model"))  # an ONNX-only bundle still loads
+    edit_manifest(bundle_copy, lambda m: m.pop("source_model"))  # an ONNX-only bundle still loads
     assert Bundle.load(bundle_copy).source_model_path is None
-    _edit_manifest(bundle_copy, lambda m: m.update(source_model={"files": {"../x": "0" * 64}}))
+    edit_manifest(bundle_copy, lambda m: m.update(source_model={"files": {"../x": "0" * 64}}))
     with pytest.raises(BundleError, match=r"field source_model\.files: \"\.\./x\" is not a relative"):
         Bundle.load(bundle_copy)

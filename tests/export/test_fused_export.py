@@ -18,6 +18,7 @@ import torch
 
 from deploy.runtime import CompositeRunner, run_windows
 from edge_bridge.bundle import Bundle, BundleError, Manifest
+from tests.export.conftest import edit_manifest
 
 EDA_CFG = {"patch": 2, "widths": [4, 4], "strides": [1, 1], "kernel": 3}
 EDA_I = 1
@@ -82,12 +83,6 @@ def fused_copy(fused, tmp_path):
     shutil.copytree(fused.root, dst)
     return dst
 
-
-def _edit(root: Path, edit) -> None:
-    path = root / "manifest.json"
-    m = json.loads(path.read_text())
-    edit(m)
-    path.write_text(json.dumps(m))
 
 
 # --- 1. the bundle ------------------------------------------------------------------------------------------
@@ -167,7 +162,7 @@ def test_fused_int8_quantizes_the_main_parts_guarded_on_the_fused_chain(tiny, tm
 
 # --- 2. load verifies the new parts -------------------------------------------------------------------------
 def test_missing_extra_front_is_a_clear_bundle_error(fused_copy):
-    _edit(fused_copy, lambda m: m["parts"].pop("target_front_eda"))
+    edit_manifest(fused_copy, lambda m: m["parts"].pop("target_front_eda"))
     with pytest.raises(BundleError, match=r"extra target\(s\) \['eda'\].*no \['target_front_eda'\]"):
         Bundle.load(fused_copy)
 
@@ -200,7 +195,7 @@ def test_changed_extra_front_fails_its_hash(fused_copy):
         "i_extra"), "unknown part 'target_front_eda'"),
 ])
 def test_fused_manifest_that_does_not_fit_is_refused(fused_copy, what, edit, match):
-    _edit(fused_copy, edit)
+    edit_manifest(fused_copy, edit)
     with pytest.raises(BundleError, match=match):
         Bundle.load(fused_copy)
 
