@@ -16,6 +16,10 @@ coefficients for a target token set ``z*`` are its least-squares coordinates on 
 
 Milliseconds for the sizes of a bundle bridge (d_in ~ 64, P*T ~ 1000, a few hundred windows).
 
+A fused bridge (K target modalities) is refit the same way, on the concatenated features
+``h = concat(h_k)`` with ``A = [A_0 | ... | A_{K-1}]`` (``sum_k A_k h_k = A h``): one code path, K = 1 the
+concatenation of one; :class:`~calibrate.weights.PrototypeWeights` splits ``A`` back for the files.
+
 Gradient (:func:`gradient_refit`): the paper's objective, ``1 - cos(vec Y_hat, vec Y)`` on the source
 model's last-block output, Adam on the bridge only, warm-started. It needs the source model's blocks after
 *j* as torch modules, which the ONNX graphs are not: the caller builds them from the source model's weights
@@ -26,6 +30,7 @@ inside it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import Iterator, Sequence
@@ -206,7 +211,7 @@ def _closed_form(H: np.ndarray, Z: np.ndarray, current: PrototypeWeights, starts
     left, right = _reduce_rank(Wt, G, current.rank)  # (d_in, r), (k*T, r)
     right_c = np.einsum("pk,ktr->ptr", C, right.reshape(k, T, -1)).reshape(C.shape[0] * T, -1)
     B, A = _balanced(left / col[:, None], right_c, current.rank)
-    weights = PrototypeWeights(A, B, current.Pi, current.tokens)
+    weights = dataclasses.replace(current, A=A, B=B)  # a fused bridge keeps its input layout
     cv_err = {f"{a:g}": float(e / max(1, sum(len(v) for _, v in cv))) for a, e in zip(alphas, errors,
                                                                                        strict=True)}
     return weights, {"alpha": alphas[best], "cv_mse": cv_err, "folds": len(cv), "windows": n,
@@ -272,9 +277,9 @@ def _gradient(torch: Any, H: np.ndarray, Y: np.ndarray, start: PrototypeWeights,
     losses = []
     ladder: dict[int, PrototypeWeights] = {}
 
-    def weights() -> PrototypeWeights:
-        return PrototypeWeights(A.detach().numpy().copy(), B.detach().numpy().copy(),
-                                Pi.detach().numpy().copy(), start.tokens)
+    def weights() -> PrototypeWeights:  # a fused bridge keeps its input layout (A is the concatenation)
+        return dataclasses.replace(start, A=A.detach().numpy().copy(), B=B.detach().numpy().copy(),
+                                   Pi=Pi.detach().numpy().copy())
 
     for epoch in range(1, epochs + 1):
         perm = torch.randperm(len(h), generator=g)
