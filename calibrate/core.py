@@ -125,8 +125,14 @@ class CalibrationReport:
 
 # --- engines and features --------------------------------------------------------------------------------
 def _run(engine: Any, name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    return _run_feeds(engine, {name: x}, batch)
+
+
+def _run_feeds(engine: Any, feeds: dict[str, np.ndarray], batch: int = 64) -> np.ndarray:
+    """The engine's first output over the windows of ``feeds`` (one array per input, same length)."""
     out_name = engine.outputs[0].name
-    parts = [engine.run({name: x[i:i + batch]})[out_name] for i in range(0, len(x), batch)]
+    n = len(next(iter(feeds.values())))
+    parts = [engine.run({k: v[i:i + batch] for k, v in feeds.items()})[out_name] for i in range(0, n, batch)]
     return np.concatenate(parts) if parts else np.zeros((0,))
 
 
@@ -134,19 +140,38 @@ def _run(engine: Any, name: str, x: np.ndarray, batch: int = 64) -> np.ndarray:
 class Features:
     """Cached model outputs on the paired windows."""
 
-    h: np.ndarray  # (n, d_in) target_front(x_target)
+    h: np.ndarray  # (n, d_in) target_front(x_target); fused: concat of h and every h_<key>, in that order
     z: np.ndarray  # (n, T, D_out) source_front(x_source)
     source_logits: np.ndarray  # (n, n_classes) source_back(z)
 
 
+def target_fronts(bundle: Bundle) -> list[tuple[str, str, str]]:
+    """``(part, input, windows key)`` of every target front, in the bridge's input order.
+
+    ``target_front`` (``x_target``, the main target's windows) first, then a fused bundle's
+    ``target_front_<key>`` (``x_target_<key>``, the windows under ``key``), in ``bundle.extra_keys`` order:
+    the order of the bridge graph's inputs ``h, h_<key>, ...`` and of ``A = [A_0 | ... | A_{K-1}]``.
+    """
+    from edge_bridge.bundle import extra_front
+
+    return [("target_front", "x_target", "target"),
+            *((extra_front(k), f"x_target_{k}", k) for k in bundle.extra_keys)]
+
+
 def extract_features(bundle: Bundle, data: PairedData, device: str = "cpu") -> Features:
-    """Run ``target_front``, ``source_front`` and ``source_back`` over the paired windows."""
+    """Run the target front(s), ``source_front`` and ``source_back`` over the paired windows.
+
+    A fused bundle's features are each target front's pooled ``h_k``, concatenated in the bundle's key
+    order: the bridge computes ``A concat(h_k) = sum_k A_k h_k``, so the refits need no second code path.
+    """
     from deploy.engines import load_engine
 
-    x_t = data.windows.x["target"]
+    hs = []
+    for part, name, key in target_fronts(bundle):
+        with load_engine(bundle.part_path(part), device) as tf:
+            hs.append(_run(tf, name, data.windows.x[key]))
+    h = np.concatenate(hs, axis=1)
     x_s = data.windows.x["source"]
-    with load_engine(bundle.part_path("target_front"), device) as tf:
-        h = _run(tf, "x_target", x_t)
     with load_engine(bundle.part_path("source_front"), device) as sf:
         z = _run(sf, "x_source", x_s)
     with load_engine(bundle.part_path("source_back"), device) as sb:
@@ -181,11 +206,21 @@ def _alignment(z_hat: np.ndarray, z: np.ndarray) -> float:
 
 
 def bridge_outputs(bridge_path: str | os.PathLike[str], h: np.ndarray) -> np.ndarray:
-    """Run a bridge graph (the exact ONNX bytes that would be published) on features ``h``."""
+    """Run a bridge graph (the exact ONNX bytes that would be published) on features ``h``.
+
+    A fused bridge's ``h`` is the concatenation of its inputs; it is split by the graph's own input widths
+    (``h, h_<key>, ...``, in order), so every bridge runs on the features as they are cached.
+    """
     from deploy.engines import load_engine
 
     with load_engine(bridge_path, "cpu") as br:
-        return _run(br, "h", h).astype(np.float32)
+        widths = [int(t.shape[1]) for t in br.inputs]
+        if sum(widths) != h.shape[1]:
+            raise CalibrationError(f"{bridge_path}: the bridge takes inputs "
+                                   f"{[(t.name, t.shape[1]) for t in br.inputs]}, {sum(widths)} features in "
+                                   f"all, but the target fronts give {h.shape[1]}; re-export the bundle")
+        split = np.split(h, np.cumsum(widths)[:-1], axis=1)
+        return _run_feeds(br, {t.name: x for t, x in zip(br.inputs, split, strict=True)}).astype(np.float32)
 
 
 def score_outputs(z_hat: np.ndarray, source_back: Any, feats: Features, idx: np.ndarray,
@@ -301,12 +336,26 @@ def load_calibratable(path: str | os.PathLike[str]) -> Bundle:
             f"{bundle.root}: the bundle has no source_front part, which calibration needs to turn the source "
             "signal into bridge targets; re-export with source_front included (edge-bridge export keeps it "
             "unless told otherwise). Nothing was changed")
-    if bundle.extra_keys:  # refitting K input maps on site is not built; say so before reading a byte
-        raise CalibrationError(
-            f"{bundle.root}: the bridge is fused (targets {bundle.manifest.target.modality}, "
-            f"{', '.join(bundle.extra_keys)}) and on-site calibration refits single-target bridges only; "
-            "re-train and re-export on the host instead. Nothing was changed")
     return bundle
+
+
+def current_weights(bundle: Bundle) -> PrototypeWeights:
+    """The current bridge's weights, with the bridge graph's input names and widths (``h, h_<key>, ...``).
+
+    Raises
+    ------
+    CalibrationError
+        The weights do not have one input map per graph input, of the widths the manifest declares.
+    """
+    inputs = bundle.current_bridge.onnx.inputs
+    path = bundle.root / bundle.current_bridge.weights_file
+    w = read_weights(path, input_names=[t.name for t in inputs])
+    want = tuple(int(t.shape[1]) for t in inputs)
+    if w.input_dims != want:
+        raise CalibrationError(f"{path}: the weights' input widths {list(w.input_dims)} differ from the "
+                               f"bridge graph's {list(want)} ({', '.join(t.name for t in inputs)}); the "
+                               "bundle's files do not belong together, re-export it")
+    return w
 
 
 # --- the entry points --------------------------------------------------------------------------------------
@@ -411,10 +460,17 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
 
     m = bundle.manifest
     current_version = m.current_bridge
-    current = read_weights(bundle.root / bundle.current_bridge.weights_file)
+    current = current_weights(bundle)
+    extras = {e.key: e.spec for e in m.extra_targets}  # a fused bridge's further targets, in input order
+    if extras:
+        notes.append(
+            f"fused bridge: {1 + len(extras)} target modalities ({m.target.modality}, "
+            f"{', '.join(f'{k} ({sp.modality})' for k, sp in extras.items())}) windowed in lockstep, a "
+            f"window used only when every modality passes the gate; features h_k concatenated in that order "
+            f"(d_in {' + '.join(map(str, current.input_dims))}) and refit as one, A split back into A_k")
 
     t0 = time.perf_counter()
-    data = load_paired(recordings, m.source, m.target, holdout=holdout)
+    data = load_paired(recordings, m.source, m.target, holdout=holdout, extras=extras)
     tail_split = holdout_split(data, m.source, holdout)  # too little data fails here, before a model runs
     splits = purged_folds(data, m.source, folds) if validation == "folds" else None
     if validation == "folds" and splits is None:

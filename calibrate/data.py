@@ -6,6 +6,13 @@ per modality, aligned by their start time stamps and cropped to the span they sh
 either modality's quality gate (or overlapping a ``BAD`` annotation) are left out and counted, exactly as
 on the host (:func:`edge_bridge.recordings.paired.paired_windows`).
 
+A fused bundle (K target modalities, e.g. wrist PPG + EDA beside chest ECG) needs every modality at the
+same time: one recording with all of them, or several (a chest EDF and a wrist CSV carrying PPG and EDA, or
+one file per modality) aligned by start time and cropped to the span all share. They are windowed in
+lockstep, each through its own spec, and a window is kept only when every modality's window passes the gate
+(:func:`~edge_bridge.recordings.paired.paired_windows` with ``extra_targets``); the windows of an extra
+target are keyed by its bundle key (``x["eda"]``).
+
 Every problem is found here, before a model runs or a byte is written: a modality missing or flat, a
 sampling rate too low for the spec's band, recordings that do not overlap in time, too few windows. Any
 higher rate is resampled to the model's rate by the one preprocessing path (chest ECG at 256 Hz and a
@@ -18,7 +25,7 @@ import datetime as dt
 import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,7 +50,8 @@ class PairedData:
     Attributes
     ----------
     windows : Windows
-        ``x["source"]`` (n, C_s, L_s) and ``x["target"]`` (n, C_t, L_t), processed, float32.
+        ``x["source"]`` (n, C_s, L_s) and ``x["target"]`` (n, C_t, L_t), processed, float32; for a fused
+        bundle also ``x[key]`` per extra target, in lockstep.
     recording : ndarray of int, shape (n,)
         Index of the recording (pair) each window comes from, into ``sources``.
     sources : list of str
@@ -53,7 +61,8 @@ class PairedData:
     seconds : float
         Paired seconds covered by all recordings.
     rates : dict of str -> list of float
-        The raw rates seen per role (``"source"``, ``"target"``), in Hz, each resampled to the model's.
+        The raw rates seen per role (``"source"``, ``"target"``, each extra target's key), in Hz, each
+        resampled to the model's.
     quality_flags : dict of str -> int
         Windows by the quality flags they carry, e.g. ``{"target: PPG: low_sqi": 12}`` (a window can carry
         flags of both roles); computed when the gate left windows out.
@@ -164,9 +173,15 @@ def align(source_rec: Recording, target_rec: Recording, window_s: float) -> Reco
     return Recording(channels, src.annotations, src.start_time, subject, meta)
 
 
-def pair_recordings(recs: Sequence[Recording], source: Preprocessing, target: Preprocessing
-                    ) -> list[Recording]:
-    """Recordings that carry both modalities; single-modality ones are paired by overlap in time."""
+def pair_recordings(recs: Sequence[Recording], source: Preprocessing, target: Preprocessing,
+                    extras: Mapping[str, Preprocessing] | None = None) -> list[Recording]:
+    """Recordings that carry both modalities; single-modality ones are paired by overlap in time.
+
+    ``extras`` (a fused bundle's further targets, key -> spec): every modality is needed, see
+    :func:`_pair_all`.
+    """
+    if extras:
+        return _pair_all(recs, {"source": source, "target": target, **extras})
     both, only_s, only_t = [], [], []
     for rec in recs:
         has_s, has_t = _has(rec, source), _has(rec, target)
@@ -209,6 +224,82 @@ def pair_recordings(recs: Sequence[Recording], source: Preprocessing, target: Pr
     return pairs
 
 
+def _signal(role: str, spec: Preprocessing) -> str:
+    return f"{role} {spec.modality} {list(spec.channels)}" if role != spec.modality else \
+        f"{spec.modality} {list(spec.channels)}"
+
+
+def _pair_all(recs: Sequence[Recording], roles: Mapping[str, Preprocessing]) -> list[Recording]:
+    """Fused bundle: recordings that carry every modality, plus groups of partial ones aligned by time.
+
+    Each recording with the source signal but not every target is joined, for each signal it lacks, by the
+    remaining recording with that signal that starts closest to it (a chest EDF and a wrist CSV with PPG
+    and EDA; or one file per modality), and the group is cropped to the span all of them cover.
+
+    Raises
+    ------
+    CalibrationError
+        A recording with none of the signals; a signal no recording supplies beside a source recording
+        (the message names it and the channels found); a recording left over with no source beside it.
+    """
+    full: list[Recording] = []
+    anchors: list[tuple[Recording, list[str]]] = []
+    others: list[tuple[Recording, list[str]]] = []
+    for rec in recs:
+        has = [role for role, sp in roles.items() if _has(rec, sp)]
+        if len(has) == len(roles):
+            full.append(rec)
+        elif not has:
+            raise CalibrationError(
+                f"{_name(rec)}: carries none of the fused bundle's signals "
+                f"({'; '.join(_signal(r, sp) for r, sp in roles.items())}); it has {rec.channel_names}")
+        else:
+            (anchors if "source" in has else others).append((rec, has))
+
+    def _when(r: Recording) -> float:
+        return utc(r.start_time).timestamp() if r.start_time is not None else 0.0
+
+    pairs = list(full)
+    for rec, has in sorted(anchors, key=lambda a: (a[0].start_time is None, _when(a[0]))):
+        group = [(rec, has)]
+        missing = [r for r in roles if r not in has]
+        while missing:
+            role = missing[0]
+            cands = [o for o in others if role in o[1]]
+            if not cands:
+                sp = roles[role]
+                found = "; ".join(f"{_name(r)}: {r.channel_names}" for r, _ in group)
+                raise CalibrationError(
+                    f"{_name(rec)}: no {role} signal for the fused bridge: it needs {sp.modality} channel(s) "
+                    f"{list(sp.channels)} recorded with the others, and no recording given carries them "
+                    f"(found {found}); record every modality of the bundle "
+                    f"({', '.join(s.modality for s in roles.values())}) at the same time, or add the file "
+                    f"with the {sp.modality} signal (aligned by start time)")
+            if rec.start_time is None or any(o[0].start_time is None for o in cands):
+                best = cands[0]
+            else:
+                best = min(cands, key=lambda o: abs(_when(o[0]) - _when(rec)))
+            others.remove(best)
+            group.append((best[0], [r for r in best[1] if r in missing]))
+            missing = [r for r in missing if r not in best[1]]
+        conformed = []
+        for r, used in group:
+            for role in used:
+                r = _conform(r, roles[role], role)[0]
+            conformed.append(r)
+        merged = conformed[0]
+        for r in conformed[1:]:  # the source recording's clock; each next one cropped to the shared span
+            merged = align(merged, r, roles["source"].window_s)
+        pairs.append(merged)
+    if others:
+        lonely = ", ".join(f"{_name(r)} ({', '.join(has)})" for r, has in others)
+        raise CalibrationError(
+            f"one modality missing: {lonely} carr{'ies' if len(others) == 1 else 'y'} no source signal and "
+            f"no recording with the source signal ({_signal('source', roles['source'])}) is left to align "
+            "with; calibration needs the source recorded at the same time")
+    return pairs
+
+
 def quality_reasons(rec: Recording, specs: dict[str, Preprocessing]) -> dict[str, int]:
     """How many of ``rec``'s windows carry each combination of quality flags, per role.
 
@@ -226,13 +317,9 @@ def quality_reasons(rec: Recording, specs: dict[str, Preprocessing]) -> dict[str
     return counts
 
 
-def _diagnose(rec: Recording, source: Preprocessing, target: Preprocessing) -> str:
-    """Why windows were lost: per modality, how many windows are flat / clipped / non-finite."""
-    return diagnose_quality(rec, {"source": source, "target": target}, physiology=True)
-
-
 def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source: Preprocessing,
-                target: Preprocessing, *, holdout: float = 0.2) -> PairedData:
+                target: Preprocessing, *, holdout: float = 0.2,
+                extras: Mapping[str, Preprocessing] | None = None) -> PairedData:
     """Paired, processed windows from on-site recordings (files or :class:`Recording` objects).
 
     Parameters
@@ -243,6 +330,9 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
         The bundle's specs (``manifest.source``, ``manifest.target``).
     holdout : float
         Fraction kept for validation; used here only to say how much data is enough.
+    extras : mapping of str -> Preprocessing, optional
+        A fused bundle's further targets by key (``manifest.extra_targets``), in the bridge's input order;
+        each is windowed in lockstep and must pass its own gate.
 
     Raises
     ------
@@ -273,30 +363,40 @@ def load_paired(recordings: Sequence[Recording | str | os.PathLike[str]], source
             raise CalibrationError(f"cannot read {path}: {text}") from None
         rec.meta.setdefault("source_file", str(path))
         recs.append(rec)
-    pairs = pair_recordings(recs, source, target)
+    extras = dict(extras or {})
+    pairs = pair_recordings(recs, source, target, extras)
     parts, index, names, seconds = [], [], [], 0.0
-    rates: dict[str, list[float]] = {"source": [], "target": []}
+    bases = {"source": source, "target": target, **extras}
+    rates: dict[str, list[float]] = {role: [] for role in bases}
     flagged: dict[str, int] = {}
     for k, rec in enumerate(pairs):
-        rec, s = _conform(rec, source, "source")
-        rec, t = _conform(rec, target, "target")
-        for role, sp, base in (("source", s, source), ("target", t, target)):
+        specs: dict[str, Preprocessing] = {}
+        for role, base in bases.items():
+            rec, specs[role] = _conform(rec, base, role)
+        for role, base in bases.items():
+            sp = specs[role]
             if sp.input_rate not in rates[role]:
                 rates[role].append(sp.input_rate)
                 logger.info("%s: %s %s at %g Hz%s", _name(rec), role, sp.modality, sp.input_rate,
                             f" (the bundle's spec says {base.input_rate:g} Hz; resampled to the model's "
                             f"{sp.output_rate:g} Hz)" if sp is not base else "")
-        try:
-            w = paired_windows(rec, s, t, physiology=True)  # the live loop's gate, physiology included
+        s, t = specs["source"], specs["target"]
+        try:  # the live loop's gate, physiology included; a fused bundle's targets in lockstep
+            if extras:
+                w = paired_windows(rec, s, t, physiology=True, extra_targets=[specs[e] for e in extras])
+                w.x = {**{r: w.x[r] for r in ("source", "target")},
+                       **{e: w.x[specs[e].modality] for e in extras}}  # keyed as the bundle keys them
+            else:
+                w = paired_windows(rec, s, t, physiology=True)
         except EdgeBridgeError as exc:
             raise CalibrationError(f"{_name(rec)}: {exc}") from None
         if w.skipped_reasons.get("quality"):
-            for key, v in quality_reasons(rec, {"source": s, "target": t}).items():
+            for key, v in quality_reasons(rec, specs).items():
                 flagged[key] = flagged.get(key, 0) + v
         if len(w) == 0 and w.skipped:
             raise CalibrationError(
                 f"{_name(rec)}: all {w.skipped} windows fail the quality gate "
-                f"({_diagnose(rec, s, t)})"
+                f"({diagnose_quality(rec, specs, physiology=True)})"
                 "; check that both sensors are attached and recording (a flat line means lead off or a dead "
                 "sensor)")
         parts.append(w)

@@ -86,7 +86,8 @@ def record_paired(bundle_path: str | os.PathLike[str], board: str, seconds: floa
         source = BrainFlowSource(name, params, profile=profile)
     except FirmwareError as exc:
         raise CalibrationError(f"cannot open board {board}: {exc}") from None
-    check_channels(source.channels, source.sampling_rate, {"source": m.source, "target": m.target}, board)
+    roles = {"source": m.source, "target": m.target, **{e.key: e.spec for e in m.extra_targets}}  # fused: all
+    check_channels(source.channels, source.sampling_rate, roles, board)
     out = Path(out_dir) if out_dir else bundle.root.with_name(bundle.root.name + ".calibration")
     stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     path = out / f"calibration-{stamp}.csv"

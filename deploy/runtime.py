@@ -66,7 +66,9 @@ def bridge_golden(bundle: Bundle, onnx_bytes: bytes) -> dict[str, np.ndarray] | 
     The golden ``h`` (the bundle's, so every version is checked on the same input) -> the new bridge ->
     the bundle's ``source_back``; returns :data:`edge_bridge.bundle.BRIDGE_GOLDEN_KEYS` for
     :func:`edge_bridge.bundle.publish_bridge`. A bundle without ``golden.npz`` (which cannot self-test
-    at start anyway) gets ``None``, after the same finiteness check on a fixed random ``h``.
+    at start anyway) gets ``None``, after the same finiteness check on a fixed random ``h``. A fused
+    bridge runs on every golden input (``h``, ``h_<key>``, ...), and they go into its golden outputs too,
+    so the new version self-tests at start like the exported one.
 
     Raises
     ------
@@ -76,21 +78,25 @@ def bridge_golden(bundle: Bundle, onnx_bytes: bytes) -> dict[str, np.ndarray] | 
     """
     import onnxruntime as ort
 
+    inputs = bundle.current_bridge.onnx.inputs  # h, then a fused bridge's h_<key> (the new version's too)
     if bundle.golden_path is None:  # nothing to self-test with at start either; still refuse a NaN chain
-        d_in = [int(d) for d in bundle.current_bridge.onnx.inputs[0].shape[1:]]
-        h = np.random.default_rng(0).standard_normal((8, *d_in)).astype(np.float32)
+        rng = np.random.default_rng(0)
+        feeds = {t.name: rng.standard_normal((8, *[int(d) for d in t.shape[1:]])).astype(np.float32)
+                 for t in inputs}
     else:
         golden = read_golden(bundle, strict=False)
-        found = golden_input(golden, "bridge", "h")
-        if found is None:
-            raise BundleError(f"{bundle.root}: {GOLDEN} has no golden h to compute the new bridge's "
-                              "expected outputs with; re-export the bundle")
-        h = np.asarray(found, dtype=np.float32)
+        feeds = {}
+        for t in inputs:
+            found = golden_input(golden, "bridge", t.name)
+            if found is None:
+                raise BundleError(f"{bundle.root}: {GOLDEN} has no golden {t.name} to compute the new "
+                                  "bridge's expected outputs with; re-export the bundle")
+            feeds[t.name] = np.asarray(found, dtype=np.float32)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = 1
     try:
         sess = ort.InferenceSession(onnx_bytes, opts, providers=["CPUExecutionProvider"])
-        z = sess.run(["z"], {"h": h})[0]
+        z = sess.run(["z"], feeds)[0]
     except Exception as exc:  # ORT raises its own types for bad graphs and feeds
         raise BundleError(f"{bundle.root}: the new bridge cannot run on the golden inputs "
                           f"({' '.join(str(exc).split())[:200]}); nothing was published") from None
@@ -104,7 +110,8 @@ def bridge_golden(bundle: Bundle, onnx_bytes: bytes) -> dict[str, np.ndarray] | 
                           "on the golden inputs; refused, the current bridge stays current")
     if bundle.golden_path is None:
         return None
-    return {"bridge.h": h, "bridge.z": z, "source_back.z": z, "source_back.logits": logits}
+    return {**{f"bridge.{name}": v for name, v in feeds.items()}, "bridge.z": z, "source_back.z": z,
+            "source_back.logits": logits}
 
 
 def run_windows(bundle: Bundle, windows: Mapping[str, np.ndarray], *, device: str = "cpu",
