@@ -124,10 +124,14 @@ def golden_case(golden: Arrays, part: str, io: tuple[tuple[str, ...], tuple[str,
 
 
 def golden_input(golden: dict[str, np.ndarray], part: str, tensor: str) -> np.ndarray | None:
-    """One input tensor of ``part`` from the golden file (any key form), or ``None``."""
+    """One input tensor of ``part`` from the golden file (any key form), or ``None``.
+
+    A fused bridge's further inputs (``h_<key>``) are not in :data:`PART_IO`'s case for the bridge, so
+    they are looked up by key (``bridge.h_<key>``) like any tensor outside a case.
+    """
     case = golden_case(golden, part)
-    if case is not None:
-        return case[0].get(tensor)
+    if case is not None and tensor in case[0]:
+        return case[0][tensor]
     for key in (*(f"{part}{sep}{tensor}" for sep in _SEPARATORS), tensor):
         if key in golden:
             return golden[key]

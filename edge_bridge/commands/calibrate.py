@@ -15,9 +15,17 @@ Paired data: one recording with both modalities, or one recording per modality w
 stamps (they are aligned and cropped to the shared span). Or record them now with --record --duration S
 --board NAME[,k=v...] (the old spelling --record SECONDS still works, with a warning, for one release).
 
+A fused bundle (one bridge fed by several target modalities, e.g. wrist PPG + EDA) needs every modality
+at the same time: one recording with all of them, or one file per sensor or modality, aligned by start
+time. They are windowed in lockstep and a window is used only when every modality passes its quality gate;
+each target front's features are concatenated and the bridge's input maps A_k refit together. --channels
+maps each modality's channel (ecg=..., ppg=..., eda=...) in every file.
+
 Examples:
   edge-bridge calibrate --bundle stress.bundle --paired calib/S01.csv
   edge-bridge calibrate --bundle stress.bundle --paired chest.edf wrist.csv --method closed-form --json
+  edge-bridge calibrate --bundle stress-eda.bundle --paired chest.edf wrist.edf \\
+      --channels ecg=Chest,ppg=Wrist,eda=GSR                          # a fused (PPG + EDA) bundle
   edge-bridge calibrate --bundle stress.bundle --record --duration 300 \\
       --board CYTON_BOARD,serial_port=/dev/ttyUSB0 --profile chest-wrist.json
   edge-bridge calibrate --bundle stress.bundle --rollback           # the version before the current one

@@ -301,14 +301,3 @@ def test_deploy_refuses_a_fused_bundle_in_one_line(fused, capsys):
     assert main(["deploy", "--bundle", str(fused.root), "--source", "synthetic", "--allow-unsigned"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and "fused bundle" in err and "run_windows" in err
-
-
-def test_calibrate_refuses_a_fused_bundle(fused):
-    """Calibrate for K inputs is not built: refused up front, the bundle untouched."""
-    from calibrate.core import load_calibratable
-    from calibrate.errors import CalibrationError
-
-    before = (fused.root / "manifest.json").read_bytes()
-    with pytest.raises(CalibrationError, match=r"fused.*Nothing was changed"):
-        load_calibratable(fused.root)
-    assert (fused.root / "manifest.json").read_bytes() == before
