@@ -63,7 +63,7 @@ from calibrate.data import MIN_FIT_WINDOWS, PairedData, holdout_split, load_pair
 from calibrate.errors import CalibrationError
 from calibrate.refit import RefitResult, closed_form_refit, gradient_refit, torch_available
 from calibrate.weights import PrototypeWeights, read_weights
-from edge_bridge.bundle import Bundle, BundleError, publish_bridge, set_current_bridge
+from edge_bridge.bundle import Bundle, BundleError, extra_front, publish_bridge, set_current_bridge
 from edge_bridge.log import resolve_level
 from edge_bridge.recordings.recording import Recording
 
@@ -152,8 +152,6 @@ def target_fronts(bundle: Bundle) -> list[tuple[str, str, str]]:
     ``target_front_<key>`` (``x_target_<key>``, the windows under ``key``), in ``bundle.extra_keys`` order:
     the order of the bridge graph's inputs ``h, h_<key>, ...`` and of ``A = [A_0 | ... | A_{K-1}]``.
     """
-    from edge_bridge.bundle import extra_front
-
     return [("target_front", "x_target", "target"),
             *((extra_front(k), f"x_target_{k}", k) for k in bundle.extra_keys)]
 

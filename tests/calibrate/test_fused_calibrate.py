@@ -28,6 +28,7 @@ from calibrate.errors import CalibrationError
 from calibrate.weights import PrototypeWeights, read_weights, save_bridge_dir
 from deploy.runtime import CompositeRunner, run_windows
 from edge_bridge.bundle import Bundle
+from edge_bridge.cli import main
 from edge_bridge.recordings import write_edf
 
 torch = pytest.importorskip("torch")
@@ -308,12 +309,10 @@ def test_a_window_is_used_only_when_every_modality_passes(fused, subject, tmp_pa
     assert "eda: EDA: flat" in new and sum(new.values()) >= lost
 
 
-def test_a_recording_without_one_target_modality_is_refused_in_one_line(fused, subject, tmp_path, capsys):
-    from edge_bridge.cli import main
-    from tests.calibrate.conftest import _snapshot
-
+def test_a_recording_without_one_target_modality_is_refused_in_one_line(fused, subject, tmp_path, capsys,
+                                                                           snapshot):
     path = _write(subject.copy().pick(["ECG", "PPG"]), tmp_path / "no-eda.edf")
-    before = _snapshot(fused)
+    before = snapshot(fused)
     with pytest.raises(CalibrationError) as err:
         calibrate(fused, [path], **HOLDOUT)
     msg = str(err.value)
@@ -325,13 +324,11 @@ def test_a_recording_without_one_target_modality_is_refused_in_one_line(fused, s
     wrist = _write(subject.copy().pick(["PPG", "EDA"]), tmp_path / "wrist.edf")
     with pytest.raises(CalibrationError, match="no source signal"):
         calibrate(fused, [wrist], **HOLDOUT)
-    assert _snapshot(fused) == before
+    assert snapshot(fused) == before
 
 
 def test_cli_calibrates_a_fused_bundle_with_a_channel_map(fused, subject, tmp_path, capsys):
     """Channels named after the sensor's place, mapped per modality with --channels."""
-    from edge_bridge.cli import main
-
     chest, wrist = subject.copy().pick(["ECG"]), subject.copy().pick(["PPG", "EDA"])
     for rec, names in ((chest, ("Chest",)), (wrist, ("Wrist", "GSR"))):
         for c, name in zip(rec.channels, names, strict=True):
@@ -348,22 +345,26 @@ def test_cli_calibrates_a_fused_bundle_with_a_channel_map(fused, subject, tmp_pa
 
 
 def test_help_shows_a_fused_example(capsys):
-    from edge_bridge.cli import main
-
     with pytest.raises(SystemExit):
         main(["calibrate", "--help"])
     text = capsys.readouterr().out
     assert "fused" in text and "eda=" in text
 
 
-def test_record_checks_every_modality_of_a_fused_bundle(fused):
-    """A board with ECG and PPG only cannot record for a PPG + EDA bridge: refused before recording."""
-    from calibrate.record import check_channels
-    m = Bundle.load(fused).manifest
-    chans = [SimpleNamespace(name="ECG", modality="ecg"), SimpleNamespace(name="PPG", modality="ppg")]
-    roles = {"source": m.source, "target": m.target, **{e.key: e.spec for e in m.extra_targets}}
-    with pytest.raises(CalibrationError, match="gives no eda signal"):
-        check_channels(chans, 250.0, roles, "TEST_BOARD")
+def test_record_checks_every_modality_of_a_fused_bundle(fused, tmp_path, capsys, snapshot):
+    """BrainFlow's synthetic board with ECG and PPG rows named (no EDA) cannot record for a PPG + EDA
+    bridge: refused from the board description, before a session opens or a file is written."""
+    pytest.importorskip("brainflow")
+    profile = tmp_path / "chest-wrist.json"
+    profile.write_text(json.dumps({"board": "SYNTHETIC_BOARD", "channels": [
+        {"name": "ECG", "row": 1, "modality": "ecg", "unit": "mV"},
+        {"name": "PPG", "row": 24, "modality": "ppg", "unit": "a.u."}]}))
+    before = snapshot(fused)
+    code = main(["calibrate", "--bundle", str(fused), "--record", "--duration", "30", "--board", "synthetic",
+                 "--profile", str(profile), "--record-dir", str(tmp_path / "rec")])
+    err = capsys.readouterr().err
+    assert code == 2 and "gives no eda signal" in err and "Nothing was recorded" in err, err
+    assert not (tmp_path / "rec").exists() and snapshot(fused) == before
 
 
 def test_recordings_start_time_alignment_uses_the_source_clock(fused, subject, tmp_path):
