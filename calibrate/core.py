@@ -11,7 +11,9 @@ Steps (DESIGN.md, "calibrate:"):
 
 1. Paired windows with the bundle's own preprocessing spec (:mod:`calibrate.data`); bad windows counted.
 2. Features with the bundle's engines (:mod:`deploy.engines`): ``target_front`` on the target signal gives
-   the bridge inputs ``h``; ``source_front`` on the source signal gives the tokens ``z*`` the bridge should
+   the bridge inputs ``h`` (a fused bundle: each target front on its own modality's windows, the ``h_k``
+   concatenated in the bundle's key order, so steps 3-5 run unchanged on ``d_in = sum d_k``);
+   ``source_front`` on the source signal gives the tokens ``z*`` the bridge should
    produce; ``source_back(z*)`` gives the source model's predictions, the reference for agreement. If
    those predictions show fewer than ``min_states`` classes, stop here and keep the current bridge: data
    from one state cannot show that a refit still tells states apart.
