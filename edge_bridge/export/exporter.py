@@ -109,7 +109,6 @@ from edge_bridge.signals.spec import Preprocessing
 
 logger = logging.getLogger(__name__)
 
-CHAIN = ("target_front", "bridge", "source_back")
 LADDER = (Precision.INT8, Precision.FP16, Precision.FP32)
 PARITY_TOLERANCE = 1e-4
 DEFAULT_THRESHOLD = 0.98
