@@ -118,6 +118,10 @@ def preset_positions(run: Run, name: str) -> tuple[Any, int, int]:
     """``(preset, i, j)``: the paper direction ``name``, its positions checked against the run's backbones."""
     from edge_bridge.models.presets import get_preset, resolve_positions
 
+    if is_fused(run):
+        raise RunError(f"--preset {name} is a paper direction with one target; run {run.path} is a fused "
+                       f"{run.task.name!r} run (targets {', '.join(target_names(run))}): take the positions "
+                       f"from `edge-bridge select --run {run.path}` or give --i I1,I2 --j J")
     preset = get_preset(name)
     target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
     source, _ = load_backbone(run.require(run.source_model, "fit-source"))
@@ -126,15 +130,51 @@ def preset_positions(run: Run, name: str) -> tuple[Any, int, int]:
 
 
 # --- pretrain ---------------------------------------------------------------------------------------------
+def is_fused(run: Run) -> bool:
+    """Whether the run's task has several targets (``Task.extra_targets``): its bridge is fused."""
+    return len(run.task.target_keys) > 1
+
+
+def target_names(run: Run) -> list[str]:
+    """The targets' modality names in :attr:`Task.target_keys` order (the main target's is its modality,
+    e.g. ``ppg``, where its window key is ``"target"``)."""
+    return [t.modality for t in run.task.targets]
+
+
+def resolve_key(run: Run, key: str) -> str:
+    """Window key of target ``key``: ``"target"`` or the main target's modality (``ppg``) give
+    ``"target"``, an extra target's modality itself.
+
+    Raises
+    ------
+    RunError
+        For a key that names none of the task's targets (the valid ones are listed).
+    """
+    if key in ("target", run.task.target.modality):
+        return "target"
+    if key not in run.task.target_keys:
+        raise RunError(f"task {run.task.name!r} has no target {key!r}; its targets are "
+                       f"{', '.join(target_names(run))}")
+    return key
+
+
 def target_backbone_path(run: Run, key: str = "target") -> Path:
     """Where the backbone of target window key ``key`` lives: the run's ``target_backbone`` for the main
     target, ``target_backbone_<modality>`` beside it for an extra target of ``Task.extra_targets``."""
+    key = resolve_key(run, key)
     if key == "target":
         return run.target_backbone
-    if key not in run.task.target_keys:
-        raise RunError(f"task {run.task.name!r} has no target {key!r}; its targets are "
-                       f"{', '.join(run.task.target_keys)}")
     return run.target_backbone.with_name(f"{run.target_backbone.name}_{key}")
+
+
+def load_targets(run: Run) -> list[Backbone]:
+    """Every target backbone of the run, main target first (one for a single-target task); a missing one
+    names the ``pretrain`` command that makes it."""
+    out = []
+    for key in run.task.target_keys:
+        how = "pretrain" if key == "target" or not is_fused(run) else f"pretrain --key {key}"
+        out.append(load_backbone(run.require(target_backbone_path(run, key), how))[0])
+    return out
 
 
 def pretrain(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: dict[str, Any] | None = None,
@@ -146,6 +186,7 @@ def pretrain(run: Run, cfg: FitConfig, *, backbone: str | None = None, config: d
     """
     from edge_bridge.pretrain import pretrain_contrastive
 
+    key = resolve_key(run, key)
     path = target_backbone_path(run, key)
     spec = run.task.targets[run.task.target_keys.index(key)]
     torch.manual_seed(cfg.seed)
@@ -227,6 +268,36 @@ def select(run: Run, *, progress: bool = False) -> Any:
     return sel
 
 
+def select_fused_run(run: Run, *, progress: bool = False) -> Any:
+    """Positions of a fused run's bridge on the paired subjects: each target's ``i_k`` by its own stage-1
+    probe, one ``j`` by CKA on the fused features (:func:`edge_bridge.select.select_fused`); writes
+    selection.json (rule ``"fused"``, ``i`` a list in :attr:`Task.target_keys` order, ``f1`` one list per
+    target, ``targets`` their modalities) and selection.png.
+
+    Why not the trial rule: its label-free trial trainings are built for one target's (i, j) grid; the
+    grid of K positions and one j grows as the product of the backbones' depths, so the cheap scores
+    decide, as in ``bench/fusion.py``.
+    """
+    from edge_bridge.select import Selection, select_fused
+
+    targets = load_targets(run)
+    source, _ = load_backbone(run.require(run.source_model, "fit-source"))
+    paired = run.role("paired")
+    keys = run.task.target_keys
+    res = select_fused(targets, source, [paired.x[k] for k in keys], paired.x["source"],
+                       subjects=paired.subjects)
+    first = res["per_target"][0]
+    sel = Selection(i=[int(v) for v in res["i"]], j=int(res["j"]), f1=res["f1"], cka=res["cka"],
+                    n_windows=len(paired), folds=first.folds, pseudo_label_counts=first.pseudo_label_counts,
+                    seconds={"total": float(res["seconds"])},
+                    target_paths=[t.block_paths for t in targets], source_paths=source.block_paths,
+                    rule="fused", targets=target_names(run),
+                    notes=[f"fused rule: {res['rule']}"])
+    sel.save(run.selection)
+    sel.plot(run.path / "selection.png")
+    return sel
+
+
 # --- train -------------------------------------------------------------------------------------------------
 @dataclass
 class BridgeSettings:
@@ -269,8 +340,8 @@ def make_bridge(target: Backbone | list[Backbone], source: Backbone, i: int | li
     return bridge
 
 
-def positions(run: Run, i: int | None, j: int | None) -> tuple[int, int]:
-    """(i, j) from the arguments, else from selection.json."""
+def positions(run: Run, i: int | list[int] | None, j: int | None) -> tuple[int | list[int], int]:
+    """(i, j) from the arguments, else from selection.json (a fused run's ``i``: one per target)."""
     if i is not None and j is not None:
         return i, j
     from edge_bridge.select import Selection
@@ -279,24 +350,53 @@ def positions(run: Run, i: int | None, j: int | None) -> tuple[int, int]:
     return (sel.i if i is None else i), (sel.j if j is None else j)
 
 
-def train(run: Run, cfg: Any, settings: BridgeSettings, *, i: int | None = None, j: int | None = None,
-          resume: bool = False, progress: bool = False) -> dict[str, Any]:
-    """Train the bridge on the paired subjects (validation: the val subjects' pairs); DDP under torchrun."""
+def fused_positions(run: Run, targets: list[Backbone], i: int | list[int]) -> list[int]:
+    """One checked block index per target of a fused run, in :attr:`Task.target_keys` order."""
+    names = target_names(run)
+    if not isinstance(i, list | tuple) or len(i) != len(targets):
+        raise RunError(f"run {run.path} is a fused {run.task.name!r} run with {len(targets)} targets "
+                       f"({', '.join(names)}); give one position per target in that order, e.g. --i "
+                       f"{','.join(['1'] * len(targets))}, or take them from `edge-bridge select --run "
+                       f"{run.path}`; got i={i}")
+    return [tb.position(ik) for tb, ik in zip(targets, i, strict=True)]
+
+
+def train(run: Run, cfg: Any, settings: BridgeSettings, *, i: int | list[int] | None = None,
+          j: int | None = None, resume: bool = False, progress: bool = False) -> dict[str, Any]:
+    """Train the bridge on the paired subjects (validation: the val subjects' pairs); DDP under torchrun.
+
+    A fused run (several targets) trains one fused prototype bridge from every target backbone at its
+    ``i_k`` (``bridge_config.json`` meta: ``i`` a list, ``targets`` the modalities), as
+    ``bench/fusion.py`` does; a single-target run the paper's bridge, as before.
+    """
     from edge_bridge.features import bridge_cache
     from edge_bridge.train import init_distributed, train_bridge
 
     rank, world = init_distributed()
-    target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+    targets = load_targets(run)
     source, _ = load_backbone(run.require(run.source_model, "fit-source"))
     i, j = positions(run, i, j)
-    i, j = target.position(i), source.position(j)
+    keys = run.task.target_keys
     paired, val = run.role("paired"), run.role("val")
+    if is_fused(run):
+        i = fused_positions(run, targets, i)
+        target: Backbone | list[Backbone] = targets
+        xt, xv = [paired.x[k] for k in keys], [val.x[k] for k in keys]
+    else:
+        if isinstance(i, list | tuple):
+            raise RunError(f"run {run.path} has one target ({run.task.target.modality}), so one position i, "
+                           f"got {i}")
+        target, i = targets[0], targets[0].position(i)
+        xt, xv = paired.x["target"], val.x["target"]
+    j = source.position(j)
     t0 = time.perf_counter()
-    cache = bridge_cache(target, source, paired.x["target"], paired.x["source"], i, progress=progress)
-    vcache = bridge_cache(target, source, val.x["target"], val.x["source"], i)
+    cache = bridge_cache(target, source, xt, paired.x["source"], i, progress=progress)
+    vcache = bridge_cache(target, source, xv, val.x["source"], i)
     t_feat = time.perf_counter() - t0
     bridge = make_bridge(target, source, i, j, settings, paired.x["source"], cfg.seed)
     bridge.meta["settings"] = settings.__dict__
+    if is_fused(run):
+        bridge.meta["targets"] = target_names(run)
     res = train_bridge(bridge, source, j, cache, vcache, cfg, out_dir=run.bridge, resume=resume,
                        progress=progress)
     trainable, _ = bridge.count_parameters()
@@ -306,6 +406,8 @@ def train(run: Run, cfg: Any, settings: BridgeSettings, *, i: int | None = None,
            "best_val_balanced_agreement": res.best.get("val_balanced_agreement"), "one_class": res.one_class,
            "seconds_per_epoch": res.seconds_per_epoch, "feature_seconds": t_feat, "world_size": world,
            "paired_windows": len(paired)}
+    if is_fused(run):
+        out["targets"] = target_names(run)
     if rank == 0:
         from edge_bridge.fileio import atomic_write_text
 
@@ -334,40 +436,84 @@ def train_kd(run: Run, cfg: FitConfig, *, temperature: float = 2.0, progress: bo
 
 
 # --- evaluate ----------------------------------------------------------------------------------------------
-def evaluate(run: Run, *, upper_bound_cfg: FitConfig | None = None, progress: bool = False) -> dict[str, Any]:
-    """Metrics on the test subjects' labelled windows; writes metrics.json."""
-    from edge_bridge.bridge import load_bridge
+def fused_composite(run: Run, source: Backbone, bridge: Any) -> Any:
+    """The run's :class:`~edge_bridge.composite.Composite`: a fused bridge (``meta["i"]`` a list) gets every
+    target backbone of the run as its fronts, a single-target bridge the main target's alone."""
     from edge_bridge.composite import Composite
+
+    i = bridge.meta["i"]
+    if not isinstance(i, list):
+        target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
+        return Composite(target, source, bridge, i, bridge.meta["j"])
+    targets = load_targets(run)
+    if len(i) != len(targets):
+        raise RunError(f"{run.bridge}: the bridge takes {len(i)} target inputs, but task {run.task.name!r} "
+                       f"has {len(targets)} targets ({', '.join(target_names(run))}); re-run "
+                       f"`edge-bridge train --run {run.path}`")
+    extra = [(k, tb, ik) for k, tb, ik in zip(run.task.target_keys[1:], targets[1:], i[1:], strict=True)]
+    return Composite(targets[0], source, bridge, i[0], bridge.meta["j"], extra_targets=extra)
+
+
+def predict_composite(comp: Any, w: Any, batch_size: int = 128) -> np.ndarray:
+    """Logits of a (possibly fused) composite on windows ``w`` (``w.x[key]`` per target key)."""
+    from edge_bridge.fitting import predict
+
+    if not comp.extra_keys:
+        return predict(comp, w.x["target"], batch_size)
+    comp.eval()
+    xs = [torch.as_tensor(w.x[k], dtype=torch.float32) for k in ("target", *comp.extra_keys)]
+    with torch.no_grad():
+        return torch.cat([comp(*(x[s:s + batch_size] for x in xs))
+                          for s in range(0, len(xs[0]), batch_size)]).numpy()
+
+
+def evaluate(run: Run, *, upper_bound_cfg: FitConfig | None = None, progress: bool = False) -> dict[str, Any]:
+    """Metrics on the test subjects' labelled windows; writes metrics.json.
+
+    A fused run's composite reads every target (``input`` e.g. ``"target+eda"``); its KD student and
+    supervised upper bound read the main target alone (a K-input student is not built) and say so in a
+    ``note``.
+    """
+    from edge_bridge.bridge import load_bridge
     from edge_bridge.evaluate import classification_metrics
     from edge_bridge.fileio import atomic_write_text
     from edge_bridge.fitting import predict
 
     test = run.role("test", labelled=True)
     k = len(run.task.classes)
-    target, _ = load_backbone(run.require(run.target_backbone, "pretrain"))
     source, _ = load_backbone(run.require(run.source_model, "fit-source"))
     bridge = load_bridge(run.require(run.bridge, "train"))
-    comp = Composite(target, source, bridge, bridge.meta["i"], bridge.meta["j"])
+    comp = fused_composite(run, source, bridge)
+    single: dict[str, str] = {}
+    if comp.extra_keys:
+        single = {"note": f"reads the main target ({run.task.target.modality}) alone: the fused bridge's "
+                          f"KD and supervised counterparts for {len(run.task.target_keys)} inputs are not "
+                          "built"}
     models: dict[str, dict[str, Any]] = {}
-    models["bridge (composite)"] = {"input": "target", **classification_metrics(
-        test.labels, predict(comp, test.x["target"]).argmax(1), k), **comp.describe()}
+    describe = comp.describe()
+    if comp.extra_keys:
+        describe = {**describe, "i": [comp.i, *comp.extra_positions.values()], "targets": target_names(run)}
+    models["bridge (composite)"] = {"input": "+".join(("target", *comp.extra_keys)), **classification_metrics(
+        test.labels, predict_composite(comp, test).argmax(1), k), **describe}
     models["source model"] = {"input": "source", **classification_metrics(
         test.labels, predict(source, test.x["source"]).argmax(1), k)}
     if run.kd_student.exists():
         kd, _ = load_backbone(run.kd_student)
         models["kd student"] = {"input": "target", **classification_metrics(
-            test.labels, predict(kd, test.x["target"]).argmax(1), k)}
+            test.labels, predict(kd, test.x["target"]).argmax(1), k), **single}
     if upper_bound_cfg is not None and not run.target_supervised.exists():
         supervised_target(run, upper_bound_cfg, progress=progress)
     if run.target_supervised.exists():
         sup, _ = load_backbone(run.target_supervised)
         models["target supervised"] = {"input": "target", **classification_metrics(
-            test.labels, predict(sup, test.x["target"]).argmax(1), k)}
+            test.labels, predict(sup, test.x["target"]).argmax(1), k), **single}
     out = {"schema_version": 1, "task": run.task.name, "classes": list(run.task.classes),
            "test_subjects": run.splits()["test"], "models": models}
     atomic_write_text(run.metrics, json.dumps(out, indent=1))
     return out
 
 
-__all__ = ["BridgeSettings", "RunError", "check_input_shape", "evaluate", "fit_source", "load_published",
-           "preset_positions", "pretrain", "select", "train", "train_kd", "use_published_target"]
+__all__ = ["BridgeSettings", "RunError", "check_input_shape", "evaluate", "fit_source", "fused_composite",
+           "is_fused", "load_published", "load_targets", "preset_positions", "pretrain", "resolve_key",
+           "select", "select_fused_run", "target_backbone_path", "target_names", "train", "train_kd",
+           "use_published_target"]

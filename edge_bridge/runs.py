@@ -10,8 +10,9 @@ including export, read only this folder and reuse the maps it records::
       splits.json           subjects per role: train (source head) / val / paired (bridge) / test
       windows.npz           paired, preprocessed windows of every subject (cache; plain arrays)
       target_backbone/      model.safetensors + config.json    `edge-bridge pretrain` (no labels)
+      target_backbone_eda/  a fused task's extra target (e.g. stress-binary+eda), one per modality, `pretrain`
       source_model/         model.safetensors + config.json    `edge-bridge fit-source` (backbone + head)
-      selection.json        `edge-bridge select`: every candidate's score and the chosen (i, j)
+      selection.json        `edge-bridge select`: scores, the chosen (i, j); fused: one i per target
       selection.png         F1 per target block, CKA per source block
       bridge/               bridge_config.json + bridge.safetensors, history.json, last/   `edge-bridge train`
       kd_student/           target backbone + head trained on source soft labels   `train --kd`

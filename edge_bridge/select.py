@@ -126,19 +126,24 @@ class Selection:
 
     Attributes
     ----------
-    i : int
-        Target block whose output feeds the bridge (argmax of ``f1``).
+    i : int or list of int
+        Target block whose output feeds the bridge (argmax of ``f1``); for the ``"fused"`` rule one block
+        per target, in ``targets`` order.
     j : int
         Source block whose input the bridge produces (argmax of ``cka``).
-    f1 : list of float
-        Stage 1 score of each target block (probe macro-F1 on pseudo-labels).
+    f1 : list of float, or list of list of float
+        Stage 1 score of each target block (probe macro-F1 on pseudo-labels); ``"fused"``: one list per
+        target.
     cka : list of float
-        Stage 2 score of each source block (linear CKA with target block *i*).
+        Stage 2 score of each source block (linear CKA with target block *i*; ``"fused"``: with the
+        concatenated features of the chosen blocks).
+    targets : list of str
+        ``"fused"`` rule only: the targets' modalities (e.g. ``["ppg", "eda"]``); empty for one target.
     """
 
-    i: int
+    i: int | list[int]
     j: int
-    f1: list[float]
+    f1: list[float] | list[list[float]]
     cka: list[float]
     n_windows: int
     folds: str = ""
@@ -153,9 +158,13 @@ class Selection:
     trials: dict[str, Any] = field(default_factory=dict)  # settings and cost of the trial trainings
     latency: dict[str, Any] = field(default_factory=dict)  # budget and how latency was measured
     notes: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)  # the "fused" rule: one modality per entry of i
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "tool_version": __version__, **asdict(self)}
+        d = asdict(self)
+        if not d["targets"]:  # a single-target selection.json stays as it was
+            del d["targets"]
+        return {"schema_version": SCHEMA_VERSION, "tool_version": __version__, **d}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
         """Write ``selection.json``."""
@@ -171,7 +180,7 @@ class Selection:
         d = read_versioned_json(path, required=("i", "j", "f1", "cka", "n_windows"),
                                 known=("folds", "pseudo_label_counts", "seconds", "target_paths",
                                        "source_paths", "rule", "candidates", "cka_pairs", "trials", "latency",
-                                       "notes"))
+                                       "notes", "targets"))
         return Selection(**d)
 
     def plot(self, path: str | os.PathLike[str]) -> Path:
@@ -186,12 +195,17 @@ class Selection:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-        for ax, scores, pick, title, ylabel in (
-            (axes[0], self.f1, self.i, "Stage 1: target block output (bridge input i)", "probe macro-F1"),
-            (axes[1], self.cka, self.j, f"Stage 2: source block input (bridge output j), i={self.i}",
-             "linear CKA"),
-        ):
+        if self.rule == "fused":  # one stage-1 panel per target, then CKA on the fused features
+            panels = [(f1, ik, f"Stage 1: {name} block output (bridge input i)", "probe macro-F1")
+                      for f1, ik, name in zip(self.f1, self.i, self.targets, strict=True)]  # type: ignore
+            panels.append((self.cka, self.j, f"Stage 2: source block input (j), fused i={self.i}",
+                           "linear CKA"))
+        else:
+            panels = [(self.f1, self.i, "Stage 1: target block output (bridge input i)", "probe macro-F1"),
+                      (self.cka, self.j, f"Stage 2: source block input (bridge output j), i={self.i}",
+                       "linear CKA")]
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.4))
+        for ax, (scores, pick, title, ylabel) in zip(axes, panels, strict=True):
             colours = ["tab:orange" if k == pick else "tab:blue" for k in range(len(scores))]
             ax.bar(range(len(scores)), scores, color=colours)
             ax.set_xticks(range(len(scores)))

@@ -81,9 +81,10 @@ def _tiny(argv: list[str]) -> list[str]:
 def test_the_readme_host_flow_runs_as_written_at_tiny_sizes(tmp_path, monkeypatch, capsys):
     pytest.importorskip("torch")
     monkeypatch.chdir(tmp_path)
-    # wesad: published checkpoints; runs/mine: the own-data path, run by tests/test_readme_own_data.py
+    # wesad: published checkpoints; runs/mine: the own-data path, run by tests/test_readme_own_data.py;
+    # runs/fused: the fused run, made through the same verbs by tests/test_fused_run.py
     flow = [c for c in COMMANDS if c[0] in RUN and "runs/wesad" not in c and "runs/mine" not in c
-            and "mine.bundle" not in c]
+            and "mine.bundle" not in c and "runs/fused" not in c]
     assert [c[0] for c in flow] == ["simulate", "pretrain", "fit-source", "select", "train", "evaluate",
                                     "export", "bundle"]
     import time

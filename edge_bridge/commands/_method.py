@@ -21,7 +21,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", default=None,
                    help="task preset: stress (3 classes), stress-binary (stress vs non-stress, read from the "
                         "same recordings), sleep, or fog (EEG -> 3 EMG, no-fog/fog; needs --channels "
-                        "EMG-A=col:NN,EMG-B=col:NN,EMG-C=col:NN); needed when RUN is new")
+                        "EMG-A=col:NN,EMG-B=col:NN,EMG-C=col:NN), or stress+eda / stress-binary+eda (wrist "
+                        "PPG and EDA into one fused bridge); needed when RUN is new")
     add_map_arguments(p)
     p.add_argument("--seed", type=non_negative_int, default=0,
                    help="seed of the subject split and of training, >= 0")

@@ -157,7 +157,8 @@ def quantization_lines(m: object) -> list[str]:
         return []
     lines = ["  per part (held-out agreement with FP32 with only that part quantized; latency batch 1, "
              "1 thread, on the exporting CPU):"]
-    for name in ("target_front", "source_back", "source_front"):
+    fronts = sorted(p for p in parts if p.startswith("target_front_"))  # a fused bundle's extra fronts
+    for name in ("target_front", *fronts, "source_back", "source_front"):
         r = parts.get(name)
         if not r:
             continue

@@ -6,6 +6,10 @@ Balanced accuracy, macro-F1 and Cohen's kappa on the test subjects' labelled win
 the train subjects' labels unless --no-upper-bound). Writes RUN/metrics.json and RUN/confusion.png (one
 row-normalised confusion matrix per model); warns about a model below chance or deciding one class.
 
+A fused run (task stress+eda or stress-binary+eda) reports its fused composite, which reads every target
+(input "target+eda"); the KD student and the supervised upper bound read the main target alone (their
+K-input forms are not built; metrics.json says so in a note).
+
 Example:
   edge-bridge evaluate --run runs/stress
 """

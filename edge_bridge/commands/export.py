@@ -8,6 +8,11 @@ measure on the calibration windows; the composite's agreement with FP32 is then 
 subjects, and only below --agreement-threshold do whole parts fall back to FP16/FP32 (said loudly,
 recorded in the manifest). --report prints the per-part figures.
 
+A fused run (task stress+eda or stress-binary+eda, trained by `edge-bridge train`) exports a fused bundle:
+target_front_<modality>.onnx per extra target (e.g. target_front_eda.onnx) beside target_front.onnx, and a
+bridge with one input per target. Every front goes through the same INT8 search and accuracy guard as
+target_front, measured on the fused chain; the calibration recordings must hold every target modality.
+
 --target cpu: ONNX Runtime CPU (uint8 activations, int8 per-channel weights).
 --target jetson: TensorRT explicit quantization (symmetric int8, FP32 biases, Q/DQ on Conv/MatMul/Gemm
 inputs only), audited on the files.
@@ -20,6 +25,7 @@ Example:
   edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --device cpu
   edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --sign keys/acme.key
   edge-bridge export --run runs/stress -o stress.bundle --calibration-data data/sim --reference-data data/ref
+  edge-bridge export --run runs/fused -o fused.bundle --calibration-data data/sim --report
 
 Old spellings (the run as a positional RUN, --target cpu|jetson) still work for one release, with a warning.
 """

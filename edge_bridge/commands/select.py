@@ -8,6 +8,11 @@ composite's decisions with the source model's, minus the alignment loss. A candi
 everywhere never wins. train keeps its best checkpoint by the same score.
 --rule paper: the paper's two stages (best probe block i, then best CKA block j), unchanged.
 
+A fused run (task stress+eda or stress-binary+eda: several targets, one bridge) has one rule, fused (its
+default): each target's position i_k by its own stage-1 probe, one entry block j by linear CKA on the
+concatenated features of the chosen blocks; selection.json then records i as a list (main target first),
+f1 per target and the targets' names.
+
 --latency-budget-ms MS measures each candidate's deployed cost (target_front[:i] + bridge +
 source_back[j:], batch 1, one thread, INT8 as export makes it for --device; cached per model and position)
 and drops those over budget. --resume continues an interrupted selection. Writes RUN/selection.json (every
@@ -17,6 +22,7 @@ Examples:
   edge-bridge select --run runs/stress
   edge-bridge select --run runs/wesad --latency-budget-ms 50 --device cpu
   edge-bridge select --run runs/stress --rule paper
+  edge-bridge select --run runs/fused          # a stress-binary+eda run: the fused rule
 """
 
 from __future__ import annotations
@@ -44,9 +50,10 @@ def trial_epochs(text: str) -> tuple[int, ...]:
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
-    p.add_argument("--rule", default="trial", choices=["trial", "paper"],
-                   help="trial (default): cheap shortlist + label-free trial trainings; paper: the paper's "
-                        "two stages")
+    p.add_argument("--rule", default=None, choices=["trial", "paper", "fused"],
+                   help="trial (default for one target): cheap shortlist + label-free trial trainings; "
+                        "paper: the paper's two stages; fused (the default and only rule of a run with "
+                        "several targets): a stage-1 probe per target, CKA on the fused features")
     p.add_argument("--shortlist", type=positive_int, default=SHORTLIST,
                    help=f"candidates the trials start with (default {SHORTLIST}; 1 skips the trials)")
     p.add_argument("--trial-epochs", type=trial_epochs, default=trial_epochs(TRIAL_EPOCHS),
@@ -83,7 +90,15 @@ def run(args: argparse.Namespace) -> int:
     settings = TrialSettings(shortlist=args.shortlist, rungs=args.trial_epochs, seed=args.seed)
     sel = select_run(r, rule=args.rule, settings=settings, latency_budget_ms=args.latency_budget_ms,
                      device=args.device, resume=args.resume, progress=not args.no_progress)
-    if sel.rule == "paper":
+    if sel.rule == "fused":
+        for name, f1, ik in zip(sel.targets, sel.f1, sel.i, strict=True):
+            print(f"{name} block  probe macro-F1 ({sel.folds})")
+            for k, f in enumerate(f1):
+                print(f"  {k:>3}{'*' if k == ik else ' '}       {f:.3f}")
+        print("source block  linear CKA with the fused features")
+        for k, c in enumerate(sel.cka):
+            print(f"  {k:>3}{'*' if k == sel.j else ' '}       {c:.3f}")
+    elif sel.rule == "paper":
         print(f"target block  probe macro-F1 ({sel.folds})")
         for k, f in enumerate(sel.f1):
             print(f"  {k:>3}{'*' if k == sel.i else ' '}       {f:.3f}")
@@ -105,7 +120,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"  ({rest} more pairs not shortlisted; all in selection.json)")
         for note in sel.notes:
             print(f"note: {note}")
-    print(f"chosen i={sel.i}, j={sel.j} ({sel.rule} rule) from {sel.n_windows} paired windows in "
+    which = f" ({', '.join(sel.targets)})" if sel.targets else ""
+    print(f"chosen i={sel.i}{which}, j={sel.j} ({sel.rule} rule) from {sel.n_windows} paired windows in "
           f"{sel.seconds['total']:.1f} s -> {r.selection}, {r.path / 'selection.png'}")
     print(f"next: edge-bridge train --run {r.path}")
     return 0

@@ -14,12 +14,20 @@ epochs) into RUN/kd_student.
 Runs under torchrun for data-parallel training (gloo on CPUs, NCCL on GPUs):
   torchrun --standalone --nproc-per-node 2 -m edge_bridge.cli train --run runs/stress
 
+A fused run (task stress+eda or stress-binary+eda) trains one fused prototype bridge fed by every target
+backbone at its own block i_k (selection.json's list, or --i I1,I2 in the task's target order, main target
+first); RUN/bridge/bridge_config.json then records i as that list and the targets' names. --preset and the
+linear/lowrank ablation bridges are for one target; --kd trains the single-input KD student on the main
+target (a K-input KD student is not built), which evaluate reports with that note.
+
 Writes RUN/bridge/ (the best bridge, history.json, training_curve.png: loss and agreement per epoch). A
 best checkpoint that decides one class on every val window is reported with a warning.
 
 Examples:
   edge-bridge train --run runs/stress --epochs 30 --kd
   edge-bridge train --run runs/wesad --preset wesad_ecg2ppg --epochs 100 --lr 1e-6
+  edge-bridge train --run runs/fused --epochs 30           # a stress-binary+eda run: PPG + EDA fused
+  edge-bridge train --run runs/fused --i 3,2 --j 1         # its positions given: ppg block 3, eda block 2
 """
 
 from __future__ import annotations
@@ -33,11 +41,23 @@ from edge_bridge.commands._options import non_negative_int, positive, positive_i
 RANK, PROTOTYPES = 8, 16  # defaults without a preset (pipeline.BridgeSettings')
 
 
+def block_positions(text: str) -> int | list[int]:
+    """``--i``: one block index >= 0, or (a fused run) several comma-separated, e.g. ``3,2``."""
+    parts = text.split(",")
+    try:
+        values = [non_negative_int(t.strip()) for t in parts]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expects a block index >= 0, or one per target of a fused run "
+                                         f"like 3,2; got {text!r}") from None
+    return values[0] if len(parts) == 1 else values
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_run_arguments(p)
     add_fit_arguments(p, epochs=30, batch_size=64)
-    p.add_argument("--i", type=non_negative_int, default=None,
-                   help="target block (default: from selection.json)")
+    p.add_argument("--i", type=block_positions, default=None, metavar="I[,I2,..]",
+                   help="target block (default: from selection.json); a fused run: one per target, "
+                        "comma-separated, main target first (e.g. --i 3,2)")
     p.add_argument("--j", type=non_negative_int, default=None,
                    help="source block (default: from selection.json)")
     p.add_argument("--bridge", default="prototype", choices=["prototype", "linear", "lowrank"],
@@ -123,7 +143,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             kd = pipeline.train_kd(r, fit_config(args), temperature=args.temperature,
                                    progress=not args.no_progress)
-            print(f"kd student: {kd['trainable_parameters']} trainable parameters, "
+            alone = (f" (reads the main target, {r.task.target.modality}, alone: a K-input KD student is not "
+                     "built)" if pipeline.is_fused(r) else "")
+            print(f"kd student{alone}: {kd['trainable_parameters']} trainable parameters, "
                   f"{kd['seconds_per_epoch']:.2f} s/epoch -> {r.kd_student}")
     print(f"next: edge-bridge evaluate --run {r.path}")
     return 0

@@ -38,9 +38,11 @@ same way with one more graph per extra target, ``target_front_<key>.onnx`` (``x_
 and a bridge graph with the inputs ``h, h_<key>, ...``; the manifest (schema 2) records each extra target's
 preprocessing and position. ``target_front``, ``source_back`` and ``source_front`` quantize as above, with
 the fused chain (every front, the K-input bridge) in the search, the calibration of ``source_back`` and the
-guard; the calibration windows then carry every target modality in lockstep. The extra fronts stay FP32:
-the search and the fallback ladder pick one target front's nodes, and their precision is recorded (the
-report's ``fused`` entry says why).
+guard; the calibration windows then carry every target modality in lockstep. Each extra front goes
+through the same steps as ``target_front`` (``_Job._mixed_int8`` on its own target's calibration windows,
+searched after ``target_front`` and before ``source_back`` with the parts already chosen in place, scored
+by the fused chain's decisions; then the guard and its fallback ladder, in which every front is one more
+rung), and is recorded per part (``quantization.parts.target_front_<key>``, ``export --report``).
 """
 
 from __future__ import annotations
@@ -84,6 +86,7 @@ from edge_bridge.export.onnx_export import (
     check_graph,
     export_part,
     ort_session,
+    part_info,
     part_inputs,
     part_shapes,
     run_session,
@@ -106,7 +109,6 @@ from edge_bridge.signals.spec import Preprocessing
 
 logger = logging.getLogger(__name__)
 
-CHAIN = ("target_front", "bridge", "source_back")
 LADDER = (Precision.INT8, Precision.FP16, Precision.FP32)
 PARITY_TOLERANCE = 1e-4
 DEFAULT_THRESHOLD = 0.98
@@ -462,7 +464,8 @@ def export_composite(composite: Any, out_dir: str | os.PathLike[str], *, task: s
     thinned subset (the guard's cost grows with its windows; the reference's minute means need every window
     at the spec's hop, in time order per subject); default ``holdout``.
     ``extra_specs``: a fused composite's extra targets' preprocessing, by key (``composite.extra_keys``);
-    ``holdout`` then carries their windows in ``extras``. FP32 only (see the module docstring).
+    ``holdout`` (and ``calibration``) then carry their windows in ``extras``; each extra front is exported at
+    ``precision`` like ``target_front`` (see the module docstring).
     """
     with _log_level(verbose):
         prec = parse_enum(Precision, precision, "precision")
@@ -609,7 +612,7 @@ class _Job:
         self._sessions: dict[Path, Any] = {}
         self._fp32_logits: np.ndarray | None = None
         self._fp32_source: tuple[np.ndarray, np.ndarray] | None = None  # (z, logits) of the source path
-        self._upstream: dict[tuple[str, Path], np.ndarray] = {}  # fixed parts' outputs during a search
+        self._upstream: dict[tuple[Any, ...], np.ndarray] = {}  # fixed parts' outputs during a search
         self.int8_search = "fast"  # one of INT8_SEARCHES (see _mixed_int8)
         self.qcfg_given = False  # the caller's QuantConfig: its op set only
         self._hidden: set[str] = set()  # parts _score reads in FP32 although an INT8 file exists
@@ -623,6 +626,17 @@ class _Job:
         for p in self.parts:
             self.files.setdefault(p, {})
 
+    @property
+    def fronts(self) -> tuple[str, ...]:
+        """Every target front: ``target_front``, then a fused composite's ``target_front_<key>``."""
+        return ("target_front", *(f"target_front_{k}" for k in self.extra_keys))
+
+    @property
+    def quantized(self) -> tuple[str, ...]:
+        """The parts ``--precision`` applies to, in the order the INT8 search picks them: the fronts (each
+        feeds the bridge), then ``source_back`` behind them, then ``source_front`` in front of it."""
+        return tuple(p for p in (*self.fronts, "source_back", "source_front") if part_info(p).quantizable)
+
     def session(self, path: Path) -> Any:
         if path not in self._sessions:
             self._sessions[path] = ort_session(path)
@@ -631,13 +645,17 @@ class _Job:
     def run(self, part: str, prec: Precision, x: np.ndarray) -> np.ndarray:
         return run_session(self.session(self.files[part][prec]), part, x)
 
-    def bridge_z(self, h: np.ndarray, extras: dict[str, np.ndarray] | None) -> np.ndarray:
-        """The bridge (FP32) on ``h``; a fused one also on each extra target's windows through its front."""
+    def bridge_z(self, h: np.ndarray, extras: dict[str, np.ndarray] | None,
+                 precisions: dict[str, Precision] | None = None) -> np.ndarray:
+        """The bridge (FP32) on ``h``; a fused one also on each extra target's windows through its front,
+        at ``precisions[target_front_<key>]`` (default FP32)."""
         if not self.extra_keys:
             return self.run("bridge", Precision.FP32, h)
         if extras is None or any(k not in extras for k in self.extra_keys):
             raise ExportError(f"the fused bridge needs the {list(self.extra_keys)} windows too")
-        hs = {f"h_{k}": self.run(f"target_front_{k}", Precision.FP32, extras[k]) for k in self.extra_keys}
+        lv = precisions or {}
+        hs = {f"h_{k}": self.run(f"target_front_{k}", lv.get(f"target_front_{k}", Precision.FP32), extras[k])
+              for k in self.extra_keys}
         return run_fused_bridge(self.session(self.files["bridge"][Precision.FP32]), h, hs)
 
     # 1. graphs
@@ -695,12 +713,12 @@ class _Job:
               extras: dict[str, np.ndarray] | None = None) -> np.ndarray:
         """Logits of target windows ``x`` (and, fused, the extra targets' windows ``extras``)."""
         h = self.run("target_front", precisions["target_front"], x)
-        z = self.bridge_z(h, extras)
+        z = self.bridge_z(h, extras, precisions)
         return self.run("source_back", precisions["source_back"], z)
 
     # 3. quantization
     def quantize(self) -> None:
-        quantizable = [p for p, info in PARTS.items() if info.quantizable]
+        quantizable = self.quantized
         self.quant = {"precision": self.precision.value, "target": self.target.value,
                       "bridge": "fp32 (refit on site)"}
         if self.precision is Precision.FP32:
@@ -722,10 +740,11 @@ class _Job:
               for k in self.extra_keys}
         z = np.concatenate([self.bridge_z(self.run("target_front", Precision.FP32, xt), ex),
                             self.run("source_front", Precision.FP32, xs)])
-        feeds = {"target": xt, "source": xs, "z": z}
+        feeds = {"target": xt, "source": xs, "z": z, **ex}
         self.quant["calibration"] = {"origin": cal.record(), "windows_given": len(cal),
                                      "windows_used": {"target_front": len(xt), "source_front": len(xs),
-                                                      "source_back": len(z)},
+                                                      "source_back": len(z),
+                                                      **{f"target_front_{k}": len(v) for k, v in ex.items()}},
                                      "source_back_fed": "bridge outputs z of the target windows and "
                                                         "source_front tokens of the source windows"}
         (self.work / "int8").mkdir()
@@ -740,14 +759,13 @@ class _Job:
         self._cal_extras = ex
         self.quant["parts"] = {}
         audits = {}
-        # target_front first (the composite with the rest FP32), then source_back behind the mixed
-        # target_front, then source_front in front of the mixed source_back: each search sees the parts
-        # already chosen, so the shipped combination is what was measured
-        for p in ("target_front", "source_back", "source_front"):
-            if p not in quantizable:
-                continue
+        # target_front first (the composite with the rest FP32), then a fused composite's other fronts
+        # behind it, then source_back behind the mixed fronts, then source_front in front of the mixed
+        # source_back: each search sees the parts already chosen, so the shipped combination is what was
+        # measured
+        for p in quantizable:
             t0 = time.perf_counter()
-            info = PARTS[p]
+            info = part_info(p)
             reader = WindowReader(info.input, feeds[info.calibration])
             self._readers[p] = reader
             dst, record = self._mixed_int8(p, reader)
@@ -790,9 +808,24 @@ class _Job:
                 self._upstream[key] = compute()
             return self._upstream[key]
 
+        def front_h(p: str, xp: np.ndarray) -> np.ndarray:
+            return upstream(p, lambda: run_session(load(p), p, xp))
+
+        def bridge_z() -> np.ndarray:
+            h = front_h("target_front", x["target"])
+            if not self.extra_keys:
+                return self.run("bridge", Precision.FP32, h)
+            hs = {f"h_{k}": front_h(f"target_front_{k}", self._cal_extras[k]) for k in self.extra_keys}
+            return run_fused_bridge(self.session(self.files["bridge"][Precision.FP32]), h, hs)
+
         def composite() -> dict[str, Any]:
-            z = upstream("target_front", lambda: self.bridge_z(run_session(
-                load("target_front"), "target_front", x["target"]), self._cal_extras))
+            if part in self.fronts:
+                z = bridge_z()
+            else:  # every front fixed: the bridge's outputs are the same for every trial of the search
+                key = ("bridge", *(file(f) for f in self.fronts))
+                if key not in self._upstream:
+                    self._upstream[key] = bridge_z()
+                z = self._upstream[key]
             return _compare(self._cal_ref["target"], run_session(load("source_back"), "source_back", z),
                             x["labels_t"])
 
@@ -802,7 +835,7 @@ class _Job:
             return _compare(self._cal_ref["source"], run_session(load("source_back"), "source_back", zs),
                             x["labels_s"])
 
-        if part == "target_front":
+        if part in self.fronts:
             return composite()
         if part == "source_front":
             return source_path()
@@ -909,7 +942,7 @@ class _Job:
         if methods[order[0]]["agreement"] >= target or self.threshold > 1.0 or search == "off":
             return full, record  # passes as is, or a threshold above 1 forces the whole-part fallback
         # 3. the fewest FP32 nodes
-        info = PARTS[part]
+        info = part_info(part)
         max_nodes = max(1, int(MAX_FP32_SHARE * n_quantized))
         thorough = search == "thorough"
         searches = {}
@@ -962,7 +995,7 @@ class _Job:
         ref = self._fp32_logits
         got = self.chain(precisions, x, ex)
         out = _compare(ref, got, self.holdout.labels)
-        out["precisions"] = {p: precisions[p].value for p in ("target_front", "source_back")}
+        out["precisions"] = {p: precisions[p].value for p in (*self.fronts, "source_back")}
         return out
 
     def measure_source_path(self, sf: Precision, sb: Precision) -> dict[str, Any]:
@@ -981,7 +1014,7 @@ class _Job:
         return out
 
     def guard(self) -> None:
-        levels = {p: self.precision for p in PARTS}
+        levels = {p: self.precision for p in (*PARTS, *self.fronts)}
         levels["bridge"] = Precision.FP32
         fallback: list[dict[str, Any]] = []
         requested = self.measure(levels)
@@ -994,7 +1027,7 @@ class _Job:
                         "logit drift %.3g%s", self.precision.value.upper(), len(self.holdout),
                         requested["agreement"], requested["max_logit_drift"], _bal_text(requested))
         levels, current = self._fall_back(
-            levels, current, ("target_front", "source_back"), self.measure, "composite decisions", fallback,
+            levels, current, (*self.fronts, "source_back"), self.measure, "composite decisions", fallback,
             prefer=lambda p, r: -r["max_logit_drift"])
         if current["agreement"] < self.threshold:
             logger.warning("ACCURACY GUARD: even with every part in FP32 the agreement %.4f is below the "
@@ -1017,7 +1050,7 @@ class _Job:
         self.chosen = levels
         self._part_figures(levels)
         self.quant.update({
-            "precisions": {p: levels[p].value for p in PARTS},
+            "precisions": {p: levels[p].value for p in levels},
             "fallback": fallback,
             "degraded": bool(fallback),
             "accuracy": {"held_out": self.holdout.record(), "windows": len(self.holdout),
@@ -1033,20 +1066,20 @@ class _Job:
         for full agreement on the calibration windows (more FP32 nodes, still INT8) before any part falls
         back whole; a part whose first search already missed its target is not searched again (the same node
         budget cannot reach more). Logged and recorded."""
+        chain = (*self.fronts, "source_back")
         logger.warning("accuracy guard: the mixed INT8 composite agrees %.4f < %.4f with FP32 on the "
-                       "held-out windows; searching target_front and source_back again for agreement 1.0 on "
-                       "the calibration windows before any whole-part fallback", failed["agreement"],
-                       self.threshold)
-        before = {p: (self.files[p][Precision.INT8], self.quant["parts"][p]) for p in CHAIN if p != "bridge"}
+                       "held-out windows; searching %s again for agreement 1.0 on the calibration windows "
+                       "before any whole-part fallback", failed["agreement"], self.threshold,
+                       " and ".join(chain))
+        before = {p: (self.files[p][Precision.INT8], self.quant["parts"][p]) for p in chain}
         # a part whose search missed even the headroom target cannot reach 1.0 with the same node budget
         recs = self.quant["parts"]
-        again_parts = [p for p in ("target_front", "source_back")
-                       if recs[p]["calibration_agreement"] >= recs[p]["search_target"]]
+        again_parts = [p for p in chain if recs[p]["calibration_agreement"] >= recs[p]["search_target"]]
         if not again_parts:
             return failed
         for p in again_parts:
-            # as in the first pass, target_front is measured with source_back in FP32
-            self._hidden = {"source_back"} if p == "target_front" else set()
+            # as in the first pass, the fronts are measured with source_back in FP32
+            self._hidden = {"source_back"} if p in self.fronts else set()
             try:
                 dst, rec = self._mixed_int8(p, self._readers[p], target=1.0)
             finally:
@@ -1070,10 +1103,10 @@ class _Job:
         FP32: what ``export --report`` and ``bundle info`` print."""
         fp32 = {p: Precision.FP32 for p in PARTS}
         figures: dict[str, Any] = {}
-        for p in ("target_front", "source_back", "source_front"):
+        for p in self.quantized:
             if p not in levels:
                 continue
-            lv = {**fp32, p: levels[p]}
+            lv = {**fp32, **{f: Precision.FP32 for f in self.fronts}, p: levels[p]}
             if p == "source_front":
                 r = self.measure_source_path(lv["source_front"], Precision.FP32)
             else:
@@ -1095,6 +1128,8 @@ class _Job:
         x = self.holdout.target[:1]
         if part == "source_front":
             return self.holdout.source[:1]
+        if part in self.fronts[1:]:
+            return self.holdout.extras[part[len("target_front_"):]][:1]
         if part == "source_back":
             ex = {k: v[:1] for k, v in self.holdout.extras.items()}
             return self.bridge_z(self.run("target_front", Precision.FP32, x), ex)
@@ -1144,7 +1179,7 @@ class _Job:
 
         specs = {}
         final: dict[str, Path] = {}
-        fronts = [f"target_front_{k}" for k in self.extra_keys]  # fused: FP32 (see _check_fused)
+        fronts = list(self.fronts[1:])  # a fused composite's extra fronts, at their chosen precision
         for part in (*PARTS, *fronts):
             prec = self.chosen.get(part, Precision.FP32)
             rel = bridge_file(1, ".onnx") if part == "bridge" else f"{part}.onnx"
@@ -1202,13 +1237,12 @@ class _Job:
             self.report["fused"] = {
                 "targets": [target_spec.modality, *self.extra_keys],
                 "positions_i": {"target": int(self.composite.i), **self.composite.extra_positions},
-                "extra_fronts": {f: "fp32" for f in fronts},
-                "note": "fused bridge: the extra targets' fronts ship FP32 (the INT8 search and the "
-                        "fallback ladder choose one target front's nodes)"
-                        + ("" if self.precision is Precision.FP32 else
-                           f"; target_front, source_back and source_front were exported "
-                           f"{self.precision.value} and guarded on the fused chain (every front, the "
-                           "K-input bridge)")}
+                "extra_fronts": {f: self.chosen.get(f, Precision.FP32).value for f in fronts},
+                "note": ("fused bridge: every part exported FP32" if self.precision is Precision.FP32 else
+                         f"fused bridge: every target front ({', '.join(self.fronts)}), source_back and "
+                         f"source_front exported {self.precision.value}, each searched and guarded on the "
+                         "fused chain (every front, the K-input bridge), per part in "
+                         "quantization.parts")}
         manifest = Manifest(task=task, classes=list(classes), label_map=dict(label_map or {}),
                             source=source_spec, target=target_spec,
                             positions={"i": int(self.composite.i), "j": int(self.composite.j)}, parts=specs,

@@ -87,13 +87,14 @@ PARTS: dict[str, PartInfo] = {
 
 def part_info(part: str) -> PartInfo:
     """The row of :data:`PARTS`, or for a fused composite's extra front ``target_front_<key>`` its own row
-    (``x_target_<key> -> h_<key>``; FP32 for now: the INT8 guard measures one target's chain)."""
+    (``x_target_<key> -> h_<key>``, quantizable like ``target_front``, calibrated on the ``<key>`` windows;
+    the export's search and guard measure it on the fused chain)."""
     if part in PARTS:
         return PARTS[part]
     if part.startswith(EXTRA_FRONT_PREFIX) and len(part) > len(EXTRA_FRONT_PREFIX):
         key = part[len(EXTRA_FRONT_PREFIX):]
         (x,), (h,) = part_io(part, (key,))
-        return PartInfo(part, x, h, quantizable=False, calibration=key)
+        return PartInfo(part, x, h, quantizable=True, calibration=key)
     raise ExportError(f"unknown part {part!r}; the parts are {', '.join(PARTS)} and target_front_<key> for a "
                       "fused bridge's extra targets")
 

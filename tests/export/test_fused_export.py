@@ -3,7 +3,7 @@
 The fused composite is the tiny one of ``conftest.py`` plus a tiny EDA backbone (a second target, the
 ``stress+eda`` task's EDA spec at 4-s windows): its bridge is ``PrototypeBridge(d_in=[d_ppg, d_eda])`` with a
 non-zero ``B`` and a scaled-up ``A_1``, so the EDA windows move the logits. It is exported once per module
-(FP32); tests that break a bundle copy it first, and the INT8 test exports its own.
+(FP32); tests that break a bundle copy it first, and the INT8 tests export their own.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -131,23 +132,34 @@ def test_fused_export_refuses_missing_extra_windows(tiny, tmp_path):
     assert not any(tmp_path.iterdir())  # nothing left behind
 
 
-def test_fused_int8_quantizes_the_main_parts_guarded_on_the_fused_chain(tiny, tmp_path):
-    """INT8: target_front, source_back and source_front through the guard (measured on the fused chain);
-    the EDA front FP32, as the report says; the shipped bundle agrees with torch FP32 as the guard says."""
+def test_fused_int8_searches_and_guards_every_front_on_the_fused_chain(tiny, tmp_path):
+    """INT8: every front (the EDA one too), source_back and source_front through the search and the guard,
+    measured on the fused chain; each front recorded per part; the shipped bundle agrees with torch FP32 as
+    the guard says."""
     cal = tiny.windows(64, 2)
     cal.extras = {"eda": eda_windows(64, 12)}
-    b = export_fused(tiny, tmp_path / "int8.bundle", precision="int8", calibration=cal, int8_search="off")
+    b = export_fused(tiny, tmp_path / "int8.bundle", precision="int8", calibration=cal)
     m = b.manifest
-    assert m.parts["target_front_eda"].precision == "fp32"
-    note = m.report["fused"]["note"]
-    assert "ship FP32" in note and "guarded on the fused chain" in note
     q = m.quantization
     assert q["calibration"]["windows_used"]["target_front"] == 64
-    shipped = {p: m.parts[p].precision for p in ("target_front", "source_back", "source_front")}
+    assert q["calibration"]["windows_used"]["target_front_eda"] == 64
+    parts = ("target_front", "target_front_eda", "source_back", "source_front")
+    shipped = {p: m.parts[p].precision for p in parts}
     assert shipped == {p: q["precisions"][p] for p in shipped}
-    assert "int8" in shipped.values() or q["fallback"]  # quantized, or every step down is recorded
+    assert shipped["target_front_eda"] == "int8" and not q["fallback"]
+    ops = {n.op_type for n in onnx.load(str(b.part_path("target_front_eda"))).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    rec = q["parts"]["target_front_eda"]
+    assert rec["quantized_nodes"] > 0 and rec["calibration_method"] in rec["calibration_methods"]
+    # its held-out figure is the fused chain with only this front INT8: the EDA windows move the logits,
+    # so a quantized EDA front shows as drift (it would be exactly 0 if the chain read the FP32 front)
+    assert rec["held_out_max_logit_drift"] > 0 and 0.0 <= rec["held_out_agreement"] <= 1.0
+    assert set(rec["latency_ms_batch1"]) == {"fp32", "int8"}
+    assert q["accuracy"]["shipped"]["precisions"] == {p: shipped[p] for p in parts[:3]}
+    assert m.report["fused"]["extra_fronts"] == {"target_front_eda": "int8"}
+    assert "guarded on the fused chain" in m.report["fused"]["note"]
     acc = q["accuracy"]["shipped"]
-    assert acc["agreement"] >= q["accuracy"]["threshold"] or q["degraded"]
+    assert acc["agreement"] >= q["accuracy"]["threshold"]
     # the guard's figure is what the bundle does: its argmax vs the torch FP32 fused composite
     holdout = tiny.windows(32, 1)
     xe = eda_windows(32, 11)
@@ -158,6 +170,27 @@ def test_fused_int8_quantizes_the_main_parts_guarded_on_the_fused_chain(tiny, tm
     assert abs(agreement - acc["agreement"]) <= 1 / 32
     with CompositeRunner(b, "cpu") as runner:
         assert runner.self_test().passed
+    from edge_bridge.commands.bundle import quantization_lines
+
+    assert any(line.strip().startswith("target_front_eda int8") for line in quantization_lines(m))
+
+
+def test_fused_front_that_fails_the_guard_falls_back_like_the_others(tiny, tmp_path):
+    """A threshold above 1 can never be met: every front steps down the ladder (int8 -> fp16 -> fp32) as
+    target_front and source_back do, each step recorded, and the bundle ships what the guard chose."""
+    cal = tiny.windows(64, 2)
+    cal.extras = {"eda": eda_windows(64, 12)}
+    b = export_fused(tiny, tmp_path / "fallback.bundle", precision="int8", calibration=cal,
+                     agreement_threshold=1.01)
+    m = b.manifest
+    q = m.quantization
+    steps = [(e["part"], e["from"], e["to"]) for e in q["fallback"]]
+    assert ("target_front_eda", "int8", "fp16") in steps and ("target_front_eda", "fp16", "fp32") in steps
+    assert {p for p, _, _ in steps} >= {"target_front", "target_front_eda", "source_back"}
+    assert q["degraded"] and m.parts["target_front_eda"].precision == "fp32"
+    assert m.report["fused"]["extra_fronts"] == {"target_front_eda": "fp32"}
+    ops = {n.op_type for n in onnx.load(str(b.part_path("target_front_eda"))).graph.node}
+    assert "QuantizeLinear" not in ops
 
 
 # --- 2. load verifies the new parts -------------------------------------------------------------------------
