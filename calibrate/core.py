@@ -37,7 +37,9 @@ Steps (DESIGN.md, "calibrate:"):
    The best candidate is accepted only if it beats the current bridge by a margin:
    ``agreement >= current + margin_agreement``, or agreement no lower and alignment loss at least
    ``margin_loss`` (relative) lower, the latter only when the validation windows show ``min_states``
-   states: equal agreement on one state cannot show that the refit still tells states apart.
+   states: equal agreement on one state cannot show that the refit still tells states apart. The
+   agreement that decides (:func:`decision_agreement`) is the *balanced* agreement when the windows show
+   two states or more, the plain one on one state.
 5. Publish atomically with :func:`edge_bridge.bundle.publish_bridge` (``bridges/vNNNN.onnx`` and
    ``.safetensors`` first, the manifest's current pointer last), under a lock file, after re-reading the
    manifest. A running ``deploy`` sees the new manifest and swaps the bridge between windows.
@@ -267,6 +269,20 @@ def one_class_candidate(s: Scores) -> str | None:
     return decision_problem(s.states, 2, s.balanced_agreement, "balanced agreement with the source model")
 
 
+def decision_agreement(s: Scores) -> float:
+    """The agreement a verdict compares: balanced over the source model's states when there are several.
+
+    Why balanced: plain agreement rewards the majority state. In ``bench/drift.py`` on the method run's
+    bundle, a changed PPG sensor left the current bridge deciding non-stress for every window (agreement
+    0.767, balanced 0.500 over two states); a refit that told the states apart (balanced 0.739) scored
+    0.737 plain and was refused. Balanced agreement is also what selection and ``train``'s checkpoint rule
+    score, and balanced accuracy what evaluate reports. On one state the two coincide.
+    """
+    if s.states >= 2 and math.isfinite(s.balanced_agreement):
+        return s.balanced_agreement
+    return s.agreement
+
+
 def better(new: Scores, old: Scores, margin_agreement: float, margin_loss: float, min_states: int = 1
            ) -> tuple[bool, str]:
     """The acceptance rule, with the reason in words.
@@ -275,9 +291,11 @@ def better(new: Scores, old: Scores, margin_agreement: float, margin_loss: float
     source-model states. Seen in ``bench/calibrate.py``: a refit validated on minutes of one state, at
     agreement 1.000 -> 1.000 and loss down, took a user from 0.80 to 0.50 balanced accuracy.
     """
-    d_agree = new.agreement - old.agreement
+    a_new, a_old = decision_agreement(new), decision_agreement(old)
+    d_agree = a_new - a_old
     rel = (old.alignment_loss - new.alignment_loss) / max(old.alignment_loss, 1e-12)
-    facts = (f"agreement {old.agreement:.3f} -> {new.agreement:.3f} ({d_agree:+.3f}), alignment loss "
+    which = "balanced agreement" if min(new.states, old.states) >= 2 else "agreement"
+    facts = (f"{which} {a_old:.3f} -> {a_new:.3f} ({d_agree:+.3f}), alignment loss "
              f"{old.alignment_loss:.4f} -> {new.alignment_loss:.4f} ({-rel:+.1%})")
     problem = one_class_candidate(new)
     if problem is not None:  # never, whatever the margins: it accepted 0.333 over a better one once
@@ -555,12 +573,12 @@ def _calibrate(bundle_path: str | os.PathLike[str], recordings: Recordings, *,
         # how far to move: the epoch count that validates best (fewest at a tie, the closest to the current
         # bridge); on a weak bundle and 6 minutes, 30 epochs fitted the minutes and lost the other states
         rungs = {e: all_scored[f"gradient@{e}"] for e in sorted(fitted["gradient"].ladder)}
-        e_best = max(rungs, key=lambda e: (one_class_candidate(rungs[e]) is None, rungs[e].agreement,
-                                           -rungs[e].alignment_loss, -e))
+        e_best = max(rungs, key=lambda e: (one_class_candidate(rungs[e]) is None,
+                                           decision_agreement(rungs[e]), -rungs[e].alignment_loss, -e))
         scored["gradient"] = rungs[e_best]
-        tried = {str(e): round(r.agreement, 4) for e, r in rungs.items()}
+        tried = {str(e): round(decision_agreement(r), 4) for e, r in rungs.items()}
         refit_info["gradient"].update(epochs=e_best, warm_start=f"v{current_version:04d}", epochs_tried=tried)
-    best = max(scored, key=lambda k: (one_class_candidate(scored[k]) is None, scored[k].agreement,
+    best = max(scored, key=lambda k: (one_class_candidate(scored[k]) is None, decision_agreement(scored[k]),
                                       -scored[k].alignment_loss)) if scored else None
     accepted, reason = (False, "no candidate") if best is None else better(
         scored[best], current_scores, margin_agreement, margin_loss, min_states)
