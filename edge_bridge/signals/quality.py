@@ -89,13 +89,15 @@ def assess_quality(windows: np.ndarray, limits: QualityLimits | Preprocessing, *
     flags |= np.where(big > limits.max_abs, int(Quality.AMPLITUDE), 0).astype(np.uint8)
 
     # Clipping: a saturated amplifier holds the rail value for many samples. A clean signal touches its
-    # maximum once per peak at most, so count samples within a hair of either extreme.
+    # maximum once per peak at most, so count samples within a hair of either extreme. One sample is every
+    # window's own maximum, never a rail: without the floor of two, any window shorter than
+    # 1 / clip_fraction samples (4 s of EDA at 4 Hz is 16) was always "clipped".
     tol = 1e-6 * np.maximum(ptp, 1e-12)[..., None]
     at_top = finite & (x >= hi[..., None] - tol)
     at_bottom = finite & (x <= lo[..., None] + tol)
     n = x.shape[-1]
-    pinned = np.maximum(at_top.sum(axis=-1), at_bottom.sum(axis=-1)) / n
-    clipped = (pinned > limits.clip_fraction) & (ptp > 0)
+    pinned_n = np.maximum(at_top.sum(axis=-1), at_bottom.sum(axis=-1))
+    clipped = (pinned_n / n > limits.clip_fraction) & (pinned_n >= 2) & (ptp > 0)
     flags |= np.where(clipped, int(Quality.CLIPPED), 0).astype(np.uint8)
     if spec is not None:
         flags |= _physiology(x, flags, spec, acc, acc_rate)

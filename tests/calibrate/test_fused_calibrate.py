@@ -63,10 +63,8 @@ def fused(fused_template, tmp_path) -> Path:
 def subject():
     """5 minutes of one simulated stress subject: ECG 250 Hz, PPG 64 Hz, RESP, and EDA at 16 Hz.
 
-    Why EDA at 16 Hz (the simulator's 4 Hz upsampled): the tiny bundle's 4 s windows hold only 16 EDA
-    samples at 4 Hz, and the clipping check flags any window under 50 samples (its maximum alone is more
-    than ``clip_fraction`` 0.02 of them); at 16 Hz the gate sees 64 raw samples, and the one preprocessing
-    path resamples them to the model's 4 Hz (the bundle's 60 s windows hold 240 samples at 4 Hz).
+    Why EDA at 16 Hz (the simulator's 4 Hz upsampled): a sensor at another rate than the model's, so the
+    one preprocessing path's resampling to the model's 4 Hz is part of what the fused calibrate reads.
     """
     from scipy.signal import resample_poly
 

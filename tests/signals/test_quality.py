@@ -40,6 +40,14 @@ def test_each_defect_is_flagged(defect, flag):
     assert _flags(defect(_clean())) & flag
 
 
+def test_a_short_window_is_not_clipped_by_its_own_maximum():
+    """16 samples (4 s of EDA at 4 Hz): one sample at each extreme is 1/16 > clip_fraction, yet no rail."""
+    t = np.arange(16) / 4.0
+    x = 5.0 + 0.2 * np.sin(2 * np.pi * 0.1 * t) + 0.01 * t
+    assert not _flags(x) & Quality.CLIPPED
+    assert _flags(np.minimum(x, np.sort(x)[-3])) & Quality.CLIPPED  # three samples held at a rail
+
+
 def test_nan_does_not_also_claim_flat_or_clipped():
     x = _clean()
     x[3] = np.nan
