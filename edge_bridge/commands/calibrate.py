@@ -8,7 +8,9 @@ the paper's objective through the source model (its weights ship in the bundle; 
 with --no-source-weights). The new bridge is validated against the current one out of fold (each of
 --folds blocks of windows by refits on the rest, so every state recorded is validated), and published
 (bridges/vNNNN.onnx + .safetensors, then the manifest's pointer, atomically) only if it beats it by a
-margin. Otherwise the bundle is unchanged and the output says why. A running `edge-bridge deploy` picks
+margin of balanced agreement with the source model (each class it decides weighs alike, so a bridge
+that decides the majority state everywhere wins nothing). Otherwise the bundle is unchanged and the output
+says why. A running `edge-bridge deploy` picks
 the new bridge up between windows.
 
 Paired data: one recording with both modalities, or one recording per modality with overlapping time
@@ -111,7 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction at the end of each recording kept for validation with --validation "
                         "holdout (or when there are too few windows for folds), in (0, 1) (default 0.2)")
     p.add_argument("--margin-agreement", type=fraction, default=0.02,
-                   help="accept if agreement with the source model rises by at least this (default 0.02)")
+                   help="accept if agreement with the source model (balanced over the classes it decides, when "
+                        "there are two or more) rises by at least this (default 0.02)")
     p.add_argument("--margin-loss", type=fraction, default=0.01,
                    help="or if agreement is no lower and the alignment loss falls by this fraction "
                         "(default 0.01)")
