@@ -113,8 +113,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="fraction at the end of each recording kept for validation with --validation "
                         "holdout (or when there are too few windows for folds), in (0, 1) (default 0.2)")
     p.add_argument("--margin-agreement", type=fraction, default=0.02,
-                   help="accept if agreement with the source model (balanced over the classes it decides, when "
-                        "there are two or more) rises by at least this (default 0.02)")
+                   help="accept if agreement with the source model (balanced over the classes it decides, "
+                        "when there are two or more) rises by at least this (default 0.02)")
     p.add_argument("--margin-loss", type=fraction, default=0.01,
                    help="or if agreement is no lower and the alignment loss falls by this fraction "
                         "(default 0.01)")
