@@ -21,8 +21,10 @@ the sinks (``{"event": "autocal", "step": ...}``):
 3. ``swapped``: the :class:`deploy.live.BridgeWatcher` picks the published version up between two windows
    (its self-test first), exactly as for a hand-run calibrate.
 4. ``kept`` or ``rolled_back``: after as many paired windows as the *before* figure had (``eval_windows``),
-   the agreement of the new bridge is compared with it. Worse (less than before + ``margin``): ``calibrate
-   --rollback`` in a child process makes the previous version current again and the watcher swaps back.
+   the agreement of the new bridge is compared with it (balanced over the source model's states when both
+   figures show two or more, as calibrate's verdict; plain otherwise). Worse (less than before +
+   ``margin``): ``calibrate --rollback`` in a child process makes the previous version current again and
+   the watcher swaps back.
 
 Without the source modality on the drifted stream the cycle cannot start: an ``unavailable`` event says so
 and names the command to run with a chest strap on. deploy never imports calibrate (the house rule keeps
@@ -33,13 +35,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import math
 import os
 import queue
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -100,14 +103,54 @@ class AutoCalibrateConfig:
         return self.max_minutes if self.max_minutes is not None else 3.0 * self.minutes
 
 
+#: a class counts as a state of a tally only on this many windows and this share of them (calibrate's
+#: ``decided_states`` floor: a flicker window at a change of state is no state)
+MIN_STATE_WINDOWS, MIN_STATE_SHARE = 2, 0.05
+
+
 @dataclass
 class _Tally:
+    """Paired-watch verdicts, counted per class the source model decided."""
+
     n: int = 0
     agreed: int = 0
+    by_class: dict[int, list[int]] = field(default_factory=dict)  # class -> [windows, agreed]
+
+    def add(self, agrees: bool, source_class: int | None) -> None:
+        self.n += 1
+        self.agreed += int(agrees)
+        if source_class is not None:
+            c = self.by_class.setdefault(int(source_class), [0, 0])
+            c[0] += 1
+            c[1] += int(agrees)
 
     @property
     def rate(self) -> float | None:
         return self.agreed / self.n if self.n else None
+
+    def states(self) -> list[int]:
+        floor = max(MIN_STATE_WINDOWS, math.ceil(MIN_STATE_SHARE * self.n))
+        return sorted(k for k, (n, _) in self.by_class.items() if n >= floor)
+
+    def balanced(self) -> float | None:
+        """Mean agreement over the states, each alike; None on fewer than two states."""
+        states = self.states()
+        if len(states) < 2:
+            return None
+        return sum(self.by_class[k][1] / self.by_class[k][0] for k in states) / len(states)
+
+
+def compare(before: _Tally, after: _Tally) -> tuple[str, float | None, float | None]:
+    """Which agreement the keep-or-roll-back verdict compares, and its two values.
+
+    Balanced agreement when both tallies show two states or more, as calibrate's verdict: plain agreement
+    rewards the majority state, and a bridge that decides it everywhere would be kept over one that tells
+    the states apart. On fewer states the plain rate (one state cannot show that difference).
+    """
+    b, a = before.balanced(), after.balanced()
+    if b is not None and a is not None:
+        return "balanced", b, a
+    return "plain", before.rate, after.rate
 
 
 class _Recorder:
@@ -250,13 +293,11 @@ class AutoCalibrator:
         if stream != self.stream:
             return
         if self.state == RECORDING and version == self.old_version:
-            self.before.n += 1
-            self.before.agreed += int(agrees)
+            self.before.add(agrees, source_class)
             if source_class is not None:
                 self._states.add(int(source_class))
         elif self.state == EVALUATING and version == self.new_version:
-            self.after.n += 1
-            self.after.agreed += int(agrees)
+            self.after.add(agrees, source_class)
 
     # --- once per hop ---------------------------------------------------------------------------------
     def tick(self) -> list[dict[str, Any]]:
@@ -345,8 +386,8 @@ class AutoCalibrator:
                             verdict=report.get("verdict"))]
 
     def _judge(self) -> list[dict[str, Any]]:
-        before, after = self.before.rate, self.after.rate
-        figures = {"agreement_before": _r(before), "agreement_after": _r(after),
+        measure, before, after = compare(self.before, self.after)
+        figures = {"agreement_before": _r(before), "agreement_after": _r(after), "agreement": measure,
                    "paired_windows_before": self.before.n, "paired_windows_after": self.after.n,
                    "margin": self.config.margin}
         if before is not None and after is not None and after < before + self.config.margin:

@@ -179,3 +179,22 @@ def test_auto_calibrate_config_refuses_a_shorter_maximum():
         AutoCalibrateConfig(minutes=3.0, max_minutes=2.0)
     with pytest.raises(ValueError, match="min_states"):
         AutoCalibrateConfig(min_states=0)
+
+
+def test_keep_or_roll_back_compares_balanced_agreement_over_states():
+    """A bridge that decides the majority state everywhere agrees often; over two states it tells apart
+    nothing (balanced 0.5), and a refit that tells them apart at 0.8 each is the better one."""
+    from deploy.autocal import _Tally, compare
+
+    before, after = _Tally(), _Tally()
+    for k in range(100):  # 90 windows of state 0, 10 of state 1; the old bridge says 0 always
+        state = 0 if k < 90 else 1
+        before.add(state == 0, state)
+        after.add(k % 5 != 0, state)  # right on 4 of 5 windows of either state
+    assert before.rate > after.rate  # plain agreement (0.9 vs 0.8) would roll the better bridge back
+    assert compare(before, after) == ("balanced", 0.5, 0.8)
+    one = _Tally()
+    for _ in range(30):
+        one.add(True, 0)
+    one.add(False, 1)  # one flicker window is no state
+    assert one.states() == [0] and compare(before, one)[0] == "plain"
