@@ -235,6 +235,11 @@ class LiveConfig:
         The gate: ``"physiology"`` (default) adds the bundle spec's beat-template index and motion checks to
         the broken-signal ones; ``"basic"`` keeps only NaN, flat, clipped and out-of-range (for sources
         whose signal is not physiological, such as BrainFlow's synthetic board, or to see every decision).
+    missing_modality : {"skip", "fallback"}
+        A fused bundle's window whose span lacks a gate-passing window of some modality: ``"skip"`` it
+        (counted by reason, the modality named), or ``"fallback"`` to the modalities present where the
+        bundle has a bridge for them. Bundles carry one fused bridge today, so ``"fallback"`` says so at
+        start and skips; it never invents a bridge. Ignored for single-target bundles.
     """
 
     smoothing: str = "none"
@@ -252,6 +257,10 @@ class LiveConfig:
     paired_watch: bool = True
     auto_calibrate: AutoCalibrateConfig | None = None
     quality: str = "physiology"
+    missing_modality: str = "skip"
+
+
+MISSING_MODALITY = ("skip", "fallback")
 
 
 @dataclass
@@ -490,11 +499,95 @@ class BridgeWatcher:
 # --- the loop ---------------------------------------------------------------------------------------------
 @dataclass
 class StreamInput:
-    """One wearable served by the loop: the id every record carries, its source (not started) and labels."""
+    """One wearable served by the loop: the id every record carries, its source (not started) and labels.
+
+    ``extra_sources`` serves a fused bundle whose modalities arrive at different rates: a fused target's key
+    (``Bundle.extra_keys``, e.g. ``"eda"``) -> the source (not started) that delivers it, such as a second
+    board or preset at its own rate. A key not listed is looked for among ``source``'s channels (one board
+    carrying PPG and EDA at one rate). The pipeline starts and stops these with the stream.
+    """
 
     id: str
     source: Any
     labels: LabelTrack | None = None
+    extra_sources: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _ExtraWindow:
+    """One extra modality's raw window, waiting for the main target's window over the same span."""
+
+    start_s: float  # the modality's signal clock (lost samples counted), as the main window's start_s
+    raw: np.ndarray
+    x: np.ndarray | None  # model input already (causal), else computed in the batch
+    t0: float  # when its last samples were in hand
+
+
+class _Extra:
+    """A fused bundle's further target modality on one stream: its rows, windower and filter state.
+
+    Windows are cut by the modality's own windower from its own samples (at its own rate, resampled to
+    the model's by the one preprocessing of :mod:`edge_bridge.signals`) and wait here until the main
+    target's window over the same span comes: the pairing is by signal time, so a modality on another
+    source at another rate still meets its partner, and a gap in either simply leaves that span unpaired.
+    """
+
+    def __init__(self, key: str, spec: Preprocessing, source: Any | None) -> None:
+        self.key = key
+        self.base_spec = spec
+        self.spec = spec
+        self.source = source  # None: the stream's own source carries this modality
+        self.rows: list[int] = []
+        self.windower: StreamWindower | None = None
+        self.pre: StreamPreprocessor | None = None
+        self.pre_base = 0
+        self.pre_buf: list[np.ndarray] = []
+        self.offset = 0  # samples lost on its own source (its signal clock stays true)
+        self.windows: collections.deque[_ExtraWindow] = collections.deque()
+        self.ended = ""  # its own source stopped ("" while it runs, or when it is the stream's source)
+        self._ready: Callable[[int], bool] | None = getattr(source, "ready", None)
+
+    @property
+    def own(self) -> bool:
+        """Whether the modality has its own source (else it rides on the stream's)."""
+        return self.source is not None
+
+    @property
+    def seen_s(self) -> float:
+        """Signal time up to which this modality's samples have arrived."""
+        assert self.windower is not None
+        return (self.windower.samples_seen + self.offset) / float(self.spec.input_rate)
+
+    def due(self) -> bool:
+        if self._ready is None or self.windower is None:
+            return True
+        return self._ready(min(self.windower.samples_to_next_window, self.spec.hop_samples))
+
+    def push(self, data: np.ndarray, t0: float) -> None:
+        """Cut this modality's windows from new samples (the main target's rules: filter once per hop)."""
+        if data.shape[1] == 0:
+            return
+        assert self.windower is not None, "the live loop binds every modality when it starts"
+        windows = self.windower.push(data)
+        if self.pre is not None:
+            self.pre_buf.append(data)
+            if windows:
+                buf = self.pre_buf
+                self.pre.push(np.concatenate(buf, axis=1) if len(buf) > 1 else buf[0])
+                self.pre_buf.clear()
+        rate = float(self.spec.input_rate)
+        for start, window in windows:
+            x = self.pre.window(start - self.pre_base) if self.pre is not None else None
+            self.windows.append(_ExtraWindow((start + self.offset) / rate, window, x, t0))
+
+    def reset(self) -> None:
+        """After a gap on this modality's samples: no window of it straddles the gap."""
+        assert self.windower is not None
+        self.windower.reset()
+        if self.pre is not None:
+            self.pre.reset()
+            self.pre_buf.clear()
+            self.pre_base = self.windower.samples_seen
 
 
 class _Stream:
@@ -505,13 +598,20 @@ class _Stream:
     """
 
     def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing,
-                 said: set[str] | None = None) -> None:
+                 said: set[str] | None = None, extras: Sequence[Any] = ()) -> None:
         self.id, self.source, self.labels = str(inp.id), inp.source, inp.labels
+        unknown = sorted(set(inp.extra_sources) - {e.key for e in extras})
+        if unknown:
+            raise LiveError(f"stream {inp.id}: a source was given for modality(ies) {unknown}, but the "
+                            f"bundle's further targets are {[e.key for e in extras] or 'none'}")
+        # a fused bundle's further targets (ExtraTarget), each on its own source or on this stream's
+        self.extras = [_Extra(e.key, e.spec, inp.extra_sources.get(e.key)) for e in extras]
         self.said = said if said is not None else set()  # warnings already given, shared by all streams
         self.config = config
         self.base_spec = base_spec
         self.spec: Preprocessing = base_spec
         self.rows: list[int] = []
+        self.shared_rows: list[int] = []  # fused: the further modalities' rows on this same source
         self.acc_rows: list[int] = []  # the source's accelerometer rows, for the gate's MOTION check
         self.acc: StreamWindower | None = None
         self.windower: StreamWindower | None = None
@@ -534,9 +634,47 @@ class _Stream:
             logger.debug("source not bound before start: %s", exc)
 
     def bind(self) -> None:
-        """Check the source's rate and channels against the bundle's target spec (once)."""
-        if self.windower is not None:
-            return
+        """Check the source's rate and channels against the bundle's target spec (once), and those of a
+        fused bundle's further targets (each once its source can tell)."""
+        if self.windower is None:
+            self._bind_target()
+        for ex in self.extras:
+            if ex.windower is None and not ex.ended:
+                self._bind_extra(ex)
+        self.shared_rows = [r for ex in self.extras if not ex.own for r in ex.rows]
+
+    def _adjust(self, spec: Preprocessing) -> Preprocessing:
+        """The config's filtering and quality overrides on a rate-checked spec (main target's rules)."""
+        if self.config.filtering is not None and self.config.filtering != spec.filtering:
+            spec = dataclasses.replace(spec, filtering=self.config.filtering)
+        if self.config.quality == "basic":
+            spec = dataclasses.replace(spec, quality=dataclasses.replace(spec.quality, min_beat_sqi=0.0,
+                                                                         max_motion=None))
+        return spec
+
+    def _bind_extra(self, ex: _Extra) -> None:
+        """One further target: its rate and channels, on its own source or on this stream's."""
+        src = ex.source if ex.own else self.source
+        rate = float(src.sampling_rate)
+        spec = self._adjust(check_rate(rate, ex.base_spec))
+        main = self.spec
+        if (spec.window_s, spec.hop_s) != (main.window_s, main.hop_s):
+            raise LiveError(f"the bundle's {ex.key} windows ({spec.window_s:g} s every {spec.hop_s:g} s) "
+                            f"differ from its {main.modality} windows ({main.window_s:g} s every "
+                            f"{main.hop_s:g} s); a fused bridge needs them in lockstep: re-export the bundle")
+        ex.rows = match_channels(src.channels, spec)
+        if not ex.own and set(ex.rows) & set(self.rows):
+            raise LiveError(f"the source's channel {src.channels[ex.rows[0]].name!r} would feed both "
+                            f"{main.modality} and {ex.key}; name each modality's rows in a device profile "
+                            "(profile=FILE)")
+        ex.spec = spec
+        ex.windower = StreamWindower(spec)
+        ex.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
+        where = "its own source" if ex.own else "the same source"
+        logger.info("stream %s: %s at %g Hz on %s%s", self.id, ex.key, rate, where,
+                    f", resampled to the model's {spec.output_rate:g} Hz" if rate != spec.output_rate else "")
+
+    def _bind_target(self) -> None:
         rate = float(self.source.sampling_rate)
         spec = check_rate(rate, self.base_spec)
         self.summary.source_rate_hz = rate
@@ -588,6 +726,9 @@ class _Stream:
             self.pre.reset()
             self.pre_buf.clear()
             self.pre_base = self.windower.samples_seen
+        for ex in self.extras:  # the modalities on this same source had the same gap
+            if not ex.own and ex.windower is not None:
+                ex.reset()
 
 
 @dataclass
@@ -603,6 +744,8 @@ class _Cut:
     start_s: float
     end_s: float
     acc: np.ndarray | None = None  # the accelerometer's window over the same samples, when the source has one
+    extras: dict[str, _ExtraWindow] = field(default_factory=dict)  # fused: each further modality's window
+    missing: dict[str, str] = field(default_factory=dict)  # fused: modality -> why it has no window here
 
 
 class LivePipeline:
@@ -645,11 +788,22 @@ class LivePipeline:
         ids = [str(i.id) for i in inputs]
         if not inputs or len(set(ids)) != len(ids):
             raise LiveError(f"streams need distinct ids, got {ids}")
+        self.extra_keys = tuple(m.extra_keys)  # a fused bundle's further targets (empty: one target)
+        self.notes: list[str] = []  # start lines about the fused modalities (none for a single target)
+        if self.config.missing_modality not in MISSING_MODALITY:
+            raise LiveError(f"missing_modality must be one of {', '.join(MISSING_MODALITY)}, got "
+                            f"{self.config.missing_modality!r}")
+        if self.extra_keys:
+            self._fused_notes(m)
+        elif any(i.extra_sources for i in inputs):
+            raise LiveError("sources were given for further modalities, but this bundle has one target "
+                            f"({m.target.modality}); they serve fused bundles only")
+        self._waiting: list[_Cut] = []  # fused windows whose partner modality has not arrived yet
         self.streams = []
         said: set[str] = set()
         for i in inputs:
             try:
-                self.streams.append(_Stream(i, self.config, m.target, said))
+                self.streams.append(_Stream(i, self.config, m.target, said, m.extra_targets))
             except LiveError as exc:
                 exc.stream = str(i.id)  # type: ignore[attr-defined]  # which stream, for the caller's message
                 raise
@@ -662,10 +816,35 @@ class LivePipeline:
         self._stop_reason = ""
         self.watch = self._make_watch()
 
+    def _fused_notes(self, m: Any) -> None:
+        """What a fused bundle's loop does with its modalities, said once at start."""
+        names = [m.target.modality, *self.extra_keys]
+        self.notes.append(f"fused bundle: {' + '.join(names)} windowed in lockstep (the same span of each, "
+                          "each through its own preprocessing); a window is predicted only when every "
+                          "modality's window passes the quality gate")
+        if self.config.missing_modality == "fallback":
+            self.notes.append(f"missing modality: fallback asked, but this bundle carries one fused bridge "
+                              f"over {' + '.join(names)} and no bridge for fewer modalities, so a window "
+                              "missing one is skipped (as --missing-modality skip)")
+        if self.config.drift_false_alarms_per_day is not None:
+            self.notes.append(f"drift: scored on the main target's ({m.target.modality}) features, as the "
+                              "bundle's reference is")
+        for line in self.notes:
+            logger.info("%s", line)
+
     def _make_watch(self) -> LiveWatch:
-        """Drift monitors, paired watch and auto-calibrate (:mod:`deploy.watch`), as the config asks."""
+        """Drift monitors, paired watch and auto-calibrate (:mod:`deploy.watch`), as the config asks.
+
+        On a fused bundle the drift monitors see the main target's ``h`` and window (what
+        :meth:`~deploy.runtime.CompositeRunner.run_targets` keeps, and what the bundle's reference was
+        computed on); the paired watch compares the source model with the fused composite's class.
+        Auto-calibrate refits a single-input bridge, so it is refused for a fused bundle.
+        """
         cfg = self.config
         autocal = None
+        if cfg.auto_calibrate is not None and self.extra_keys:
+            raise LiveError("auto-calibrate cannot refit a fused bridge yet (calibrate refits one input "
+                            "map); run a fused bundle without --auto-calibrate")
         if cfg.auto_calibrate is not None:
             if not cfg.watch_bridge:
                 raise LiveError("auto-calibrate swaps the refit bridge in through the bridge watcher; leave "
@@ -751,6 +930,8 @@ class LivePipeline:
                         st.ended = f"source failed to start: {exc}"
                         logger.error("stream %s: %s; the other streams go on", st.id, exc)
                         continue
+                    if st.extras:
+                        self._start_extras(st, single)
                     st.bind()
                 if all(st.ended for st in self.streams):
                     raise LiveError("no stream could start: " + "; ".join(f"{st.id}: {st.ended}"
@@ -761,12 +942,17 @@ class LivePipeline:
                 logger.info("live: %d stream(s) of %s at %g Hz, %g s windows every %g s (%s filtering), "
                             "classes %s", len(self.streams), spec.modality, spec.input_rate, spec.window_s,
                             spec.hop_s, spec.filtering, self.classes)
+                if self.extra_keys:
+                    logger.info("live: fused with %s", ", ".join(
+                        f"{ex.key} at {ex.spec.input_rate:g} Hz" for ex in self.streams[0].extras))
                 while not self._stop.is_set():
                     if cfg.duration is not None and time.monotonic() - t_start >= cfg.duration:
                         self.stop(f"--duration {cfg.duration:g} s reached")
                         break
                     got, t_turn = 0, time.monotonic()
                     for st in self.streams:
+                        if st.extras and not st.ended:
+                            got += self._read_extras(st, single)
                         if st.ended or self._stop.is_set() or not st.due():
                             continue
                         try:
@@ -792,16 +978,26 @@ class LivePipeline:
                     # sample is nearly always there, and reading them one by one would spin a core
                     if not got or not cut:
                         self._stop.wait(max(0.0, cfg.poll_interval - (time.monotonic() - t_turn)))
-                self._flush()
+                if self.extra_keys and not self._stop_reason.startswith("SIG"):
+                    self._drain_extras(timeout=2.0 + float(self.spec.hop_s))
+                self._flush(final=True)
         finally:
             self.watch.close()
             if watcher is not None:
                 watcher.stop()
             try:
                 for st in self.streams:  # all reader threads wind down together, then each is released
-                    with contextlib.suppress(Exception):
-                        getattr(st.source, "request_stop", lambda: None)()
+                    for src in (st.source, *(ex.source for ex in st.extras if ex.own)):
+                        with contextlib.suppress(Exception):
+                            getattr(src, "request_stop", lambda: None)()
                 for st in self.streams:
+                    for ex in st.extras:
+                        if ex.own:
+                            try:
+                                ex.source.stop()
+                            except Exception as exc:
+                                logger.warning("stream %s: stopping the %s source failed: %s", st.id, ex.key,
+                                               exc)
                     try:
                         st.source.stop()
                     except Exception as exc:
@@ -860,7 +1056,9 @@ class LivePipeline:
     def _ingest(self, st: _Stream, chunk: Any) -> None:
         t0 = time.perf_counter()  # a window's latency runs from here: its samples are in hand
         self.watch.ingest(st, chunk)
-        data = chunk.data[st.rows + st.acc_rows]  # accelerometer rows ride along, split off in _push
+        # accelerometer rows (and a fused bundle's further modalities on this source) ride along, split
+        # off in _push
+        data = chunk.data[st.rows + st.acc_rows + st.shared_rows]
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
         self._count(st, "samples", chunk.n_samples)
         if chunk.gaps or chunk.reconnected:
@@ -871,6 +1069,9 @@ class LivePipeline:
             st.reset()
             self._count(st, "windower_resets")
             st.offset += chunk.lost_samples
+            for ex in st.extras:
+                if not ex.own:
+                    ex.offset += chunk.lost_samples
             logger.warning("stream %s: gap (%d sample(s) lost%s): the next window starts after it", st.id,
                            chunk.lost_samples, ", device reconnected" if chunk.reconnected else "")
             self._push(st, data[:, split:], ts[split:], t0)
@@ -881,6 +1082,14 @@ class LivePipeline:
         if data.shape[1] == 0:
             return
         assert st.windower is not None, "the live loop binds every stream when it starts"
+        if st.shared_rows:  # fused: the further modalities on this source cut their windows first
+            n = len(st.shared_rows)
+            shared, data = data[-n:], data[:-n]
+            k = 0
+            for ex in st.extras:
+                if not ex.own:
+                    ex.push(shared[k:k + len(ex.rows)], t0)
+                    k += len(ex.rows)
         acc_windows: dict[int, np.ndarray] = {}
         if st.acc is not None:
             acc_windows = dict(st.acc.push(data[len(st.rows):]))
@@ -922,8 +1131,14 @@ class LivePipeline:
         self._pending.append(_Cut(st, start, window, x, st.t0, record,
                                   start_s, end_s))
 
-    def _flush(self) -> None:
-        """The hop's windows from every stream: one quality gate, one preprocessing, one engine call each."""
+    def _flush(self, final: bool = False) -> None:
+        """The hop's windows from every stream: one quality gate, one preprocessing, one engine call each.
+
+        ``final``: the loop is ending; a fused window still waiting for a modality is decided now.
+        """
+        if self.extra_keys:
+            self._flush_fused(final)
+            return
         cuts, self._pending = self._pending, []
         if not cuts:
             return
@@ -962,9 +1177,168 @@ class LivePipeline:
             else:
                 self._skipped(c, flags[k])
 
-    def _skipped(self, c: _Cut, flags: np.ndarray) -> None:
+    # --- fused bundles: K modalities in lockstep -------------------------------------------------------
+    def _start_extras(self, st: _Stream, single: bool) -> None:
+        """Start the further modalities' own sources (a failed one leaves its spans unpaired: skipped)."""
+        for ex in st.extras:
+            if not ex.own:
+                continue
+            try:
+                ex.source.start()
+            except FirmwareError as exc:
+                if single:
+                    raise
+                ex.ended = f"source failed to start: {exc}"
+                logger.error("stream %s: the %s source: %s; its windows are skipped", st.id, ex.key, exc)
+
+    def _read_extras(self, st: _Stream, single: bool) -> int:
+        """Read the further modalities that have their own source; returns the samples read."""
+        got = 0
+        for ex in st.extras:
+            if not ex.own or ex.ended or ex.windower is None or self._stop.is_set() or not ex.due():
+                continue
+            try:
+                chunk = ex.source.read()
+            except FirmwareError as exc:
+                if single:
+                    raise
+                ex.ended = f"source failed: {exc}"
+                logger.error("stream %s: the %s source: %s; its windows are skipped", st.id, ex.key, exc)
+                continue
+            if chunk.n_samples:
+                got += chunk.n_samples
+                t0 = time.perf_counter()
+                data = chunk.data[ex.rows]
+                if chunk.gaps or chunk.reconnected:  # as the main target: no window straddles the gap
+                    ts = np.asarray(chunk.timestamps, dtype=np.float64)
+                    split = 0 if chunk.reconnected else _gap_index(ts, None)
+                    ex.push(data[:, :split], t0)
+                    ex.reset()
+                    ex.offset += chunk.lost_samples
+                    logger.warning("stream %s: %s gap (%d sample(s) lost)", st.id, ex.key, chunk.lost_samples)
+                    ex.push(data[:, split:], t0)
+                else:
+                    ex.push(data, t0)
+            if chunk.finished:
+                ex.ended = "end of its recording"
+        return got
+
+    def _drain_extras(self, timeout: float) -> None:
+        """At the end of the recordings: let the further modalities' own sources deliver the spans the main
+        target already has (two playback boards end a moment apart), for at most ``timeout`` seconds."""
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            behind = [st for st in self.streams if st.windower is not None and any(
+                ex.own and not ex.ended and ex.windower is not None
+                and ex.seen_s < (st.windower.samples_seen + st.offset) / float(st.spec.input_rate)
+                for ex in st.extras)]
+            if not behind:
+                return
+            if not sum(self._read_extras(st, False) for st in behind):
+                time.sleep(self.config.poll_interval)
+
+    def _pair(self, c: _Cut, final: bool) -> bool:
+        """Attach every further modality's window over ``c``'s span; False while one may still come.
+
+        Windows pair by signal time within half a sample of the coarser rate (one board: the same
+        samples exactly). A modality whose samples have passed the span without a window for it (a gap on
+        either side), whose source ended, or whose source never delivered, is missing for this window.
+        """
         st = c.stream
-        reason = describe_flags(flags, st.spec.channels)
+        done = True
+        for ex in st.extras:
+            if ex.key in c.extras or ex.key in c.missing:
+                continue
+            tol = 0.5 / min(float(st.spec.input_rate), float(ex.spec.input_rate))
+            while ex.windows and ex.windows[0].start_s < c.start_s - tol:
+                ex.windows.popleft()  # a span the main target has no window for (its own gap)
+            if ex.windows and abs(ex.windows[0].start_s - c.start_s) <= tol:
+                c.extras[ex.key] = ex.windows.popleft()
+            elif ex.windower is None:
+                c.missing[ex.key] = f"no window: {ex.ended or 'its source delivers nothing'}"
+            elif not ex.own or ex.ended or final or ex.seen_s >= c.end_s + tol:
+                c.missing[ex.key] = f"no window over this span: {ex.ended or 'a gap'}"
+            else:
+                done = False
+        return done
+
+    def _flush_fused(self, final: bool) -> None:
+        """A fused bundle's hop: pair each main window with its further modalities' windows over the same
+        span, gate every modality's window with its own spec, preprocess each with its own spec, and run
+        the windows where all passed through :meth:`~deploy.runtime.CompositeRunner.run_targets` at once."""
+        cuts, self._pending, waiting = self._pending, [], self._waiting
+        self._waiting = []
+        ready = []
+        for c in (*waiting, *cuts):
+            (ready if self._pair(c, final) else self._waiting).append(c)
+        if not ready:
+            return
+        fails: list[list[str]] = [[] for _ in ready]
+        by_spec: dict[Preprocessing, list[int]] = {}
+        for k, c in enumerate(ready):
+            by_spec.setdefault(c.stream.spec, []).append(k)
+        for spec, ks in by_spec.items():
+            f = assess_quality(np.stack([ready[k].raw for k in ks]), spec)
+            moved = [i for i, k in enumerate(ks) if ready[k].acc is not None]
+            if moved:
+                f[moved] |= motion_flags(np.stack([ready[ks[i]].acc for i in moved]), spec.input_rate,
+                                         spec)[:, None]
+            for k, fk in zip(ks, f, strict=True):
+                if fk.any():
+                    fails[k].append(f"{spec.modality} ({describe_flags(fk, spec.channels)})")
+        extra_specs: dict[str, dict[Preprocessing, list[int]]] = {key: {} for key in self.extra_keys}
+        for k, c in enumerate(ready):
+            for ex in c.stream.extras:
+                if ex.key in c.missing:
+                    fails[k].append(f"{ex.key} ({c.missing[ex.key]})")
+                else:
+                    extra_specs[ex.key].setdefault(ex.spec, []).append(k)
+        for key, groups in extra_specs.items():
+            for spec, ks in groups.items():
+                f = assess_quality(np.stack([ready[k].extras[key].raw for k in ks]), spec)
+                for k, fk in zip(ks, f, strict=True):
+                    if fk.any():
+                        fails[k].append(f"{key} ({describe_flags(fk, spec.channels)})")
+        good = [k for k in range(len(ready)) if not fails[k]]
+        logits = np.empty((0, len(self.classes)))
+        if good:
+            feeds = {"target": self._inputs([(ready[k].stream.spec, ready[k].raw, ready[k].x)
+                                                   for k in good])}
+            for key in self.extra_keys:
+                feeds[key] = self._inputs([(ex.spec, ready[k].extras[key].raw, ready[k].extras[key].x)
+                                                 for k in good for ex in ready[k].stream.extras
+                                                 if ex.key == key])
+            logits = self.runner.run_targets(feeds)
+            self.watch.after_batch([ready[k] for k in good], logits)
+        row = {k: i for i, k in enumerate(good)}
+        for k, c in enumerate(ready):
+            names = [c.stream.spec.modality, *self.extra_keys]
+            if k in row:
+                c.t0 = max([c.t0, *(w.t0 for w in c.extras.values())])  # its last samples were in hand
+                c.record["modalities"] = names
+                self._result(c, logits[row[k]])
+            else:
+                c.record["failed_modalities"] = [r.split(" (", 1)[0] for r in fails[k]]
+                self._skipped(c, np.empty(0), reason="; ".join(fails[k]))
+
+    @staticmethod
+    def _inputs(items: list[tuple[Preprocessing, np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        """Model inputs of one modality's gate-passing windows: the causal ones as filtered on arrival, the
+        rest zero-phase per window, batched per spec (what training saw)."""
+        out: list[np.ndarray | None] = [x for _spec, _raw, x in items]
+        groups: dict[Preprocessing, list[int]] = {}
+        for i, (spec, _raw, x) in enumerate(items):
+            if x is None:
+                groups.setdefault(spec, []).append(i)
+        for spec, idx in groups.items():
+            batch = process_windows(np.stack([items[i][1] for i in idx]), spec, check_quality=False)
+            for i, xi in zip(idx, batch, strict=True):
+                out[i] = xi
+        return np.stack(out)  # type: ignore[arg-type]
+
+    def _skipped(self, c: _Cut, flags: np.ndarray, reason: str | None = None) -> None:
+        st = c.stream
+        reason = describe_flags(flags, st.spec.channels) if reason is None else reason
         self._count(st, "skipped")
         for s in (st.summary, self.summary):
             s.skipped_reasons[reason] = s.skipped_reasons.get(reason, 0) + 1
