@@ -515,21 +515,21 @@ class StreamInput:
 
 @dataclass
 class _ExtraWindow:
-    """One extra modality's raw window, waiting for the main target's window over the same span."""
+    """One further modality's raw window over a main target window's span."""
 
-    start_s: float  # the modality's signal clock (lost samples counted), as the main window's start_s
     raw: np.ndarray
-    x: np.ndarray | None  # model input already (causal), else computed in the batch
     t0: float  # when its last samples were in hand
 
 
 class _Extra:
-    """A fused bundle's further target modality on one stream: its rows, windower and filter state.
+    """A fused bundle's further target modality on one stream: its rows and its recent samples.
 
-    Windows are cut by the modality's own windower from its own samples (at its own rate, resampled to
-    the model's by the one preprocessing of :mod:`edge_bridge.signals`) and wait here until the main
-    target's window over the same span comes: the pairing is by signal time, so a modality on another
-    source at another rate still meets its partner, and a gap in either simply leaves that span unpaired.
+    The main target's windower decides the spans (as for the paired watch); this modality keeps its
+    samples in a buffer indexed by its own signal clock (samples since the start, lost ones counted) and
+    cuts its window over each span on demand: sample ``round(start_s * rate)`` on, one window long, at its
+    own rate (the one preprocessing of :mod:`edge_bridge.signals` resamples it to the model's). So a
+    modality on another source at another rate stays in lockstep, to half a sample of the coarser rate,
+    and a gap in it leaves only the spans that cover the gap without a window.
     """
 
     def __init__(self, key: str, spec: Preprocessing, source: Any | None) -> None:
@@ -538,13 +538,12 @@ class _Extra:
         self.spec = spec
         self.source = source  # None: the stream's own source carries this modality
         self.rows: list[int] = []
-        self.windower: StreamWindower | None = None
-        self.pre: StreamPreprocessor | None = None
-        self.pre_base = 0
-        self.pre_buf: list[np.ndarray] = []
-        self.offset = 0  # samples lost on its own source (its signal clock stays true)
-        self.windows: collections.deque[_ExtraWindow] = collections.deque()
+        self.bound = False
+        self.buf = np.empty((spec.n_channels, 0))
+        self.buf_start = 0  # signal-clock index of buf[:, 0]
         self.ended = ""  # its own source stopped ("" while it runs, or when it is the stream's source)
+        self.last_ts = np.empty(0)  # its own source's last time stamp read (where a gap falls)
+        self.last_t0 = 0.0  # when its latest samples were read
         self._ready: Callable[[int], bool] | None = getattr(source, "ready", None)
 
     @property
@@ -553,41 +552,49 @@ class _Extra:
         return self.source is not None
 
     @property
-    def seen_s(self) -> float:
-        """Signal time up to which this modality's samples have arrived."""
-        assert self.windower is not None
-        return (self.windower.samples_seen + self.offset) / float(self.spec.input_rate)
+    def seen(self) -> int:
+        """Signal-clock index one past the last sample that arrived."""
+        return self.buf_start + self.buf.shape[1]
 
-    def due(self) -> bool:
-        if self._ready is None or self.windower is None:
+    @property
+    def seen_s(self) -> float:
+        return self.seen / float(self.spec.input_rate)
+
+    def due(self, behind: bool) -> bool:
+        """Read its source now: a hop's worth is there, or any sample while main windows wait for it."""
+        if self._ready is None or not self.bound:
             return True
-        return self._ready(min(self.windower.samples_to_next_window, self.spec.hop_samples))
+        return self._ready(1 if behind else self.spec.hop_samples)
 
     def push(self, data: np.ndarray, t0: float) -> None:
-        """Cut this modality's windows from new samples (the main target's rules: filter once per hop)."""
-        if data.shape[1] == 0:
-            return
-        assert self.windower is not None, "the live loop binds every modality when it starts"
-        windows = self.windower.push(data)
-        if self.pre is not None:
-            self.pre_buf.append(data)
-            if windows:
-                buf = self.pre_buf
-                self.pre.push(np.concatenate(buf, axis=1) if len(buf) > 1 else buf[0])
-                self.pre_buf.clear()
-        rate = float(self.spec.input_rate)
-        for start, window in windows:
-            x = self.pre.window(start - self.pre_base) if self.pre is not None else None
-            self.windows.append(_ExtraWindow((start + self.offset) / rate, window, x, t0))
+        if data.shape[1]:
+            self.buf = np.concatenate([self.buf, data], axis=1)
+            self.last_t0 = t0
 
-    def reset(self) -> None:
-        """After a gap on this modality's samples: no window of it straddles the gap."""
-        assert self.windower is not None
-        self.windower.reset()
-        if self.pre is not None:
-            self.pre.reset()
-            self.pre_buf.clear()
-            self.pre_base = self.windower.samples_seen
+    def gap(self, lost: int) -> None:
+        """After a gap on this modality's samples: forget them, and count the lost ones on the clock."""
+        self.buf_start = self.seen + int(lost)
+        self.buf = self.buf[:, :0]
+
+    def window(self, start_s: float) -> np.ndarray | str | None:
+        """The raw window over the span starting at ``start_s``; None while it may still come, else (a
+        string) why it will not."""
+        i0 = round(start_s * float(self.spec.input_rate))
+        n = self.spec.window_samples
+        if i0 < self.buf_start:
+            return "no window over this span: a gap"
+        if i0 + n <= self.seen:
+            return self.buf[:, i0 - self.buf_start:i0 - self.buf_start + n].copy()
+        if not self.own:  # the same source: its samples of this span came with the main target's
+            return "no window over this span"
+        return f"no window over this span: {self.ended}" if self.ended else None
+
+    def trim(self, keep_s: float) -> None:
+        """Drop samples before ``keep_s`` (no pending or future window starts earlier)."""
+        k = int(np.floor(keep_s * float(self.spec.input_rate))) - 1 - self.buf_start
+        if k > 0:
+            self.buf = self.buf[:, k:]
+            self.buf_start += k
 
 
 class _Stream:
@@ -639,7 +646,7 @@ class _Stream:
         if self.windower is None:
             self._bind_target()
         for ex in self.extras:
-            if ex.windower is None and not ex.ended:
+            if not ex.bound and not ex.ended:
                 self._bind_extra(ex)
         self.shared_rows = [r for ex in self.extras if not ex.own for r in ex.rows]
 
@@ -667,9 +674,12 @@ class _Stream:
             raise LiveError(f"the source's channel {src.channels[ex.rows[0]].name!r} would feed both "
                             f"{main.modality} and {ex.key}; name each modality's rows in a device profile "
                             "(profile=FILE)")
+        if spec.filtering == "causal" or main.filtering == "causal":
+            raise LiveError(f"causal filtering is not built for a fused bundle ({main.modality} + {ex.key}); "
+                            "serve it as its spec says (zero-phase), without --filtering causal")
         ex.spec = spec
-        ex.windower = StreamWindower(spec)
-        ex.pre = StreamPreprocessor(spec) if spec.filtering == "causal" else None
+        ex.buf = np.empty((spec.n_channels, 0))
+        ex.bound = True
         where = "its own source" if ex.own else "the same source"
         logger.info("stream %s: %s at %g Hz on %s%s", self.id, ex.key, rate, where,
                     f", resampled to the model's {spec.output_rate:g} Hz" if rate != spec.output_rate else "")
@@ -726,9 +736,6 @@ class _Stream:
             self.pre.reset()
             self.pre_buf.clear()
             self.pre_base = self.windower.samples_seen
-        for ex in self.extras:  # the modalities on this same source had the same gap
-            if not ex.own and ex.windower is not None:
-                ex.reset()
 
 
 @dataclass
@@ -978,7 +985,7 @@ class LivePipeline:
                     # sample is nearly always there, and reading them one by one would spin a core
                     if not got or not cut:
                         self._stop.wait(max(0.0, cfg.poll_interval - (time.monotonic() - t_turn)))
-                if self.extra_keys and not self._stop_reason.startswith("SIG"):
+                if self.extra_keys and self._stop_reason in ("end of the recording", "every stream ended"):
                     self._drain_extras(timeout=2.0 + float(self.spec.hop_s))
                 self._flush(final=True)
         finally:
@@ -1069,9 +1076,9 @@ class LivePipeline:
             st.reset()
             self._count(st, "windower_resets")
             st.offset += chunk.lost_samples
-            for ex in st.extras:
+            for ex in st.extras:  # the modalities on this same source had the same gap
                 if not ex.own:
-                    ex.offset += chunk.lost_samples
+                    ex.gap(chunk.lost_samples)
             logger.warning("stream %s: gap (%d sample(s) lost%s): the next window starts after it", st.id,
                            chunk.lost_samples, ", device reconnected" if chunk.reconnected else "")
             self._push(st, data[:, split:], ts[split:], t0)
@@ -1191,11 +1198,13 @@ class LivePipeline:
                 ex.ended = f"source failed to start: {exc}"
                 logger.error("stream %s: the %s source: %s; its windows are skipped", st.id, ex.key, exc)
 
-    def _read_extras(self, st: _Stream, single: bool) -> int:
+    def _read_extras(self, st: _Stream, single: bool, draining: bool = False) -> int:
         """Read the further modalities that have their own source; returns the samples read."""
         got = 0
+        behind = draining or any(c.stream is st for c in self._waiting)
         for ex in st.extras:
-            if not ex.own or ex.ended or ex.windower is None or self._stop.is_set() or not ex.due():
+            if not ex.own or ex.ended or not ex.bound or (self._stop.is_set() and not draining) \
+                    or not ex.due(behind):
                 continue
             try:
                 chunk = ex.source.read()
@@ -1209,12 +1218,12 @@ class LivePipeline:
                 got += chunk.n_samples
                 t0 = time.perf_counter()
                 data = chunk.data[ex.rows]
+                ts = np.asarray(chunk.timestamps, dtype=np.float64)
+                previous, ex.last_ts = ex.last_ts, ts[-1:]
                 if chunk.gaps or chunk.reconnected:  # as the main target: no window straddles the gap
-                    ts = np.asarray(chunk.timestamps, dtype=np.float64)
-                    split = 0 if chunk.reconnected else _gap_index(ts, None)
+                    split = 0 if chunk.reconnected else _gap_index(ts, previous if previous.size else None)
                     ex.push(data[:, :split], t0)
-                    ex.reset()
-                    ex.offset += chunk.lost_samples
+                    ex.gap(chunk.lost_samples)
                     logger.warning("stream %s: %s gap (%d sample(s) lost)", st.id, ex.key, chunk.lost_samples)
                     ex.push(data[:, split:], t0)
                 else:
@@ -1229,35 +1238,37 @@ class LivePipeline:
         t_end = time.monotonic() + timeout
         while time.monotonic() < t_end:
             behind = [st for st in self.streams if st.windower is not None and any(
-                ex.own and not ex.ended and ex.windower is not None
+                ex.own and not ex.ended and ex.bound
                 and ex.seen_s < (st.windower.samples_seen + st.offset) / float(st.spec.input_rate)
                 for ex in st.extras)]
             if not behind:
                 return
-            if not sum(self._read_extras(st, False) for st in behind):
+            if not sum(self._read_extras(st, False, draining=True) for st in behind):
                 time.sleep(self.config.poll_interval)
 
-    def _pair(self, c: _Cut, final: bool) -> bool:
-        """Attach every further modality's window over ``c``'s span; False while one may still come.
+    def _pair(self, c: _Cut, final: bool, waited: bool) -> bool:
+        """Cut every further modality's window over ``c``'s span; False while one may still come.
 
-        Windows pair by signal time within half a sample of the coarser rate (one board: the same
-        samples exactly). A modality whose samples have passed the span without a window for it (a gap on
-        either side), whose source ended, or whose source never delivered, is missing for this window.
+        A modality whose buffer starts after the span (a gap), whose source ended or failed, or that was
+        never bound, is missing for this window (named in its skip reason).
         """
         st = c.stream
         done = True
         for ex in st.extras:
             if ex.key in c.extras or ex.key in c.missing:
                 continue
-            tol = 0.5 / min(float(st.spec.input_rate), float(ex.spec.input_rate))
-            while ex.windows and ex.windows[0].start_s < c.start_s - tol:
-                ex.windows.popleft()  # a span the main target has no window for (its own gap)
-            if ex.windows and abs(ex.windows[0].start_s - c.start_s) <= tol:
-                c.extras[ex.key] = ex.windows.popleft()
-            elif ex.windower is None:
+            if not ex.bound:
                 c.missing[ex.key] = f"no window: {ex.ended or 'its source delivers nothing'}"
-            elif not ex.own or ex.ended or final or ex.seen_s >= c.end_s + tol:
-                c.missing[ex.key] = f"no window over this span: {ex.ended or 'a gap'}"
+                continue
+            found = ex.window(c.start_s)
+            if waited and ex.own:  # its latency runs from the samples it waited for
+                c.t0 = max(c.t0, ex.last_t0)
+            if isinstance(found, np.ndarray):
+                c.extras[ex.key] = _ExtraWindow(found, c.t0)
+            elif isinstance(found, str):
+                c.missing[ex.key] = found
+            elif final:
+                c.missing[ex.key] = "no window over this span: the loop ended first"
             else:
                 done = False
         return done
@@ -1269,8 +1280,9 @@ class LivePipeline:
         cuts, self._pending, waiting = self._pending, [], self._waiting
         self._waiting = []
         ready = []
-        for c in (*waiting, *cuts):
-            (ready if self._pair(c, final) else self._waiting).append(c)
+        for c, waited in [*((c, True) for c in waiting), *((c, False) for c in cuts)]:
+            (ready if self._pair(c, final, waited) else self._waiting).append(c)
+        self._trim_extras()
         if not ready:
             return
         fails: list[list[str]] = [[] for _ in ready]
@@ -1305,7 +1317,7 @@ class LivePipeline:
             feeds = {"target": self._inputs([(ready[k].stream.spec, ready[k].raw, ready[k].x)
                                                    for k in good])}
             for key in self.extra_keys:
-                feeds[key] = self._inputs([(ex.spec, ready[k].extras[key].raw, ready[k].extras[key].x)
+                feeds[key] = self._inputs([(ex.spec, ready[k].extras[key].raw, None)
                                                  for k in good for ex in ready[k].stream.extras
                                                  if ex.key == key])
             logits = self.runner.run_targets(feeds)
@@ -1314,12 +1326,22 @@ class LivePipeline:
         for k, c in enumerate(ready):
             names = [c.stream.spec.modality, *self.extra_keys]
             if k in row:
-                c.t0 = max([c.t0, *(w.t0 for w in c.extras.values())])  # its last samples were in hand
                 c.record["modalities"] = names
                 self._result(c, logits[row[k]])
             else:
                 c.record["failed_modalities"] = [r.split(" (", 1)[0] for r in fails[k]]
                 self._skipped(c, np.empty(0), reason="; ".join(fails[k]))
+
+    def _trim_extras(self) -> None:
+        """Drop the further modalities' samples that no waiting or future window of their stream needs."""
+        for st in self.streams:
+            if not st.extras or st.windower is None:
+                continue
+            rate = float(st.spec.input_rate)
+            nxt = st.windower.samples_seen + st.windower.samples_to_next_window - st.spec.window_samples
+            keep = min([(nxt + st.offset) / rate, *(c.start_s for c in self._waiting if c.stream is st)])
+            for ex in st.extras:
+                ex.trim(keep)
 
     @staticmethod
     def _inputs(items: list[tuple[Preprocessing, np.ndarray, np.ndarray | None]]) -> np.ndarray:

@@ -248,6 +248,61 @@ def test_fused_live_refuses_auto_calibrate_and_unknown_options(fused_root, tmp_p
         runner.close()
 
 
+# --- gaps: no window straddles one, in any modality --------------------------------------------------------
+def _two_rows(ppg: np.ndarray, eda: np.ndarray, **kw):
+    """test_live's in-memory source (its gaps injected per read) carrying PPG and EDA rows at one rate."""
+    from .test_live import FakeSource
+
+    src = FakeSource(np.stack([ppg, eda]), **kw)
+    src.channels = [SimpleNamespace(name="PPG", modality="ppg"), SimpleNamespace(name="EDA", modality="eda")]
+    return src
+
+
+def _offline_at(root: Path, ppg: np.ndarray, ppg_rate: float, eda: np.ndarray, eda_rate: float,
+                starts_s: list[float]) -> np.ndarray:
+    """run_windows on the windows starting at ``starts_s`` of each array (indexed by the signal clock)."""
+    b = Bundle.load(root)
+    feeds = {}
+    for key, data, spec in (("target", ppg, b.manifest.target.at_rate(ppg_rate)),
+                            ("eda", eda, b.manifest.extra_targets[0].spec.at_rate(eda_rate))):
+        n = spec.window_samples
+        at = [round(t * spec.input_rate) for t in starts_s]
+        raw = np.stack([data[None, i:i + n] for i in at])
+        feeds[key] = process_windows(raw, spec, check_quality=False)
+    return run_windows(b, feeds)
+
+
+def test_a_gap_on_the_board_resets_both_modalities_together(fused_root):
+    secs = 30
+    ppg, eda = ppg_like(secs), eda_like(secs, PPG_RATE)
+    _pipe, s, records, runner = live(fused_root, _two_rows(ppg, eda, chunk=32, gaps={10: 100}))
+    gap_start, gap_end = 10 * 32 / PPG_RATE, (10 * 32 + 100) / PPG_RATE
+    assert s.gaps == 1 and s.windower_resets == 1 and s.skipped == 0 and s.predicted == len(records) > 5
+    for r in records:
+        assert r["end_s"] <= gap_start + 1e-3 or r["start_s"] >= gap_end - 1e-3, r
+    assert records[1]["start_s"] == pytest.approx(gap_end, abs=1e-3)  # both start again after it
+    want = _offline_at(fused_root, ppg, PPG_RATE, eda, PPG_RATE, [r["start_s"] for r in records])
+    np.testing.assert_allclose(np.concatenate(runner.logits), want, atol=LOGIT_ATOL, rtol=0)
+
+
+def test_a_gap_on_the_eda_board_skips_only_the_spans_it_covers(fused_root):
+    from .test_live import FakeSource
+
+    secs = 30
+    ppg, eda = ppg_like(secs), eda_like(secs, EDA_RATE)
+    eda_src = FakeSource(eda, rate=EDA_RATE, chunk=8, gaps={20: 16}, name="EDA", modality="eda")
+    inp = StreamInput("0", FakeSource(ppg, chunk=32), extra_sources={"eda": eda_src})
+    _pipe, s, records, runner = live(fused_root, [inp])
+    assert s.gaps == 0 and eda_src.stats.gaps == 1  # the main target's board had none
+    skipped = {r["start_s"]: r for r in records if r.get("skipped")}
+    assert set(skipped) == {8.0, 10.0}  # the EDA lost 10-11 s: only the windows over it have no EDA
+    assert all(r["quality"] == "eda (no window over this span: a gap)" for r in skipped.values())
+    kept = [r["start_s"] for r in records if not r.get("skipped")]
+    assert kept == [t for t in np.arange(0, secs - 4 + 1e-9, 2.0) if t not in skipped]
+    want = _offline_at(fused_root, ppg, PPG_RATE, eda, EDA_RATE, kept)
+    np.testing.assert_allclose(np.concatenate(runner.logits), want, atol=LOGIT_ATOL, rtol=0)
+
+
 # --- edge-bridge deploy -------------------------------------------------------------------------------------
 def test_cli_deploys_a_fused_bundle(fused_root, tmp_path, capsys):
     from edge_bridge.cli import main
