@@ -364,3 +364,27 @@ def test_cli_help_shows_a_fused_example(capsys):
         main(["deploy", "--help"])
     out = capsys.readouterr().out
     assert "fused.bundle" in out and "--missing-modality" in out and "--modality-source" in out
+
+
+def test_sources_file_names_each_streams_modality_sources(tmp_path):
+    import argparse
+
+    from edge_bridge.commands._options import OptionError
+    from edge_bridge.commands.deploy import stream_specs
+
+    path = tmp_path / "ward.json"
+    path.write_text(json.dumps({"streams": [
+        {"id": "bed1", "source": "playback:ppg1.csv", "modality_sources": {"eda": "playback:eda1.csv"}},
+        {"id": "bed2", "source": "playback:both2.csv"}]}))
+    specs = stream_specs(argparse.Namespace(source=None, sources=path, labels=None, modality_source=None))
+    assert [(s.id, s.modality_sources) for s in specs] == [
+        ("bed1", {"eda": f"playback:{tmp_path / 'eda1.csv'}"}), ("bed2", {})]  # relative to the file
+    path.write_text(json.dumps({"streams": [{"source": "synthetic", "modality_sources": ["eda"]}]}))
+    with pytest.raises(OptionError, match='"modality_sources" must map a fused modality to a source spec'):
+        stream_specs(argparse.Namespace(source=None, sources=path, labels=None, modality_source=None))
+    with pytest.raises(OptionError, match="names a further modality of the one --source"):
+        stream_specs(argparse.Namespace(source=["synthetic", "synthetic"], sources=None, labels=None,
+                                        modality_source=["eda=synthetic"]))
+    with pytest.raises(OptionError, match="expected KEY=SPEC"):
+        stream_specs(argparse.Namespace(source=["synthetic"], sources=None, labels=None,
+                                        modality_source=["eda"]))
