@@ -235,6 +235,11 @@ class LiveConfig:
         The gate: ``"physiology"`` (default) adds the bundle spec's beat-template index and motion checks to
         the broken-signal ones; ``"basic"`` keeps only NaN, flat, clipped and out-of-range (for sources
         whose signal is not physiological, such as BrainFlow's synthetic board, or to see every decision).
+    missing_modality : {"skip", "fallback"}
+        A fused bundle's window whose span lacks a gate-passing window of some modality: ``"skip"`` it
+        (counted by reason, the modality named), or ``"fallback"`` to the modalities present where the
+        bundle has a bridge for them. Bundles carry one fused bridge today, so ``"fallback"`` says so at
+        start and skips; it never invents a bridge. Ignored for single-target bundles.
     """
 
     smoothing: str = "none"
@@ -252,6 +257,10 @@ class LiveConfig:
     paired_watch: bool = True
     auto_calibrate: AutoCalibrateConfig | None = None
     quality: str = "physiology"
+    missing_modality: str = "skip"
+
+
+MISSING_MODALITY = ("skip", "fallback")
 
 
 @dataclass
@@ -490,11 +499,102 @@ class BridgeWatcher:
 # --- the loop ---------------------------------------------------------------------------------------------
 @dataclass
 class StreamInput:
-    """One wearable served by the loop: the id every record carries, its source (not started) and labels."""
+    """One wearable served by the loop: the id every record carries, its source (not started) and labels.
+
+    ``extra_sources`` serves a fused bundle whose modalities arrive at different rates: a fused target's key
+    (``Bundle.extra_keys``, e.g. ``"eda"``) -> the source (not started) that delivers it, such as a second
+    board or preset at its own rate. A key not listed is looked for among ``source``'s channels (one board
+    carrying PPG and EDA at one rate). The pipeline starts and stops these with the stream.
+    """
 
     id: str
     source: Any
     labels: LabelTrack | None = None
+    extra_sources: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _ExtraWindow:
+    """One further modality's raw window over a main target window's span."""
+
+    raw: np.ndarray
+    t0: float  # when its last samples were in hand
+
+
+class _Extra:
+    """A fused bundle's further target modality on one stream: its rows and its recent samples.
+
+    The main target's windower decides the spans (as for the paired watch); this modality keeps its
+    samples in a buffer indexed by its own signal clock (samples since the start, lost ones counted) and
+    cuts its window over each span on demand: sample ``round(start_s * rate)`` on, one window long, at its
+    own rate (the one preprocessing of :mod:`edge_bridge.signals` resamples it to the model's). So a
+    modality on another source at another rate stays in lockstep, to half a sample of the coarser rate,
+    and a gap in it leaves only the spans that cover the gap without a window.
+    """
+
+    def __init__(self, key: str, spec: Preprocessing, source: Any | None) -> None:
+        self.key = key
+        self.base_spec = spec
+        self.spec = spec
+        self.source = source  # None: the stream's own source carries this modality
+        self.rows: list[int] = []
+        self.bound = False
+        self.buf = np.empty((spec.n_channels, 0))
+        self.buf_start = 0  # signal-clock index of buf[:, 0]
+        self.ended = ""  # its own source stopped ("" while it runs, or when it is the stream's source)
+        self.last_ts = np.empty(0)  # its own source's last time stamp read (where a gap falls)
+        self.last_t0 = 0.0  # when its latest samples were read
+        self._ready: Callable[[int], bool] | None = getattr(source, "ready", None)
+
+    @property
+    def own(self) -> bool:
+        """Whether the modality has its own source (else it rides on the stream's)."""
+        return self.source is not None
+
+    @property
+    def seen(self) -> int:
+        """Signal-clock index one past the last sample that arrived."""
+        return self.buf_start + self.buf.shape[1]
+
+    @property
+    def seen_s(self) -> float:
+        return self.seen / float(self.spec.input_rate)
+
+    def due(self, behind: bool) -> bool:
+        """Read its source now: a hop's worth is there, or any sample while main windows wait for it."""
+        if self._ready is None or not self.bound:
+            return True
+        return self._ready(1 if behind else self.spec.hop_samples)
+
+    def push(self, data: np.ndarray, t0: float) -> None:
+        if data.shape[1]:
+            self.buf = np.concatenate([self.buf, data], axis=1)
+            self.last_t0 = t0
+
+    def gap(self, lost: int) -> None:
+        """After a gap on this modality's samples: forget them, and count the lost ones on the clock."""
+        self.buf_start = self.seen + int(lost)
+        self.buf = self.buf[:, :0]
+
+    def window(self, start_s: float) -> np.ndarray | str | None:
+        """The raw window over the span starting at ``start_s``; None while it may still come, else (a
+        string) why it will not."""
+        i0 = round(start_s * float(self.spec.input_rate))
+        n = self.spec.window_samples
+        if i0 < self.buf_start:
+            return "no window over this span: a gap"
+        if i0 + n <= self.seen:
+            return self.buf[:, i0 - self.buf_start:i0 - self.buf_start + n].copy()
+        if not self.own:  # the same source: its samples of this span came with the main target's
+            return "no window over this span"
+        return f"no window over this span: {self.ended}" if self.ended else None
+
+    def trim(self, keep_s: float) -> None:
+        """Drop samples before ``keep_s`` (no pending or future window starts earlier)."""
+        k = int(np.floor(keep_s * float(self.spec.input_rate))) - 1 - self.buf_start
+        if k > 0:
+            self.buf = self.buf[:, k:]
+            self.buf_start += k
 
 
 class _Stream:
@@ -505,13 +605,20 @@ class _Stream:
     """
 
     def __init__(self, inp: StreamInput, config: LiveConfig, base_spec: Preprocessing,
-                 said: set[str] | None = None) -> None:
+                 said: set[str] | None = None, extras: Sequence[Any] = ()) -> None:
         self.id, self.source, self.labels = str(inp.id), inp.source, inp.labels
+        unknown = sorted(set(inp.extra_sources) - {e.key for e in extras})
+        if unknown:
+            raise LiveError(f"stream {inp.id}: a source was given for modality(ies) {unknown}, but the "
+                            f"bundle's further targets are {[e.key for e in extras] or 'none'}")
+        # a fused bundle's further targets (ExtraTarget), each on its own source or on this stream's
+        self.extras = [_Extra(e.key, e.spec, inp.extra_sources.get(e.key)) for e in extras]
         self.said = said if said is not None else set()  # warnings already given, shared by all streams
         self.config = config
         self.base_spec = base_spec
         self.spec: Preprocessing = base_spec
         self.rows: list[int] = []
+        self.shared_rows: list[int] = []  # fused: the further modalities' rows on this same source
         self.acc_rows: list[int] = []  # the source's accelerometer rows, for the gate's MOTION check
         self.acc: StreamWindower | None = None
         self.windower: StreamWindower | None = None
@@ -534,9 +641,50 @@ class _Stream:
             logger.debug("source not bound before start: %s", exc)
 
     def bind(self) -> None:
-        """Check the source's rate and channels against the bundle's target spec (once)."""
-        if self.windower is not None:
-            return
+        """Check the source's rate and channels against the bundle's target spec (once), and those of a
+        fused bundle's further targets (each once its source can tell)."""
+        if self.windower is None:
+            self._bind_target()
+        for ex in self.extras:
+            if not ex.bound and not ex.ended:
+                self._bind_extra(ex)
+        self.shared_rows = [r for ex in self.extras if not ex.own for r in ex.rows]
+
+    def _adjust(self, spec: Preprocessing) -> Preprocessing:
+        """The config's filtering and quality overrides on a rate-checked spec (main target's rules)."""
+        if self.config.filtering is not None and self.config.filtering != spec.filtering:
+            spec = dataclasses.replace(spec, filtering=self.config.filtering)
+        if self.config.quality == "basic":
+            spec = dataclasses.replace(spec, quality=dataclasses.replace(spec.quality, min_beat_sqi=0.0,
+                                                                         max_motion=None))
+        return spec
+
+    def _bind_extra(self, ex: _Extra) -> None:
+        """One further target: its rate and channels, on its own source or on this stream's."""
+        src = ex.source if ex.own else self.source
+        rate = float(src.sampling_rate)
+        spec = self._adjust(check_rate(rate, ex.base_spec))
+        main = self.spec
+        if (spec.window_s, spec.hop_s) != (main.window_s, main.hop_s):
+            raise LiveError(f"the bundle's {ex.key} windows ({spec.window_s:g} s every {spec.hop_s:g} s) "
+                            f"differ from its {main.modality} windows ({main.window_s:g} s every "
+                            f"{main.hop_s:g} s); a fused bridge needs them in lockstep: re-export the bundle")
+        ex.rows = match_channels(src.channels, spec)
+        if not ex.own and set(ex.rows) & set(self.rows):
+            raise LiveError(f"the source's channel {src.channels[ex.rows[0]].name!r} would feed both "
+                            f"{main.modality} and {ex.key}; name each modality's rows in a device profile "
+                            "(profile=FILE)")
+        if spec.filtering == "causal" or main.filtering == "causal":
+            raise LiveError(f"causal filtering is not built for a fused bundle ({main.modality} + {ex.key}); "
+                            "serve it as its spec says (zero-phase), without --filtering causal")
+        ex.spec = spec
+        ex.buf = np.empty((spec.n_channels, 0))
+        ex.bound = True
+        where = "its own source" if ex.own else "the same source"
+        logger.info("stream %s: %s at %g Hz on %s%s", self.id, ex.key, rate, where,
+                    f", resampled to the model's {spec.output_rate:g} Hz" if rate != spec.output_rate else "")
+
+    def _bind_target(self) -> None:
         rate = float(self.source.sampling_rate)
         spec = check_rate(rate, self.base_spec)
         self.summary.source_rate_hz = rate
@@ -603,6 +751,8 @@ class _Cut:
     start_s: float
     end_s: float
     acc: np.ndarray | None = None  # the accelerometer's window over the same samples, when the source has one
+    extras: dict[str, _ExtraWindow] = field(default_factory=dict)  # fused: each further modality's window
+    missing: dict[str, str] = field(default_factory=dict)  # fused: modality -> why it has no window here
 
 
 class LivePipeline:
@@ -645,11 +795,22 @@ class LivePipeline:
         ids = [str(i.id) for i in inputs]
         if not inputs or len(set(ids)) != len(ids):
             raise LiveError(f"streams need distinct ids, got {ids}")
+        self.extra_keys = tuple(m.extra_keys)  # a fused bundle's further targets (empty: one target)
+        self.notes: list[str] = []  # start lines about the fused modalities (none for a single target)
+        if self.config.missing_modality not in MISSING_MODALITY:
+            raise LiveError(f"missing_modality must be one of {', '.join(MISSING_MODALITY)}, got "
+                            f"{self.config.missing_modality!r}")
+        if self.extra_keys:
+            self._fused_notes(m)
+        elif any(i.extra_sources for i in inputs):
+            raise LiveError("sources were given for further modalities, but this bundle has one target "
+                            f"({m.target.modality}); they serve fused bundles only")
+        self._waiting: list[_Cut] = []  # fused windows whose partner modality has not arrived yet
         self.streams = []
         said: set[str] = set()
         for i in inputs:
             try:
-                self.streams.append(_Stream(i, self.config, m.target, said))
+                self.streams.append(_Stream(i, self.config, m.target, said, m.extra_targets))
             except LiveError as exc:
                 exc.stream = str(i.id)  # type: ignore[attr-defined]  # which stream, for the caller's message
                 raise
@@ -662,10 +823,35 @@ class LivePipeline:
         self._stop_reason = ""
         self.watch = self._make_watch()
 
+    def _fused_notes(self, m: Any) -> None:
+        """What a fused bundle's loop does with its modalities, said once at start."""
+        names = [m.target.modality, *self.extra_keys]
+        self.notes.append(f"fused bundle: {' + '.join(names)} windowed in lockstep (the same span of each, "
+                          "each through its own preprocessing); a window is predicted only when every "
+                          "modality's window passes the quality gate")
+        if self.config.missing_modality == "fallback":
+            self.notes.append(f"missing modality: fallback asked, but this bundle carries one fused bridge "
+                              f"over {' + '.join(names)} and no bridge for fewer modalities, so a window "
+                              "missing one is skipped (as --missing-modality skip)")
+        if self.config.drift_false_alarms_per_day is not None:
+            self.notes.append(f"drift: scored on the main target's ({m.target.modality}) features, as the "
+                              "bundle's reference is")
+        for line in self.notes:
+            logger.info("%s", line)
+
     def _make_watch(self) -> LiveWatch:
-        """Drift monitors, paired watch and auto-calibrate (:mod:`deploy.watch`), as the config asks."""
+        """Drift monitors, paired watch and auto-calibrate (:mod:`deploy.watch`), as the config asks.
+
+        On a fused bundle the drift monitors see the main target's ``h`` and window (what
+        :meth:`~deploy.runtime.CompositeRunner.run_targets` keeps, and what the bundle's reference was
+        computed on); the paired watch compares the source model with the fused composite's class.
+        Auto-calibrate refits a single-input bridge, so it is refused for a fused bundle.
+        """
         cfg = self.config
         autocal = None
+        if cfg.auto_calibrate is not None and self.extra_keys:
+            raise LiveError("auto-calibrate cannot refit a fused bridge yet (calibrate refits one input "
+                            "map); run a fused bundle without --auto-calibrate")
         if cfg.auto_calibrate is not None:
             if not cfg.watch_bridge:
                 raise LiveError("auto-calibrate swaps the refit bridge in through the bridge watcher; leave "
@@ -751,6 +937,8 @@ class LivePipeline:
                         st.ended = f"source failed to start: {exc}"
                         logger.error("stream %s: %s; the other streams go on", st.id, exc)
                         continue
+                    if st.extras:
+                        self._start_extras(st, single)
                     st.bind()
                 if all(st.ended for st in self.streams):
                     raise LiveError("no stream could start: " + "; ".join(f"{st.id}: {st.ended}"
@@ -761,12 +949,17 @@ class LivePipeline:
                 logger.info("live: %d stream(s) of %s at %g Hz, %g s windows every %g s (%s filtering), "
                             "classes %s", len(self.streams), spec.modality, spec.input_rate, spec.window_s,
                             spec.hop_s, spec.filtering, self.classes)
+                if self.extra_keys:
+                    logger.info("live: fused with %s", ", ".join(
+                        f"{ex.key} at {ex.spec.input_rate:g} Hz" for ex in self.streams[0].extras))
                 while not self._stop.is_set():
                     if cfg.duration is not None and time.monotonic() - t_start >= cfg.duration:
                         self.stop(f"--duration {cfg.duration:g} s reached")
                         break
                     got, t_turn = 0, time.monotonic()
                     for st in self.streams:
+                        if st.extras and not st.ended:
+                            got += self._read_extras(st, single)
                         if st.ended or self._stop.is_set() or not st.due():
                             continue
                         try:
@@ -792,16 +985,26 @@ class LivePipeline:
                     # sample is nearly always there, and reading them one by one would spin a core
                     if not got or not cut:
                         self._stop.wait(max(0.0, cfg.poll_interval - (time.monotonic() - t_turn)))
-                self._flush()
+                if self.extra_keys and self._stop_reason in ("end of the recording", "every stream ended"):
+                    self._drain_extras(timeout=2.0 + float(self.spec.hop_s))
+                self._flush(final=True)
         finally:
             self.watch.close()
             if watcher is not None:
                 watcher.stop()
             try:
                 for st in self.streams:  # all reader threads wind down together, then each is released
-                    with contextlib.suppress(Exception):
-                        getattr(st.source, "request_stop", lambda: None)()
+                    for src in (st.source, *(ex.source for ex in st.extras if ex.own)):
+                        with contextlib.suppress(Exception):
+                            getattr(src, "request_stop", lambda: None)()
                 for st in self.streams:
+                    for ex in st.extras:
+                        if ex.own:
+                            try:
+                                ex.source.stop()
+                            except Exception as exc:
+                                logger.warning("stream %s: stopping the %s source failed: %s", st.id, ex.key,
+                                               exc)
                     try:
                         st.source.stop()
                     except Exception as exc:
@@ -860,7 +1063,9 @@ class LivePipeline:
     def _ingest(self, st: _Stream, chunk: Any) -> None:
         t0 = time.perf_counter()  # a window's latency runs from here: its samples are in hand
         self.watch.ingest(st, chunk)
-        data = chunk.data[st.rows + st.acc_rows]  # accelerometer rows ride along, split off in _push
+        # accelerometer rows (and a fused bundle's further modalities on this source) ride along, split
+        # off in _push
+        data = chunk.data[st.rows + st.acc_rows + st.shared_rows]
         ts = np.asarray(chunk.timestamps, dtype=np.float64)
         self._count(st, "samples", chunk.n_samples)
         if chunk.gaps or chunk.reconnected:
@@ -871,6 +1076,9 @@ class LivePipeline:
             st.reset()
             self._count(st, "windower_resets")
             st.offset += chunk.lost_samples
+            for ex in st.extras:  # the modalities on this same source had the same gap
+                if not ex.own:
+                    ex.gap(chunk.lost_samples)
             logger.warning("stream %s: gap (%d sample(s) lost%s): the next window starts after it", st.id,
                            chunk.lost_samples, ", device reconnected" if chunk.reconnected else "")
             self._push(st, data[:, split:], ts[split:], t0)
@@ -881,6 +1089,14 @@ class LivePipeline:
         if data.shape[1] == 0:
             return
         assert st.windower is not None, "the live loop binds every stream when it starts"
+        if st.shared_rows:  # fused: the further modalities on this source cut their windows first
+            n = len(st.shared_rows)
+            shared, data = data[-n:], data[:-n]
+            k = 0
+            for ex in st.extras:
+                if not ex.own:
+                    ex.push(shared[k:k + len(ex.rows)], t0)
+                    k += len(ex.rows)
         acc_windows: dict[int, np.ndarray] = {}
         if st.acc is not None:
             acc_windows = dict(st.acc.push(data[len(st.rows):]))
@@ -922,8 +1138,14 @@ class LivePipeline:
         self._pending.append(_Cut(st, start, window, x, st.t0, record,
                                   start_s, end_s))
 
-    def _flush(self) -> None:
-        """The hop's windows from every stream: one quality gate, one preprocessing, one engine call each."""
+    def _flush(self, final: bool = False) -> None:
+        """The hop's windows from every stream: one quality gate, one preprocessing, one engine call each.
+
+        ``final``: the loop is ending; a fused window still waiting for a modality is decided now.
+        """
+        if self.extra_keys:
+            self._flush_fused(final)
+            return
         cuts, self._pending = self._pending, []
         if not cuts:
             return
@@ -962,9 +1184,183 @@ class LivePipeline:
             else:
                 self._skipped(c, flags[k])
 
-    def _skipped(self, c: _Cut, flags: np.ndarray) -> None:
+    # --- fused bundles: K modalities in lockstep -------------------------------------------------------
+    def _start_extras(self, st: _Stream, single: bool) -> None:
+        """Start the further modalities' own sources (a failed one leaves its spans unpaired: skipped)."""
+        for ex in st.extras:
+            if not ex.own:
+                continue
+            try:
+                ex.source.start()
+            except FirmwareError as exc:
+                if single:
+                    raise
+                ex.ended = f"source failed to start: {exc}"
+                logger.error("stream %s: the %s source: %s; its windows are skipped", st.id, ex.key, exc)
+
+    def _read_extras(self, st: _Stream, single: bool, draining: bool = False) -> int:
+        """Read the further modalities that have their own source; returns the samples read."""
+        got = 0
+        behind = draining or any(c.stream is st for c in self._waiting)
+        for ex in st.extras:
+            if not ex.own or ex.ended or not ex.bound or (self._stop.is_set() and not draining) \
+                    or not ex.due(behind):
+                continue
+            try:
+                chunk = ex.source.read()
+            except FirmwareError as exc:
+                if single:
+                    raise
+                ex.ended = f"source failed: {exc}"
+                logger.error("stream %s: the %s source: %s; its windows are skipped", st.id, ex.key, exc)
+                continue
+            if chunk.n_samples:
+                got += chunk.n_samples
+                t0 = time.perf_counter()
+                data = chunk.data[ex.rows]
+                ts = np.asarray(chunk.timestamps, dtype=np.float64)
+                previous, ex.last_ts = ex.last_ts, ts[-1:]
+                if chunk.gaps or chunk.reconnected:  # as the main target: no window straddles the gap
+                    split = 0 if chunk.reconnected else _gap_index(ts, previous if previous.size else None)
+                    ex.push(data[:, :split], t0)
+                    ex.gap(chunk.lost_samples)
+                    logger.warning("stream %s: %s gap (%d sample(s) lost)", st.id, ex.key, chunk.lost_samples)
+                    ex.push(data[:, split:], t0)
+                else:
+                    ex.push(data, t0)
+            if chunk.finished:
+                ex.ended = "end of its recording"
+        return got
+
+    def _drain_extras(self, timeout: float) -> None:
+        """At the end of the recordings: let the further modalities' own sources deliver the spans the main
+        target already has (two playback boards end a moment apart), for at most ``timeout`` seconds."""
+        t_end = time.monotonic() + timeout
+        while time.monotonic() < t_end:
+            behind = [st for st in self.streams if st.windower is not None and any(
+                ex.own and not ex.ended and ex.bound
+                and ex.seen_s < (st.windower.samples_seen + st.offset) / float(st.spec.input_rate)
+                for ex in st.extras)]
+            if not behind:
+                return
+            if not sum(self._read_extras(st, False, draining=True) for st in behind):
+                time.sleep(self.config.poll_interval)
+
+    def _pair(self, c: _Cut, final: bool, waited: bool) -> bool:
+        """Cut every further modality's window over ``c``'s span; False while one may still come.
+
+        A modality whose buffer starts after the span (a gap), whose source ended or failed, or that was
+        never bound, is missing for this window (named in its skip reason).
+        """
         st = c.stream
-        reason = describe_flags(flags, st.spec.channels)
+        done = True
+        for ex in st.extras:
+            if ex.key in c.extras or ex.key in c.missing:
+                continue
+            if not ex.bound:
+                c.missing[ex.key] = f"no window: {ex.ended or 'its source delivers nothing'}"
+                continue
+            found = ex.window(c.start_s)
+            if waited and ex.own:  # its latency runs from the samples it waited for
+                c.t0 = max(c.t0, ex.last_t0)
+            if isinstance(found, np.ndarray):
+                c.extras[ex.key] = _ExtraWindow(found, c.t0)
+            elif isinstance(found, str):
+                c.missing[ex.key] = found
+            elif final:
+                c.missing[ex.key] = "no window over this span: the loop ended first"
+            else:
+                done = False
+        return done
+
+    def _flush_fused(self, final: bool) -> None:
+        """A fused bundle's hop: pair each main window with its further modalities' windows over the same
+        span, gate every modality's window with its own spec, preprocess each with its own spec, and run
+        the windows where all passed through :meth:`~deploy.runtime.CompositeRunner.run_targets` at once."""
+        cuts, self._pending, waiting = self._pending, [], self._waiting
+        self._waiting = []
+        ready = []
+        for c, waited in [*((c, True) for c in waiting), *((c, False) for c in cuts)]:
+            (ready if self._pair(c, final, waited) else self._waiting).append(c)
+        self._trim_extras()
+        if not ready:
+            return
+        fails: list[list[str]] = [[] for _ in ready]
+        by_spec: dict[Preprocessing, list[int]] = {}
+        for k, c in enumerate(ready):
+            by_spec.setdefault(c.stream.spec, []).append(k)
+        for spec, ks in by_spec.items():
+            f = assess_quality(np.stack([ready[k].raw for k in ks]), spec)
+            moved = [i for i, k in enumerate(ks) if ready[k].acc is not None]
+            if moved:
+                f[moved] |= motion_flags(np.stack([ready[ks[i]].acc for i in moved]), spec.input_rate,
+                                         spec)[:, None]
+            for k, fk in zip(ks, f, strict=True):
+                if fk.any():
+                    fails[k].append(f"{spec.modality} ({describe_flags(fk, spec.channels)})")
+        extra_specs: dict[str, dict[Preprocessing, list[int]]] = {key: {} for key in self.extra_keys}
+        for k, c in enumerate(ready):
+            for ex in c.stream.extras:
+                if ex.key in c.missing:
+                    fails[k].append(f"{ex.key} ({c.missing[ex.key]})")
+                else:
+                    extra_specs[ex.key].setdefault(ex.spec, []).append(k)
+        for key, groups in extra_specs.items():
+            for spec, ks in groups.items():
+                f = assess_quality(np.stack([ready[k].extras[key].raw for k in ks]), spec)
+                for k, fk in zip(ks, f, strict=True):
+                    if fk.any():
+                        fails[k].append(f"{key} ({describe_flags(fk, spec.channels)})")
+        good = [k for k in range(len(ready)) if not fails[k]]
+        logits = np.empty((0, len(self.classes)))
+        if good:
+            feeds = {"target": self._inputs([(ready[k].stream.spec, ready[k].raw, ready[k].x)
+                                                   for k in good])}
+            for key in self.extra_keys:
+                feeds[key] = self._inputs([(ex.spec, ready[k].extras[key].raw, None)
+                                                 for k in good for ex in ready[k].stream.extras
+                                                 if ex.key == key])
+            logits = self.runner.run_targets(feeds)
+            self.watch.after_batch([ready[k] for k in good], logits)
+        row = {k: i for i, k in enumerate(good)}
+        for k, c in enumerate(ready):
+            names = [c.stream.spec.modality, *self.extra_keys]
+            if k in row:
+                c.record["modalities"] = names
+                self._result(c, logits[row[k]])
+            else:
+                c.record["failed_modalities"] = [r.split(" (", 1)[0] for r in fails[k]]
+                self._skipped(c, np.empty(0), reason="; ".join(fails[k]))
+
+    def _trim_extras(self) -> None:
+        """Drop the further modalities' samples that no waiting or future window of their stream needs."""
+        for st in self.streams:
+            if not st.extras or st.windower is None:
+                continue
+            rate = float(st.spec.input_rate)
+            nxt = st.windower.samples_seen + st.windower.samples_to_next_window - st.spec.window_samples
+            keep = min([(nxt + st.offset) / rate, *(c.start_s for c in self._waiting if c.stream is st)])
+            for ex in st.extras:
+                ex.trim(keep)
+
+    @staticmethod
+    def _inputs(items: list[tuple[Preprocessing, np.ndarray, np.ndarray | None]]) -> np.ndarray:
+        """Model inputs of one modality's gate-passing windows: the causal ones as filtered on arrival, the
+        rest zero-phase per window, batched per spec (what training saw)."""
+        out: list[np.ndarray | None] = [x for _spec, _raw, x in items]
+        groups: dict[Preprocessing, list[int]] = {}
+        for i, (spec, _raw, x) in enumerate(items):
+            if x is None:
+                groups.setdefault(spec, []).append(i)
+        for spec, idx in groups.items():
+            batch = process_windows(np.stack([items[i][1] for i in idx]), spec, check_quality=False)
+            for i, xi in zip(idx, batch, strict=True):
+                out[i] = xi
+        return np.stack(out)  # type: ignore[arg-type]
+
+    def _skipped(self, c: _Cut, flags: np.ndarray, reason: str | None = None) -> None:
+        st = c.stream
+        reason = describe_flags(flags, st.spec.channels) if reason is None else reason
         self._count(st, "skipped")
         for s in (st.summary, self.summary):
             s.skipped_reasons[reason] = s.skipped_reasons.get(reason, 0) + 1

@@ -25,6 +25,17 @@ Examples:
   edge-bridge deploy --bundle stress.bundle --source tcp:127.0.0.1:5555 --duration 60 --smoothing ema
   edge-bridge deploy --bundle stress.bundle --source playback:bed1.csv --source tcp:10.0.0.7:5555
   edge-bridge deploy --bundle stress.bundle --sources ward.json      # {"streams": [{"id", "source"}, ...]}
+  edge-bridge deploy --bundle fused.bundle --source playback:wrist_ppg_eda.csv     # fused PPG + EDA bundle
+  edge-bridge deploy --bundle fused.bundle --source playback:ppg64.csv --modality-source eda=playback:eda4.csv
+
+A fused bundle (several target modalities feeding one bridge, e.g. task stress+eda: wrist PPG + EDA) finds
+every modality among the source's channels (one board carrying PPG and EDA), or takes a modality from its own
+source at its own rate (--modality-source KEY=SPEC). Windows of all modalities are cut in lockstep over the
+same span, each through its own preprocessing, and predicted in one call; a window is predicted only when
+every modality's window passes the quality gate, otherwise it is skipped with the modality named
+(--missing-modality fallback would use the modalities present, but only where the bundle has a bridge for
+them: bundles carry one fused bridge today, so it says so at start and skips). Each JSON line names the
+modalities its prediction used. Drift is scored on the main target's features; --auto-calibrate is refused.
 
 Several sources run in one process on one set of engines: each hop, the windows of every stream go through
 the model in one batched call, and every JSON line (and LSL outlet) names its stream; a stream that stalls,
@@ -71,6 +82,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="playback:FILE | synthetic | board:NAME[,k=v...] | tcp:HOST:PORT | serial:PORT "
                         "(default: a simulated recording through BrainFlow's playback board); repeat it to "
                         "serve several wearables in one process (stream ids 0, 1, ...)")
+    p.add_argument("--modality-source", metavar="KEY=SPEC", action="append", default=None,
+                   help="a fused bundle's further modality from its own source (at its own rate), e.g. "
+                        "--modality-source eda=playback:eda4.csv; repeatable, one --source only (in a "
+                        '--sources file: "modality_sources": {KEY: SPEC} per stream)')
+    p.add_argument("--missing-modality", choices=["skip", "fallback"], default="skip",
+                   help="a fused bundle's window where a modality is missing or fails the quality gate: "
+                        "skip it (default), or fall back to the modalities present where the bundle has a "
+                        "bridge for them (today's bundles carry one fused bridge: said at start, then skip)")
     p.add_argument("--sources", type=Path, metavar="FILE",
                    help='JSON file naming each stream: {"streams": [{"id": "bed1", "source": SPEC, '
                         '"labels": FILE (optional)}, ...]}; relative paths are from the file\'s folder')
@@ -163,6 +182,10 @@ def preflight(args: argparse.Namespace) -> None:
         kind, target, _ = parse_spec(stream.spec)
         if kind == "playback":
             input_file(target, f"{stream.where} playback:")
+        for key, extra in stream.modality_sources.items():
+            kind, target, _ = parse_spec(extra)
+            if kind == "playback":
+                input_file(target, f"{stream.where} --modality-source {key}=playback:")
         input_file(stream.labels, f"{stream.where} labels")
     if args.out is not None and args.summary_json is not None and \
             Path(args.out).absolute() == Path(args.summary_json).absolute():
@@ -186,8 +209,10 @@ def preflight(args: argparse.Namespace) -> None:
 class StreamSpec:
     """One stream the user asked for: its id, source spec, labels and where it was given (for errors)."""
 
-    def __init__(self, id: str, spec: str, labels: Path | None, where: str) -> None:
+    def __init__(self, id: str, spec: str, labels: Path | None, where: str,
+                 modality_sources: dict[str, str] | None = None) -> None:
         self.id, self.spec, self.labels, self.where = id, spec, labels, where
+        self.modality_sources = dict(modality_sources or {})  # fused: key -> its own source spec
 
 
 def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
@@ -228,7 +253,14 @@ def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
             labels = Path(item["labels"]) if item.get("labels") else None
             if labels is not None and not labels.is_absolute():
                 labels = base / labels
-            out.append(StreamSpec(sid, spec, labels, f"--sources {path}: stream {sid!r}"))
+            extra = item.get("modality_sources", {})
+            if not (isinstance(extra, dict) and all(isinstance(k, str) and isinstance(v, str) and v.strip()
+                                                    for k, v in extra.items())):
+                raise OptionError(f"--sources {path}: stream {sid!r}: \"modality_sources\" must map a fused "
+                                  f'modality to a source spec, e.g. {{"eda": "playback:eda4.csv"}}, got '
+                                  f"{repr(extra)[:200]}")
+            out.append(StreamSpec(sid, spec, labels, f"--sources {path}: stream {sid!r}",
+                                  {k: _relative_spec(v.strip(), base) for k, v in extra.items()}))
     ids = [st.id for st in out]
     dup = sorted({i for i in ids if ids.count(i) > 1})
     if dup:
@@ -239,6 +271,19 @@ def stream_specs(args: argparse.Namespace) -> list[StreamSpec]:
                           "--sources FILE (\"labels\": FILE per stream)")
     if len(out) == 1 and getattr(args, "labels", None) is not None:
         out[0].labels = args.labels
+    given_extra = getattr(args, "modality_source", None) or []
+    if given_extra:
+        if len(given) != 1 or path is not None:
+            raise OptionError("--modality-source names a further modality of the one --source; with several "
+                              'streams give each its own in --sources FILE ("modality_sources": {KEY: SPEC})')
+        for item in given_extra:
+            key, sep, spec = item.partition("=")
+            if not sep or not key.strip() or not spec.strip():
+                raise OptionError(f"--modality-source {item!r}: expected KEY=SPEC, e.g. "
+                                  "--modality-source eda=playback:eda4.csv")
+            if key.strip() in out[0].modality_sources:
+                raise OptionError(f"--modality-source gives {key.strip()!r} twice; give each modality once")
+            out[0].modality_sources[key.strip()] = spec.strip()
     return out
 
 
@@ -300,13 +345,14 @@ def run(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     bundle = Bundle.load(root)
     m = bundle.manifest
-    if bundle.extra_keys:  # streaming K modalities in lockstep is not built yet: refuse before any engine
-        from edge_bridge.bundle import BundleError
-
-        raise BundleError(f"{bundle.root}: a fused bundle (targets {m.target.modality}, "
-                          f"{', '.join(bundle.extra_keys)}) cannot stream live yet, deploy reads one target "
-                          "stream; run it on windows of every modality with deploy.runtime.run_windows")
-    _say(f"bundle {bundle.root}: task {m.task}, {m.target.modality} -> {m.source.modality}, classes "
+    fused = bundle.extra_keys
+    if fused and args.auto_calibrate:  # refused before any engine loads
+        raise LiveError(f"{bundle.root}: --auto-calibrate cannot refit a fused bridge yet (targets "
+                        f"{' + '.join([m.target.modality, *fused])}: calibrate refits one input map); run it "
+                        "without --auto-calibrate")
+    modalities = " + ".join([m.target.modality, *fused])
+    _say(f"bundle {bundle.root}: task {m.task}, {modalities} -> {m.source.modality}"
+         f"{' (fused bridge)' if fused else ''}, classes "
          f"{', '.join(m.classes)}, bridge v{m.current_bridge:04d}; verified in "
          f"{1e3 * (time.perf_counter() - t0):.0f} ms")
     from edge_bridge.signing import deploy_trust
@@ -358,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
                             majority=args.majority,
                             duration=args.duration, watch_bridge=not args.no_watch,
                             bundle_check=trust.recheck if trust.verified is not None else None,
-                            **_watch_options(args))
+                            missing_modality=args.missing_modality, **_watch_options(args))
         inputs: list[StreamInput] = []
         file_counts: dict[str, dict[str, int]] = {}
         try:
@@ -372,16 +418,29 @@ def run(args: argparse.Namespace) -> int:
                 except FirmwareError as exc:
                     raise EdgeBridgeError(f"{st.where}: {exc}") from None
                 inputs.append(StreamInput(st.id, source, labels))
+                extra_specs = {e.key: e.spec for e in m.extra_targets}
+                for key, extra in st.modality_sources.items():  # a fused modality on its own source
+                    if key not in extra_specs:
+                        raise LiveError(f"{st.where}: --modality-source {key}=...: this bundle's further "
+                                        f"modalities are {list(extra_specs) or 'none (one target)'}")
+                    espec, _lab, eopts, _counts = _recorded_input(extra, None, extra_specs[key], scratch)
+                    try:
+                        inputs[-1].extra_sources[key] = open_source(
+                            espec, verbose=True if args.verbose else None, **eopts)
+                    except FirmwareError as exc:
+                        raise EdgeBridgeError(f"{st.where}: --modality-source {key}={extra}: {exc}") from None
             sinks = make_sinks(args.out, lsl=args.lsl, classes=list(m.classes), rate=1.0 / m.target.hop_s,
                                streams=len(inputs))
         except BaseException:
             for inp in inputs:
-                with contextlib.suppress(Exception):
-                    inp.source.stop()
+                for src in (inp.source, *inp.extra_sources.values()):
+                    with contextlib.suppress(Exception):
+                        src.stop()
             raise
         try:
-            pipe = LivePipeline(runner, inputs if len(inputs) > 1 else inputs[0].source, sinks, config,
-                                None if len(inputs) > 1 else inputs[0].labels)
+            listed = len(inputs) > 1 or bool(inputs[0].extra_sources)  # a modality on its own source
+            pipe = LivePipeline(runner, inputs if listed else inputs[0].source, sinks, config,
+                                None if listed else inputs[0].labels)
         except LiveError as exc:  # the source does not deliver what the model needs: name the source
             for sink in sinks:
                 sink.close()
@@ -395,7 +454,7 @@ def run(args: argparse.Namespace) -> int:
         if len(inputs) > 1:
             _say(f"streams: {len(inputs)} ({', '.join(i.id for i in inputs)}) in one process on one set of "
                  "engines, windows batched per hop")
-        for line in pipe.watch.lines:
+        for line in [*pipe.notes, *pipe.watch.lines]:
             _say(line)
         where = args.out if args.out else "stdout"
         _say(f"streaming: {m.target.window_s:g} s windows every {m.target.hop_s:g} s; predictions to {where}"

@@ -327,10 +327,5 @@ def test_export_of_a_fused_run_directory(tiny, tmp_path):
     assert b"weights_file_sha256" in stamp  # the EDA backbone's weights file is recorded in its graph
 
 
-def test_deploy_refuses_a_fused_bundle_in_one_line(fused, capsys):
-    """Live streaming of K modalities in lockstep is not built: the CLI says so, no traceback."""
-    from edge_bridge.cli import main
-
-    assert main(["deploy", "--bundle", str(fused.root), "--source", "synthetic", "--allow-unsigned"]) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err and "fused bundle" in err and "run_windows" in err
+# deploy streams a fused bundle live: tests/deploy/test_fused_live.py; calibrate refits it:
+# tests/calibrate/test_fused_calibrate.py
