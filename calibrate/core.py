@@ -75,8 +75,6 @@ logger = logging.getLogger(__name__)
 
 METHODS = ("auto", "closed-form", "gradient")
 VALIDATIONS = ("folds", "holdout")
-MIN_STATE_WINDOWS = 2  # a class decided on fewer windows (or under MIN_STATE_SHARE of them) is a flicker
-MIN_STATE_SHARE = 0.05
 LOCK_NAME = ".calibrate.lock"
 
 
@@ -188,9 +186,10 @@ def decided_states(ref: np.ndarray) -> np.ndarray:
     of state; balanced agreement weighs every class alike, so one flicker window decided 1/3 of a verdict
     (``bench/drift.py``: a refit refused at balanced agreement 0.326 where one of 3 "states" had 1 window).
     """
+    from deploy.autocal import state_floor
+
     classes, counts = np.unique(ref, return_counts=True)
-    floor = max(MIN_STATE_WINDOWS, math.ceil(MIN_STATE_SHARE * len(ref)))
-    return classes[counts >= floor]
+    return classes[counts >= state_floor(len(ref))]
 
 
 def _agreement(pred: np.ndarray, ref: np.ndarray) -> tuple[float, float, int]:

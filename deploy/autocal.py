@@ -103,9 +103,20 @@ class AutoCalibrateConfig:
         return self.max_minutes if self.max_minutes is not None else 3.0 * self.minutes
 
 
-#: a class counts as a state of a tally only on this many windows and this share of them (calibrate's
-#: ``decided_states`` floor: a flicker window at a change of state is no state)
-MIN_STATE_WINDOWS, MIN_STATE_SHARE = 2, 0.05
+#: a class counts as a state of some windows only when decided on this many of them and this share: on a
+#: 1 s hop the source model flickers to another class for a window or two at a change of state
+MIN_STATE_WINDOWS = 2
+MIN_STATE_SHARE = 0.05
+
+
+def state_floor(windows: int) -> int:
+    """How many of ``windows`` a class must be decided on to be a state, not a flicker.
+
+    One rule for the live keep-or-roll-back check here and calibrate's verdicts
+    (``calibrate.core.decided_states``), so both count the same states; it lives on the device side
+    because deploy never imports calibrate.
+    """
+    return max(MIN_STATE_WINDOWS, math.ceil(MIN_STATE_SHARE * windows))
 
 
 @dataclass
@@ -129,7 +140,7 @@ class _Tally:
         return self.agreed / self.n if self.n else None
 
     def states(self) -> list[int]:
-        floor = max(MIN_STATE_WINDOWS, math.ceil(MIN_STATE_SHARE * self.n))
+        floor = state_floor(self.n)
         return sorted(k for k, (n, _) in self.by_class.items() if n >= floor)
 
     def balanced(self) -> float | None:
